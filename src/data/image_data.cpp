@@ -1,0 +1,62 @@
+#include "data/image_data.h"
+
+#include <numeric>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "util/error.h"
+
+namespace blocklab {
+namespace {
+
+ImageSplit head(const ImageSplit& s, int64_t limit) {
+  if (limit <= 0 || limit >= s.size()) return s;
+  return {s.images.slice(0, 0, limit), s.labels.slice(0, 0, limit)};
+}
+
+void check_labels(const ImageSplit& s, int64_t classes, const std::string& what) {
+  const int64_t lo = s.labels.min().item<int64_t>(), hi = s.labels.max().item<int64_t>();
+  if (lo < 0 || hi >= classes)
+    throw UserError(fmt::format("{}: label values span [{}, {}], expected [0, {})", what, lo, hi, classes));
+}
+
+}  // namespace
+
+ImageData ImageData::load(const std::string& dir, int64_t train_limit, int64_t test_limit) {
+  ImageData d;
+  d.train = head(load_idx_split(dir, "train"), train_limit);
+  d.test = head(load_idx_split(dir, "t10k"), test_limit);
+  check_labels(d.train, d.classes, dir + "/train-labels-idx1-ubyte");
+  check_labels(d.test, d.classes, dir + "/t10k-labels-idx1-ubyte");
+  if (d.train.images.sizes().slice(1) != d.test.images.sizes().slice(1))
+    throw UserError(fmt::format("{}: train and test images differ in size", dir));
+  auto pixels = d.train.images.to(torch::kFloat64) / 255.0;
+  d.mean = pixels.mean().item<double>();
+  d.std = std::max(pixels.std().item<double>(), 1e-6);
+  return d;
+}
+
+Batch ImageData::batch(const ImageSplit& split, const torch::Tensor& indices, const torch::Device& device) const {
+  auto images = split.images.index_select(0, indices).to(device).to(torch::kFloat32);
+  images = (images / 255.0 - mean) / std;
+  return {images, split.labels.index_select(0, indices).to(device)};
+}
+
+DataOrder::DataOrder(int64_t size, int64_t batch_size, uint64_t seed)
+    : size_(size), batch_(std::min(batch_size, size)), steps_per_epoch_(size / batch_), seed_(seed) {}
+
+torch::Tensor DataOrder::indices(int64_t step) {
+  const int64_t epoch = step / steps_per_epoch_, pos = step % steps_per_epoch_;
+  if (epoch != cached_epoch_) {
+    std::vector<int64_t> perm(size_);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ull + uint64_t(epoch));
+    std::shuffle(perm.begin(), perm.end(), rng);
+    perm_ = torch::tensor(perm, torch::kInt64);
+    cached_epoch_ = epoch;
+  }
+  return perm_.slice(0, pos * batch_, (pos + 1) * batch_);
+}
+
+}  // namespace blocklab

@@ -1,0 +1,62 @@
+#include "models/layers.h"
+
+#include <cmath>
+
+namespace blocklab {
+
+namespace F = torch::nn::functional;
+
+torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim, double max_period) {
+  const int64_t half = dim / 2;
+  auto freqs = torch::exp(-std::log(max_period) *
+                          torch::arange(half, torch::TensorOptions().dtype(t.dtype()).device(t.device())) / double(half));
+  auto args = t.unsqueeze(1) * freqs.unsqueeze(0);  // [N, half]
+  return torch::cat({torch::cos(args), torch::sin(args)}, 1);
+}
+
+NoiseEmbedderImpl::NoiseEmbedderImpl(int64_t cond_dim) {
+  mlp = register_module("mlp", torch::nn::Sequential(torch::nn::Linear(kFrequencyDim, cond_dim), torch::nn::SiLU(),
+                                                     torch::nn::Linear(cond_dim, cond_dim)));
+}
+
+torch::Tensor NoiseEmbedderImpl::forward(const torch::Tensor& c_noise) {
+  return torch::silu(mlp->forward(sinusoidal_embedding(c_noise, kFrequencyDim)));
+}
+
+AdaLNImpl::AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks_) : chunks(chunks_) {
+  proj = register_module("proj", torch::nn::Linear(cond_dim, chunks * hidden));
+  torch::NoGradGuard no_grad;
+  proj->weight.zero_();
+  proj->bias.zero_();
+}
+
+std::vector<torch::Tensor> AdaLNImpl::forward(const torch::Tensor& cond) {
+  return torch::silu(proj->forward(cond)).unsqueeze(1).chunk(chunks, /*dim=*/2);
+}
+
+TransformerLayerImpl::TransformerLayerImpl(const TransformerLayerOptions& o) : opt(o) {
+  ada = register_module("ada", AdaLN(o.cond_dim, o.hidden, 6));
+  qkv = register_module("qkv", torch::nn::Linear(o.hidden, 3 * o.hidden));
+  proj = register_module("proj", torch::nn::Linear(o.hidden, o.hidden));
+  fc1 = register_module("fc1", torch::nn::Linear(o.hidden, o.mlp_ratio * o.hidden));
+  fc2 = register_module("fc2", torch::nn::Linear(o.mlp_ratio * o.hidden, o.hidden));
+}
+
+torch::Tensor TransformerLayerImpl::attention(const torch::Tensor& x) {
+  const int64_t n = x.size(0), t = x.size(1), h = opt.heads, hd = opt.hidden / opt.heads;
+  auto qkv_ = qkv->forward(x).view({n, t, 3, h, hd}).permute({2, 0, 3, 1, 4});  // (3, N, h, T, hd)
+  auto q = qkv_[0], k = qkv_[1], v = qkv_[2];
+  auto att = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(hd)), -1);  // (N, h, T, T)
+  auto y = torch::matmul(att, v).transpose(1, 2).reshape({n, t, opt.hidden});                   // (N, T, d)
+  return proj->forward(y);
+}
+
+torch::Tensor TransformerLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cond) {
+  auto m = ada->forward(cond);  // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
+  auto ln = [&](const torch::Tensor& v) { return F::layer_norm(v, F::LayerNormFuncOptions({opt.hidden}).eps(1e-6)); };
+  auto h = x + m[2] * attention(ln(x) * (1 + m[1]) + m[0]);
+  auto mlp_in = ln(h) * (1 + m[4]) + m[3];
+  return h + m[5] * fc2->forward(torch::gelu(fc1->forward(mlp_in)));
+}
+
+}  // namespace blocklab

@@ -1,0 +1,46 @@
+// Building blocks of the noise-conditioned transformer: the sinusoidal noise-level embedding
+// and the adaLN-Zero transformer layer (DiT, Peebles & Xie 2023; reference §1.6).
+#pragma once
+#include <torch/torch.h>
+
+namespace blocklab {
+
+/// Sinusoidal features of a scalar per sample: [cos(t f_k), sin(t f_k)], f_k = max_period^(-k/half).
+torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim, double max_period = 10000.0);
+
+/// t (here c_noise = ln(sigma)/4) -> SiLU(MLP(sinusoid(t))): the conditioning vector of every layer.
+struct NoiseEmbedderImpl : torch::nn::Module {
+  static constexpr int64_t kFrequencyDim = 256;  // as DiT and the reference code
+  explicit NoiseEmbedderImpl(int64_t cond_dim);
+  torch::Tensor forward(const torch::Tensor& c_noise);  // [N] -> [N, cond_dim]
+  torch::nn::Sequential mlp{nullptr};
+};
+TORCH_MODULE(NoiseEmbedder);
+
+/// Zero-initialized modulation: SiLU(Linear(cond)) split into `chunks` vectors of width d.
+/// The SiLU after the Linear follows the reference code (§6 D7).
+struct AdaLNImpl : torch::nn::Module {
+  AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks);
+  std::vector<torch::Tensor> forward(const torch::Tensor& cond);  // each [N, 1, d]
+  torch::nn::Linear proj{nullptr};
+  int64_t chunks;
+};
+TORCH_MODULE(AdaLN);
+
+struct TransformerLayerOptions {
+  int64_t hidden, heads, mlp_ratio, cond_dim;
+};
+
+/// h = x + g1 * Attn(LN(x)(1+s1)+b1);  out = h + g2 * MLP(LN(h)(1+s2)+b2). Identity at init.
+struct TransformerLayerImpl : torch::nn::Module {
+  explicit TransformerLayerImpl(const TransformerLayerOptions& o);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cond);  // x: [N, T, d]
+  torch::Tensor attention(const torch::Tensor& x);
+
+  TransformerLayerOptions opt;
+  AdaLN ada{nullptr};
+  torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(TransformerLayer);
+
+}  // namespace blocklab

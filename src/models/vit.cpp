@@ -1,0 +1,63 @@
+#include "models/vit.h"
+
+namespace blocklab {
+
+SharedIOImpl::SharedIOImpl(const ViTOptions& o) {
+  patch_embed = register_module(
+      "patch_embed", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.channels, o.hidden, o.patch).stride(o.patch)));
+  pos_embed = register_parameter("pos_embed", torch::randn({1, 1 + o.num_patches(), o.hidden}) * 0.02);
+  cls_token = register_parameter("cls_token", torch::randn({1, 1, o.hidden}) * 0.02);
+  label_embed = register_module("label_embed", torch::nn::Embedding(o.classes, o.hidden));
+  noise_embed = register_module("noise_embed", NoiseEmbedder(o.cond_dim));
+  final_norm = register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden}).eps(1e-6)));
+  out_ada = register_module("out_ada", AdaLN(o.cond_dim, o.hidden, 2));
+  head = register_module("head", torch::nn::Linear(o.hidden, o.classes));
+  torch::NoGradGuard no_grad;
+  label_embed->weight.normal_(0.0, 0.02);  // reference §1.6: N(0, 0.02), L2-normalized when used
+  head->weight.zero_();                     // zero-initialized classifier (adaLN-Zero)
+  head->bias.zero_();
+}
+
+BlockImpl::BlockImpl(const ViTOptions& o, int64_t num_layers) {
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < num_layers; ++i)
+    layers->push_back(TransformerLayer(TransformerLayerOptions{o.hidden, o.heads, o.mlp_ratio, o.cond_dim}));
+}
+
+torch::Tensor BlockImpl::forward(torch::Tensor x, const torch::Tensor& cond) {
+  for (const auto& layer : *layers) x = layer->as<TransformerLayer>()->forward(x, cond);
+  return x;
+}
+
+ViTImpl::ViTImpl(const ViTOptions& o) : opt(o) {
+  TORCH_CHECK(o.blocks >= 1 && o.layers % o.blocks == 0, "model.blocks must divide model.layers");
+  shared = register_module("shared", SharedIO(o));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t b = 0; b < o.blocks; ++b) blocks->push_back(Block(o, o.layers / o.blocks));
+}
+
+torch::Tensor ViTImpl::condition(const torch::Tensor& c_noise) { return shared->noise_embed->forward(c_noise); }
+
+torch::Tensor ViTImpl::features(const torch::Tensor& images, const torch::Tensor& lead, const torch::Tensor& cond,
+                                int64_t first_block, int64_t last_block) {
+  auto patches = shared->patch_embed->forward(images).flatten(2).transpose(1, 2);  // (N, P, d)
+  auto x = torch::cat({lead.unsqueeze(1), patches}, 1) + shared->pos_embed;      // (N, 1+P, d)
+  for (int64_t b = first_block; b < last_block; ++b) x = blocks[b]->as<Block>()->forward(x, cond);
+  return shared->final_norm->forward(x.select(1, 0));  // LayerNorm is per token: norm token 0 only
+}
+
+torch::Tensor ViTImpl::classify(const torch::Tensor& d, const torch::Tensor& cond) {
+  auto m = shared->out_ada->forward(cond);  // shift, scale: [N, 1, d]
+  return shared->head->forward(d * (1 + m[1].squeeze(1)) + m[0].squeeze(1));
+}
+
+torch::Tensor ViTImpl::forward(const torch::Tensor& images) {
+  const int64_t n = images.size(0);
+  auto cond = condition(torch::zeros({n}, images.options()));
+  auto lead = shared->cls_token.squeeze(1).expand({n, opt.hidden});
+  return classify(features(images, lead, cond, 0, opt.blocks), cond);
+}
+
+std::string ViTImpl::block_prefix(int64_t b) { return "blocks." + std::to_string(b) + "."; }
+
+}  // namespace blocklab

@@ -1,0 +1,66 @@
+// A Vision Transformer whose layers are grouped into blocks, for both training modes.
+//
+//   e2e:    tokens = [cls ; patches] + pos -> all L layers -> final LN -> token 0 -> head
+//   blocks: tokens = [c_in z_sigma ; patches] + pos -> the L/B layers of one block
+//           -> final LN -> token 0 = h   (the noisy label vector takes the class-token slot)
+//
+// Parameters have addresses: `blocks.{b}.layers.{i}.*` belong to one block, `shared.*` are the
+// input/output modules every block uses (reference §1.8).
+#pragma once
+#include <torch/torch.h>
+
+#include "models/layers.h"
+
+namespace blocklab {
+
+struct ViTOptions {
+  int64_t image_size = 28, channels = 1, patch = 7;
+  int64_t hidden = 64, heads = 4, layers = 6, blocks = 3, mlp_ratio = 4, cond_dim = 64;
+  int64_t classes = 10;
+  int64_t num_patches() const { return (image_size / patch) * (image_size / patch); }
+};
+
+/// The modules every block shares.
+struct SharedIOImpl : torch::nn::Module {
+  explicit SharedIOImpl(const ViTOptions& o);
+  torch::nn::Conv2d patch_embed{nullptr};
+  torch::Tensor pos_embed, cls_token;  // [1, 1+P, d], [1, 1, d]
+  torch::nn::Embedding label_embed{nullptr};
+  NoiseEmbedder noise_embed{nullptr};
+  torch::nn::LayerNorm final_norm{nullptr};
+  AdaLN out_ada{nullptr};
+  torch::nn::Linear head{nullptr};
+};
+TORCH_MODULE(SharedIO);
+
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(const ViTOptions& o, int64_t num_layers);
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& cond);
+  torch::nn::ModuleList layers{nullptr};
+};
+TORCH_MODULE(Block);
+
+struct ViTImpl : torch::nn::Module {
+  explicit ViTImpl(const ViTOptions& o);
+
+  /// Conditioning vector for noise embedding input c_noise [N].
+  torch::Tensor condition(const torch::Tensor& c_noise);
+  /// Runs blocks [first, last) over `lead` (the token-0 vector, [N, d]) and the images' patches;
+  /// returns the final-normed token 0, [N, d].
+  torch::Tensor features(const torch::Tensor& images, const torch::Tensor& lead, const torch::Tensor& cond,
+                         int64_t first_block, int64_t last_block);
+  /// Output adaLN and classifier: logits [N, K] from a denoised vector [N, d].
+  torch::Tensor classify(const torch::Tensor& d, const torch::Tensor& cond);
+  /// End-to-end classifier: class token, every layer, a constant noise condition.
+  torch::Tensor forward(const torch::Tensor& images);
+
+  /// Prefix of the parameter names that belong to block b ("blocks.b.").
+  static std::string block_prefix(int64_t b);
+
+  ViTOptions opt;
+  SharedIO shared{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+};
+TORCH_MODULE(ViT);
+
+}  // namespace blocklab

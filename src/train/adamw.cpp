@@ -1,0 +1,89 @@
+#include "train/adamw.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "util/error.h"
+
+namespace blocklab {
+
+AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, AdamWOptions opt)
+    : params_(std::move(params)), state_(params_.size()), opt_(opt) {}
+
+double AdamW::clip_grad_norm(double max_norm) {
+  std::vector<torch::Tensor> norms;
+  for (auto& [name, p] : params_)
+    if (p.grad().defined()) norms.push_back(p.grad().norm().to(torch::kFloat64));
+  if (norms.empty()) return 0.0;
+  const double total = torch::stack(norms).norm().item<double>();
+  if (max_norm > 0 && total > max_norm) {
+    const double scale = max_norm / (total + 1e-6);
+    for (auto& [name, p] : params_)
+      if (p.grad().defined()) p.mutable_grad().mul_(scale);
+  }
+  return total;
+}
+
+void AdamW::step(double lr) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i].second;
+    if (!p.grad().defined()) continue;
+    auto& s = state_[i];
+    if (!s.exp_avg.defined()) {
+      s.exp_avg = torch::zeros_like(p);
+      s.exp_avg_sq = torch::zeros_like(p);
+    }
+    const auto& g = p.grad();
+    s.step += 1;
+    p.mul_(1.0 - lr * opt_.weight_decay);  // decoupled weight decay
+    s.exp_avg.mul_(opt_.beta1).add_(g, 1.0 - opt_.beta1);
+    s.exp_avg_sq.mul_(opt_.beta2).addcmul_(g, g, 1.0 - opt_.beta2);
+    const double bc1 = 1.0 - std::pow(opt_.beta1, double(s.step));
+    const double bc2 = 1.0 - std::pow(opt_.beta2, double(s.step));
+    auto denom = (s.exp_avg_sq / bc2).sqrt_().add_(opt_.eps);
+    p.addcdiv_(s.exp_avg, denom, -lr / bc1);
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& [name, p] : params_) p.mutable_grad().reset();
+}
+
+TensorMap AdamW::state_dict() const {
+  TensorMap out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& s = state_[i];
+    if (s.step == 0) continue;
+    const auto& name = params_[i].first;
+    out[name + ".exp_avg"] = s.exp_avg;
+    out[name + ".exp_avg_sq"] = s.exp_avg_sq;
+    out[name + ".step"] = torch::tensor({s.step}, torch::kInt64);
+  }
+  return out;
+}
+
+void AdamW::load_state_dict(const TensorMap& state, const std::string& source) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& [name, p] = params_[i];
+    auto it = state.find(name + ".step");
+    if (it == state.end()) {
+      state_[i] = State{};
+      continue;
+    }
+    auto m = state.find(name + ".exp_avg"), v = state.find(name + ".exp_avg_sq");
+    if (m == state.end() || v == state.end() || !m->second.sizes().equals(p.sizes()) ||
+        !v->second.sizes().equals(p.sizes()))
+      throw UserError(fmt::format("{}: optimizer state for {} is missing or has the wrong shape", source, name));
+    state_[i] = State{m->second.to(p.options()), v->second.to(p.options()), it->second.item<int64_t>()};
+  }
+}
+
+int64_t AdamW::steps_of(const std::string& name) const {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].first == name) return state_[i].step;
+  return -1;
+}
+
+}  // namespace blocklab

@@ -1,0 +1,42 @@
+// AdamW (Loshchilov & Hutter 2019) over named parameters, with a step count per parameter.
+// A parameter without a gradient is skipped entirely: no decay, no moment update, no step.
+// That is what makes bias correction per-block in blocks mode (reference §1.8), and the named
+// state is what a checkpoint (or, later, an offloaded block) saves and restores.
+#pragma once
+#include <torch/torch.h>
+
+#include "io/safetensors.h"
+
+namespace blocklab {
+
+struct AdamWOptions {
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, AdamWOptions opt);
+
+  /// Global L2 norm of all defined gradients; scales them to at most max_norm if max_norm > 0.
+  double clip_grad_norm(double max_norm);
+  void step(double lr);
+  /// Resets gradients to undefined, so that the next step sees only what backward reaches.
+  void zero_grad();
+
+  /// State as `<param>.exp_avg`, `<param>.exp_avg_sq`, `<param>.step`.
+  TensorMap state_dict() const;
+  void load_state_dict(const TensorMap& state, const std::string& source);
+  const std::vector<std::pair<std::string, torch::Tensor>>& params() const { return params_; }
+  int64_t steps_of(const std::string& name) const;
+
+ private:
+  struct State {
+    torch::Tensor exp_avg, exp_avg_sq;
+    int64_t step = 0;
+  };
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
+  std::vector<State> state_;
+  AdamWOptions opt_;
+};
+
+}  // namespace blocklab

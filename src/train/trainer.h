@@ -1,0 +1,23 @@
+// The training loop, end-to-end or block-wise, from a validated config to a run directory.
+#pragma once
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "io/config.h"
+
+namespace blocklab {
+
+struct TrainOptions {
+  std::string out_dir;
+  bool resume = false;         // continue from out_dir/checkpoint.safetensors
+  bool plain_progress = false; // periodic lines instead of a bar
+  std::string label = "train"; // prefix of progress lines
+  int64_t stop_after = -1;     // stop (with a checkpoint) after this many steps; for tests of resume
+};
+
+/// Trains, checkpoints, evaluates and writes summary.json; returns the summary.
+/// UserError on bad data or a diverging run (after which the last checkpoint is intact).
+nlohmann::json train(const Config& cfg, const TrainOptions& opts);
+
+}  // namespace blocklab

@@ -1,0 +1,35 @@
+#include "util/system.h"
+
+#include <dlfcn.h>
+
+#include <torch/torch.h>
+
+#include "util/error.h"
+
+namespace blocklab {
+
+std::string blas_core() {
+  using CoreName = char* (*)();
+  auto fn = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  if (!fn) return "not OpenBLAS (reference BLAS is 30-60x slower: apt-get install libopenblas-dev)";
+  return fn();
+}
+
+void set_threads(int threads) {
+  at::set_num_threads(threads);
+  using SetThreads = void (*)(int);
+  if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(threads);
+}
+
+std::string resolve_device(const std::string& requested) {
+  if (requested == "cpu") return "cpu";
+  if (requested == "cuda") {
+    if (!torch::cuda::is_available())
+      throw UserError("train.device = \"cuda\" but this libtorch build sees no CUDA device "
+                      "(build against a CUDA libtorch with CMAKE_PREFIX_PATH)");
+    return "cuda";
+  }
+  throw UserError("unknown device \"" + requested + "\" (expected cpu or cuda)");
+}
+
+}  // namespace blocklab

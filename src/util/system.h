@@ -1,0 +1,14 @@
+// Facts about the machine a run is on, recorded in every summary.
+#pragma once
+#include <string>
+
+namespace blocklab {
+
+/// OpenBLAS core name ("Haswell", ...) or a warning string when libtorch is not using OpenBLAS.
+std::string blas_core();
+/// Applies the thread count (intra-op and, when loaded, OpenBLAS).
+void set_threads(int threads);
+/// "cpu" or "cuda:N", validated: UserError if CUDA is asked for and not available.
+std::string resolve_device(const std::string& requested);
+
+}  // namespace blocklab
