@@ -5,7 +5,7 @@ namespace blocklab {
 SharedIOImpl::SharedIOImpl(const ViTOptions& o) {
   patch_embed = register_module(
       "patch_embed", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.channels, o.hidden, o.patch).stride(o.patch)));
-  pos_embed = register_parameter("pos_embed", torch::randn({1, 1 + o.num_patches(), o.hidden}) * 0.02);
+  pos_embed = register_parameter("pos_embed", torch::randn({1, o.lead_tokens() + o.num_patches(), o.hidden}) * 0.02);
   cls_token = register_parameter("cls_token", torch::randn({1, 1, o.hidden}) * 0.02);
   label_embed = register_module("label_embed", torch::nn::Embedding(o.classes, o.hidden));
   noise_embed = register_module("noise_embed", NoiseEmbedder(o.cond_dim));
@@ -38,12 +38,24 @@ ViTImpl::ViTImpl(const ViTOptions& o) : opt(o) {
 
 torch::Tensor ViTImpl::condition(const torch::Tensor& c_noise) { return shared->noise_embed->forward(c_noise); }
 
-torch::Tensor ViTImpl::features(const torch::Tensor& images, const torch::Tensor& lead, const torch::Tensor& cond,
-                                int64_t first_block, int64_t last_block) {
+torch::Tensor ViTImpl::features(const torch::Tensor& images, const std::vector<torch::Tensor>& lead,
+                                const torch::Tensor& cond, int64_t first_block, int64_t last_block) {
   auto patches = shared->patch_embed->forward(images).flatten(2).transpose(1, 2);  // (N, P, d)
-  auto x = torch::cat({lead.unsqueeze(1), patches}, 1) + shared->pos_embed;      // (N, 1+P, d)
+  std::vector<torch::Tensor> tokens;
+  for (const auto& t : lead) tokens.push_back(t.unsqueeze(1));
+  tokens.push_back(patches);
+  // Lead tokens take the first positions, patches always the last P, in both modes.
+  auto pos = shared->pos_embed;
+  if (int64_t(lead.size()) < opt.lead_tokens())
+    pos = torch::cat({pos.narrow(1, 0, int64_t(lead.size())), pos.narrow(1, opt.lead_tokens(), opt.num_patches())}, 1);
+  auto x = torch::cat(tokens, 1) + pos;  // (N, lead+P, d)
   for (int64_t b = first_block; b < last_block; ++b) x = blocks[b]->as<Block>()->forward(x, cond);
   return shared->final_norm->forward(x.select(1, 0));  // LayerNorm is per token: norm token 0 only
+}
+
+std::vector<torch::Tensor> ViTImpl::label_lead(const torch::Tensor& scaled_label) {
+  if (!opt.label_beside_cls) return {scaled_label};
+  return {shared->cls_token.squeeze(1).expand({scaled_label.size(0), opt.hidden}), scaled_label};
 }
 
 torch::Tensor ViTImpl::classify(const torch::Tensor& d, const torch::Tensor& cond) {
@@ -55,7 +67,7 @@ torch::Tensor ViTImpl::forward(const torch::Tensor& images) {
   const int64_t n = images.size(0);
   auto cond = condition(torch::zeros({n}, images.options()));
   auto lead = shared->cls_token.squeeze(1).expand({n, opt.hidden});
-  return classify(features(images, lead, cond, 0, opt.blocks), cond);
+  return classify(features(images, {lead}, cond, 0, opt.blocks), cond);
 }
 
 std::string ViTImpl::block_prefix(int64_t b) { return "blocks." + std::to_string(b) + "."; }

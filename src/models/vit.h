@@ -3,6 +3,7 @@
 //   e2e:    tokens = [cls ; patches] + pos -> all L layers -> final LN -> token 0 -> head
 //   blocks: tokens = [c_in z_sigma ; patches] + pos -> the L/B layers of one block
 //           -> final LN -> token 0 = h   (the noisy label vector takes the class-token slot)
+//   blocks, label beside cls: tokens = [cls ; c_in z_sigma ; patches] + pos, h = token 0
 //
 // Parameters have addresses: `blocks.{b}.layers.{i}.*` belong to one block, `shared.*` are the
 // input/output modules every block uses (reference §1.8).
@@ -17,6 +18,11 @@ struct ViTOptions {
   int64_t image_size = 28, channels = 1, patch = 7;
   int64_t hidden = 64, heads = 4, layers = 6, blocks = 3, mlp_ratio = 4, cond_dim = 64;
   int64_t classes = 10;
+  // Where the noisy label enters in blocks mode: in the class-token slot, read out from itself
+  // (the reference code, §6 D3), or as an extra token beside a clean class token that is read
+  // out (the paper's App. B).
+  bool label_beside_cls = false;
+  int64_t lead_tokens() const { return label_beside_cls ? 2 : 1; }
   int64_t num_patches() const { return (image_size / patch) * (image_size / patch); }
 };
 
@@ -24,7 +30,7 @@ struct ViTOptions {
 struct SharedIOImpl : torch::nn::Module {
   explicit SharedIOImpl(const ViTOptions& o);
   torch::nn::Conv2d patch_embed{nullptr};
-  torch::Tensor pos_embed, cls_token;  // [1, 1+P, d], [1, 1, d]
+  torch::Tensor pos_embed, cls_token;  // [1, lead+P, d], [1, 1, d]
   torch::nn::Embedding label_embed{nullptr};
   NoiseEmbedder noise_embed{nullptr};
   torch::nn::LayerNorm final_norm{nullptr};
@@ -45,10 +51,12 @@ struct ViTImpl : torch::nn::Module {
 
   /// Conditioning vector for noise embedding input c_noise [N].
   torch::Tensor condition(const torch::Tensor& c_noise);
-  /// Runs blocks [first, last) over `lead` (the token-0 vector, [N, d]) and the images' patches;
+  /// Runs blocks [first, last) over the lead tokens ([N, d] each) and the images' patches;
   /// returns the final-normed token 0, [N, d].
-  torch::Tensor features(const torch::Tensor& images, const torch::Tensor& lead, const torch::Tensor& cond,
+  torch::Tensor features(const torch::Tensor& images, const std::vector<torch::Tensor>& lead, const torch::Tensor& cond,
                          int64_t first_block, int64_t last_block);
+  /// The lead tokens of the blocks-mode denoiser for a scaled noisy label c_in z, [N, d].
+  std::vector<torch::Tensor> label_lead(const torch::Tensor& scaled_label);
   /// Output adaLN and classifier: logits [N, K] from a denoised vector [N, d].
   torch::Tensor classify(const torch::Tensor& d, const torch::Tensor& cond);
   /// End-to-end classifier: class token, every layer, a constant noise condition.

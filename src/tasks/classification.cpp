@@ -16,6 +16,7 @@ ViTOptions vit_options(const Config& cfg, int64_t classes) {
   o.mlp_ratio = cfg.model.mlp_ratio;
   o.cond_dim = cfg.model.cond_dim;
   o.classes = classes;
+  o.label_beside_cls = cfg.model.label_token == "beside_cls";
   return o;
 }
 
@@ -39,7 +40,7 @@ torch::Tensor DenoisingClassifier::denoise_logits(const torch::Tensor& images, c
                                                   const torch::Tensor& sigma, int block) {
   const auto pc = precondition(sigma, diffusion_.noise.sigma_data);
   auto cond = model_->condition(pc.c_noise);
-  auto h = model_->features(images, pc.c_in.unsqueeze(1) * z, cond, block, block + 1);
+  auto h = model_->features(images, model_->label_lead(pc.c_in.unsqueeze(1) * z), cond, block, block + 1);
   auto denoised = pc.c_out.unsqueeze(1) * h + pc.c_skip.unsqueeze(1) * z;
   return model_->classify(denoised, cond);
 }
@@ -59,6 +60,13 @@ Loss DenoisingClassifier::block_loss(const Batch& b, int block, const torch::Ten
   return {loss, ce.mean().detach()};
 }
 
+torch::Tensor class_weights(const torch::Tensor& logits, double temperature) {
+  // temperature 1: softmax, so weights @ embeddings = E[y | z], the denoiser's estimate.
+  // Lower sharpens toward the mode; 0 is the one-hot argmax.
+  if (temperature <= 0) return F::one_hot(logits.argmax(-1), logits.size(-1)).to(logits.dtype());
+  return torch::softmax(logits / temperature, -1);
+}
+
 StepLogits DenoisingClassifier::predict_steps(const torch::Tensor& images, int steps) {
   StepLogits out;
   out.sigmas = schedule_.inference_sigmas(steps);
@@ -72,7 +80,7 @@ StepLogits DenoisingClassifier::predict_steps(const torch::Tensor& images, int s
     out.blocks.push_back(block);
     out.logits.push_back(logits);
     if (i + 1 < out.sigmas.size()) {
-      auto expected = torch::softmax(logits, -1).matmul(embeddings);  // E[y | z], the denoised estimate
+      auto expected = class_weights(logits, diffusion_.inference_temperature).matmul(embeddings);
       z = euler_step(z, expected, s, out.sigmas[i + 1]);
     }
   }

@@ -27,6 +27,9 @@ struct StepLogits {
   std::vector<torch::Tensor> logits;
 };
 
+/// Weights over classes that turn logits into the expected embedding passed between steps.
+torch::Tensor class_weights(const torch::Tensor& logits, double temperature);
+
 /// The ViT of a config, for a data set with `classes` labels.
 ViTOptions vit_options(const Config& cfg, int64_t classes);
 
