@@ -1,0 +1,390 @@
+// Training end to end on a small synthetic data set: both modes learn, the run directory holds
+// what it promises, checkpoints restore exactly, a resumed run equals an uninterrupted one, a
+// diverging run stops with a clear error, and the CLI reports errors on one line.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <sstream>
+
+#include "io/run_dir.h"
+#include "io/safetensors.h"
+#include "tasks/classification.h"
+#include "test_util.h"
+#include "train/adamw.h"
+#include "train/checkpoint.h"
+#include "train/step.h"
+#include "train/trainer.h"
+
+namespace blocklab {
+namespace {
+
+using test::Contains;
+using test::TempDir;
+using test::ThrowsUserError;
+namespace fs = std::filesystem;
+
+std::vector<nlohmann::json> read_metrics(const std::string& path) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(test::read_bytes(path));
+  for (std::string line; std::getline(in, line);) {
+    EXPECT_FALSE(line.empty()) << path << " has an empty line";
+    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));  // throws (fails the test) if not JSON
+  }
+  return lines;
+}
+
+// Checks the files of a finished run and its metrics lines; returns the metrics.
+std::vector<nlohmann::json> check_finished_run(const std::string& dir, const nlohmann::json& summary, bool blocks) {
+  for (const char* f : {"summary.json", "metrics.jsonl", "model.safetensors", "checkpoint.safetensors", "config.toml"})
+    EXPECT_TRUE(fs::exists(fs::path(dir) / f)) << f;
+  for (const auto& e : fs::directory_iterator(dir))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+  EXPECT_EQ(RunDir(dir, false).read_json("summary.json"), summary);
+  const auto metrics = read_metrics(dir + "/metrics.jsonl");
+  EXPECT_FALSE(metrics.empty());
+  int64_t last = 0;
+  for (const auto& m : metrics) {
+    for (const char* key : {"step", "block", "loss", "ce", "lr", "grad_norm", "seconds"})
+      EXPECT_TRUE(m.contains(key)) << key << " missing in " << m.dump();
+    const auto step = m.at("step").get<int64_t>();
+    EXPECT_GT(step, last) << "steps must increase: " << m.dump();
+    last = step;
+    const int block = m.at("block").get<int>();
+    if (blocks) {
+      EXPECT_GE(block, 0);
+      EXPECT_LT(block, 3);
+    } else {
+      EXPECT_EQ(block, -1);
+    }
+    EXPECT_TRUE(std::isfinite(m.at("loss").get<double>()));
+    EXPECT_GT(m.at("lr").get<double>(), 0.0);
+    EXPECT_GE(m.at("seconds").get<double>(), 0.0);
+  }
+  EXPECT_EQ(last, summary.at("steps").get<int64_t>()) << "the last step is always logged";
+  // The final weights load back into a model of the run's shape.
+  const auto weights = load_safetensors(dir + "/model.safetensors");
+  Config cfg = Config::from_file(dir + "/config.toml");
+  ViT model(vit_options(cfg, 10));
+  EXPECT_NO_THROW(load_weights(*model, weights, "model.safetensors"));
+  return metrics;
+}
+
+TrainOptions options(const std::string& dir, const std::string& label) {
+  TrainOptions o;
+  o.out_dir = dir;
+  o.plain_progress = true;
+  o.label = label;
+  return o;
+}
+
+TEST(Training, EndToEndLearnsSyntheticData) {
+  TempDir out;
+  const Config cfg = test::tiny_config("e2e", test::synthetic_data_dir());
+  const auto summary = train(cfg, options(out.path(), "e2e-test"));
+  EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.5) << summary.dump(2);  // chance: 0.1
+  EXPECT_EQ(summary.at("mode"), "e2e");
+  EXPECT_EQ(summary.at("steps").get<int64_t>(), 4 * (600 / 32));
+  EXPECT_EQ(summary.at("test_images").get<int64_t>(), 200);
+  EXPECT_EQ(summary.at("train_images").get<int64_t>(), 600);
+  check_finished_run(out.path(), summary, false);
+  EXPECT_EQ(Config::from_file(out.file("config.toml")).to_toml(), cfg.to_toml());
+}
+
+void check_blocks_learn(const std::string& label_token) {
+  SCOPED_TRACE("model.label_token = " + label_token);
+  TempDir out;
+  Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
+  cfg.model.label_token = label_token;
+  const auto summary = train(cfg, options(out.path(), "blocks-test"));
+  EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.5) << summary.dump(2);
+  EXPECT_EQ(summary.at("mode"), "blocks");
+  const int64_t steps = 3 * 4 * (600 / 32);  // B times the steps of end-to-end
+  EXPECT_EQ(summary.at("steps").get<int64_t>(), steps);
+  EXPECT_EQ(summary.at("block_steps"), nlohmann::json::array({steps / 3, steps / 3, steps / 3}));
+  const auto& inference = summary.at("inference_steps");
+  ASSERT_EQ(inference.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(inference[size_t(i)].at("block").get<int>(), i);
+  EXPECT_EQ(inference[2].at("accuracy"), summary.at("test_accuracy"));
+  EXPECT_EQ(summary.at("teacher_forced").size(), 3u);
+  check_finished_run(out.path(), summary, true);
+}
+
+TEST(Training, BlocksLearnSyntheticData) {
+  for (const std::string label_token : {"as_cls", "beside_cls"}) check_blocks_learn(label_token);
+}
+
+// A run resumed from a checkpoint ends with exactly the weights of an uninterrupted run:
+// everything random is a function of (seed, step).
+TEST(Training, ResumedRunIsBitIdenticalToUninterruptedRun) {
+  TempDir full, split;
+  Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
+  cfg.train.epochs = 1;  // 18 steps per block, 54 in all
+  cfg.train.log_every = 5;
+  cfg.data.test_limit = 100;
+  const auto summary_full = train(cfg, options(full.path(), "full"));
+
+  auto stop = options(split.path(), "first-part");
+  stop.stop_after = 20;  // mid-epoch and mid-round
+  const auto stopped = train(cfg, stop);
+  EXPECT_EQ(stopped.at("stopped_at").get<int64_t>(), 20);
+  EXPECT_TRUE(fs::exists(split.file("checkpoint.safetensors")));
+  EXPECT_FALSE(fs::exists(split.file("summary.json")));
+  EXPECT_FALSE(fs::exists(split.file("model.safetensors")));
+  std::map<std::string, std::string> meta;
+  load_safetensors(split.file("checkpoint.safetensors"), &meta);
+  EXPECT_EQ(meta.at("step"), "20");
+
+  auto resume = options(split.path(), "second-part");
+  resume.resume = true;
+  const auto summary_split = train(cfg, resume);
+
+  EXPECT_EQ(test::read_bytes(split.file("model.safetensors")), test::read_bytes(full.file("model.safetensors")))
+      << "model.safetensors differs between the resumed and the uninterrupted run";
+  const auto a = load_safetensors(full.file("model.safetensors")), b = load_safetensors(split.file("model.safetensors"));
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
+  EXPECT_EQ(summary_split.at("test_accuracy"), summary_full.at("test_accuracy"));
+  EXPECT_EQ(summary_split.at("block_steps"), summary_full.at("block_steps"));
+
+  // metrics.jsonl: every step once, the same lines as the uninterrupted run (but for the clock).
+  const auto ma = read_metrics(full.file("metrics.jsonl")), mb = read_metrics(split.file("metrics.jsonl"));
+  ASSERT_EQ(ma.size(), mb.size());
+  std::set<int64_t> steps;
+  for (size_t i = 0; i < ma.size(); ++i) {
+    EXPECT_TRUE(steps.insert(mb[i].at("step").get<int64_t>()).second) << "duplicated step " << mb[i].dump();
+    for (const char* key : {"step", "block", "loss", "ce", "lr", "grad_norm"})
+      EXPECT_EQ(ma[i].at(key), mb[i].at(key)) << key << " at line " << i;
+  }
+  // Resuming a finished run redoes nothing and gives the same weights again.
+  const auto again = train(cfg, resume);
+  EXPECT_EQ(again.at("test_accuracy"), summary_full.at("test_accuracy"));
+  EXPECT_EQ(test::read_bytes(split.file("model.safetensors")), test::read_bytes(full.file("model.safetensors")));
+  EXPECT_EQ(read_metrics(split.file("metrics.jsonl")).size(), ma.size());
+}
+
+TEST(Training, ResumeWithoutCheckpointNamesTheDirectory) {
+  TempDir out;
+  const Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
+  auto o = options(out.path(), "resume-test");
+  o.resume = true;
+  EXPECT_TRUE(ThrowsUserError([&] { train(cfg, o); }, {out.path(), "checkpoint"}));
+}
+
+TEST(Training, InvalidConfigIsRefusedBeforeTraining) {
+  TempDir out;
+  Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
+  cfg.model.blocks = 2;  // does not divide 3 layers
+  EXPECT_TRUE(ThrowsUserError([&] { train(cfg, options(out.path(), "invalid")); }, {"model.blocks", "model.layers"}));
+  EXPECT_FALSE(fs::exists(out.file("metrics.jsonl")));
+}
+
+TEST(Training, DivergingRunStopsWithNonFiniteError) {
+  TempDir out;
+  Config cfg = test::tiny_config("e2e", test::synthetic_data_dir());
+  cfg.train.lr = 1e6;  // with weight decay 0.01 every step multiplies the weights by -1e4
+  cfg.train.min_lr = 0;
+  cfg.train.warmup = 0;
+  cfg.train.lr_schedule = "constant";
+  cfg.train.grad_clip = 0;
+  std::string msg;
+  EXPECT_TRUE(ThrowsUserError([&] { train(cfg, options(out.path(), "diverge")); }, {"diverge", "train.lr"}, &msg));
+  EXPECT_TRUE(Contains(msg, "nan") || Contains(msg, "inf")) << msg;
+  EXPECT_FALSE(fs::exists(out.file("summary.json")));
+  EXPECT_FALSE(fs::exists(out.file("model.safetensors")));
+}
+
+// ------------------------------------------------------------------------------- checkpoints
+
+struct Rig {
+  explicit Rig(uint64_t init_seed) : cfg(test::tiny_config("blocks", "")) {
+    torch::manual_seed(init_seed);
+    model = ViT(vit_options(cfg, 10));
+    task = std::make_unique<DenoisingClassifier>(model, cfg);
+    opt = std::make_unique<AdamW>(model->named_parameters().pairs(),
+                                  AdamWOptions{0.9, 0.999, 1e-8, cfg.train.weight_decay});
+    runner = std::make_unique<StepRunner>(*task, *opt, cfg, 50);
+  }
+  Config cfg;
+  ViT model{nullptr};
+  std::unique_ptr<DenoisingClassifier> task;
+  std::unique_ptr<AdamW> opt;
+  std::unique_ptr<StepRunner> runner;
+};
+
+TEST(Checkpoint, RoundTripRestoresWeightsAndOptimizerExactly) {
+  TempDir dir;
+  torch::manual_seed(0);
+  const Batch batch{torch::randn({16, 1, 28, 28}), torch::randint(0, 10, {16}, torch::kInt64)};
+  Rig a(1);
+  for (int64_t s = 0; s < 4; ++s) a.runner->run(batch, s);  // one round of 3 blocks and one more step
+  const auto path = dir.file("checkpoint.safetensors");
+  save_checkpoint(path, *a.model, *a.opt, 4);
+
+  Rig b(2);  // other initial weights, empty optimizer
+  EXPECT_EQ(load_checkpoint(path, *b.model, *b.opt), 4);
+  const auto wa = named_tensors(*a.model), wb = named_tensors(*b.model);
+  ASSERT_EQ(wa.size(), wb.size());
+  for (const auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << name;
+  const auto sa = a.opt->state_dict(), sb = b.opt->state_dict();
+  ASSERT_EQ(sa.size(), sb.size());
+  for (const auto& [name, t] : sa) {
+    ASSERT_TRUE(sb.count(name)) << name;
+    EXPECT_TRUE(torch::equal(t, sb.at(name))) << name;
+  }
+  for (const auto& [name, t] : wa) EXPECT_EQ(a.opt->steps_of(name), b.opt->steps_of(name)) << name;
+  // Both continue identically.
+  for (int64_t s = 4; s < 7; ++s) {
+    const auto ra = a.runner->run(batch, s), rb = b.runner->run(batch, s);
+    EXPECT_EQ(ra.loss, rb.loss) << "step " << s;
+  }
+  const auto ca = named_tensors(*a.model), cb = named_tensors(*b.model);
+  for (const auto& [name, t] : ca) EXPECT_TRUE(torch::equal(t, cb.at(name))) << name;
+
+  // Optimizer state of a parameter that never stepped is reset by loading, not kept.
+  Rig c(3);
+  c.runner->run(batch, 0);
+  save_checkpoint(path, *c.model, *c.opt, 1);  // one block stepped once, the others never
+  EXPECT_EQ(load_checkpoint(path, *b.model, *b.opt), 1);
+  for (const auto& [name, t] : named_tensors(*c.model)) EXPECT_EQ(b.opt->steps_of(name), c.opt->steps_of(name)) << name;
+}
+
+TEST(Checkpoint, MismatchedOrForeignFilesNameThePath) {
+  TempDir dir;
+  Rig a(1);
+  const auto path = dir.file("checkpoint.safetensors");
+  save_checkpoint(path, *a.model, *a.opt, 0);
+  Config other = a.cfg;
+  other.model.hidden = 48;
+  ViT wide(vit_options(other, 10));
+  AdamW wide_opt(wide->named_parameters().pairs(), AdamWOptions{});
+  EXPECT_TRUE(ThrowsUserError([&] { load_checkpoint(path, *wide, wide_opt); }, {path, "shape"}));
+  other = a.cfg;
+  other.model.layers = 6;  // more tensors than the file has
+  ViT deep(vit_options(other, 10));
+  AdamW deep_opt(deep->named_parameters().pairs(), AdamWOptions{});
+  EXPECT_TRUE(ThrowsUserError([&] { load_checkpoint(path, *deep, deep_opt); }, {path, "missing"}));
+  // A plain weights file (no step) is not a checkpoint.
+  const auto weights = dir.file("model.safetensors");
+  save_safetensors(weights, named_tensors(*a.model));
+  EXPECT_TRUE(ThrowsUserError([&] { load_checkpoint(weights, *a.model, *a.opt); }, {weights}));
+  // Extra tensors are refused by load_weights.
+  auto extra = named_tensors(*a.model);
+  extra["shared.unknown"] = torch::zeros({1});
+  EXPECT_TRUE(ThrowsUserError([&] { load_weights(*a.model, extra, "src.safetensors"); }, {"src.safetensors", "shared.unknown"}));
+}
+
+// ------------------------------------------------------------------------------------- CLI
+
+struct CliResult {
+  int exit_code = -1;
+  std::string err;
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// Runs the CLI with `args` (already quoted), capturing stderr.
+CliResult run_cli(const std::string& args, const TempDir& scratch) {
+  CliResult r;
+  const auto bin = test::blocklab_bin();
+  if (bin.empty()) {
+    ADD_FAILURE() << "blocklab binary not found: set BLOCKLAB_BIN or build it next to the test binary";
+    return r;
+  }
+  const auto err_file = scratch.file("stderr.txt");
+  const std::string cmd = quote(bin) + " " + args + " >/dev/null 2>" + quote(err_file);
+  const int status = std::system(cmd.c_str());
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = test::read_bytes(err_file);
+  return r;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);)
+    if (!l.empty()) out.push_back(l);
+  return out;
+}
+
+// A failed command: non-zero exit, one "error: " line naming `needle`, no C++ stack trace.
+void expect_one_line_error(const CliResult& r, const std::vector<std::string>& needles, bool only_line) {
+  EXPECT_NE(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.exit_code, 1) << "a user error exits with 1: " << r.err;
+  const auto lines = lines_of(r.err);
+  ASSERT_FALSE(lines.empty());
+  if (only_line) EXPECT_EQ(lines.size(), 1u) << r.err;
+  int errors = 0;
+  for (const auto& l : lines) errors += l.rfind("error: ", 0) == 0;
+  EXPECT_EQ(errors, 1) << r.err;
+  EXPECT_EQ(lines.back().rfind("error: ", 0), 0u) << r.err;
+  for (const auto& n : needles) EXPECT_TRUE(Contains(lines.back(), n));
+  EXPECT_FALSE(Contains(r.err, "Exception raised from")) << "stack trace in: " << r.err;
+  EXPECT_FALSE(Contains(r.err, "frame #")) << "stack trace in: " << r.err;
+}
+
+TEST(Cli, UnknownConfigKeyIsOneLineError) {
+  TempDir dir;
+  const auto cfg = dir.file("bad.toml");
+  test::write_bytes(cfg, "[model]\nlayers = 6\nlayerz = 6\n");
+  auto r = run_cli("train " + quote(cfg) + " --out " + quote(dir.file("run")), dir);
+  expect_one_line_error(r, {"model.layerz", cfg}, true);
+  const auto good = test::repo_root() + "/configs/vit-fmnist.toml";
+  r = run_cli("train " + quote(good) + " --set train.speed=3 --out " + quote(dir.file("run")), dir);
+  expect_one_line_error(r, {"train.speed"}, true);
+  r = run_cli("train " + quote(good) + " --set model.blocks=4 --out " + quote(dir.file("run")), dir);
+  expect_one_line_error(r, {"model.blocks", "model.layers"}, true);
+  EXPECT_FALSE(fs::exists(dir.file("run/checkpoint.safetensors")));
+}
+
+TEST(Cli, TrainResumeAndEvalARun) {
+  TempDir dir;
+  Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
+  cfg.train.epochs = 1;
+  cfg.data.train_limit = 64;  // 2 steps per epoch, 6 block steps
+  cfg.data.test_limit = 50;
+  const auto cfg_path = dir.file("tiny.toml");
+  test::write_bytes(cfg_path, cfg.to_toml());
+  const auto run = dir.file("run");
+  const std::string train = "train " + quote(cfg_path) + " --plain-progress --out " + quote(run);
+
+  auto r = run_cli(train + " --stop-after 2", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(fs::exists(run + "/checkpoint.safetensors"));
+  EXPECT_FALSE(fs::exists(run + "/summary.json"));
+
+  // An existing run is not overwritten without --resume.
+  const auto checkpoint = test::read_bytes(run + "/checkpoint.safetensors");
+  r = run_cli(train, dir);
+  expect_one_line_error(r, {run, "--resume"}, true);
+  EXPECT_EQ(test::read_bytes(run + "/checkpoint.safetensors"), checkpoint);
+
+  r = run_cli(train + " --resume", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.err, "resuming from step 2"));
+  const auto summary = RunDir(run, false).read_json("summary.json");
+  EXPECT_EQ(summary.at("steps").get<int64_t>(), 6);
+  EXPECT_EQ(summary.at("block_steps"), nlohmann::json::array({2, 2, 2}));
+
+  r = run_cli("eval " + quote(run), dir);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto eval = RunDir(run, false).read_json("eval.json");
+  EXPECT_EQ(eval.at("test_accuracy"), summary.at("test_accuracy"));  // evaluation noise is seeded
+  EXPECT_EQ(eval.at("test_images").get<int64_t>(), 50);
+
+  r = run_cli("eval " + quote(dir.file("nothing-here")), dir);
+  expect_one_line_error(r, {dir.file("nothing-here")}, true);
+}
+
+}  // namespace
+}  // namespace blocklab
