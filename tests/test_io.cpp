@@ -65,6 +65,15 @@ TEST(Idx, MissingFileNamesIt) {
   EXPECT_TRUE(ThrowsUserError([&] { read_idx(path, 1); }, {path}));
 }
 
+TEST(Idx, MissingSplitFileNamesTheDirectory) {
+  TempDir dir;
+  const std::string missing = dir.path() + "/does-not-exist";
+  EXPECT_TRUE(ThrowsUserError([&] { load_idx_split(missing, "train"); }, {missing, "train-images-idx3-ubyte"}));
+  // Only the labels missing.
+  test::write_idx(dir.file("t10k-images-idx3-ubyte.gz"), {2, 28, 28}, counting(2 * 28 * 28), true);
+  EXPECT_TRUE(ThrowsUserError([&] { load_idx_split(dir.path(), "t10k"); }, {dir.path(), "t10k-labels-idx1-ubyte"}));
+}
+
 TEST(Idx, TruncatedFilesNameTheFile) {
   TempDir dir;
   const auto full = test::idx_bytes({10, 28, 28}, counting(10 * 28 * 28));
@@ -260,6 +269,26 @@ TEST(Safetensors, CorruptFilesThrowUserErrorNamingTheFile) {
   expect_bad("reversed-offsets", with_header(R"({"x":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", data));
   expect_bad("three-offsets", with_header(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8,8]}})", data));
   expect_bad("string-shape", with_header(R"({"x":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", data));
+}
+
+TEST(Safetensors, CorruptHeaderValuesThrowUserError) {
+  // Values that are valid JSON but impossible: a negative or absurd dimension, metadata that is
+  // not a string map. These must be reported like every other malformed file, not escape as
+  // another exception type.
+  const std::string data(64, '\0');
+  EXPECT_TRUE(ThrowsUserError(
+      [&] { parse_safetensors(with_header(R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data), "neg"); },
+      {"neg"}));
+  // A dimension far too large for the data (4 TiB of F32): refused by its offsets, not allocated.
+  EXPECT_TRUE(ThrowsUserError(
+      [&] {
+        parse_safetensors(
+            with_header(R"({"x":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,8]}})", data), "huge");
+      },
+      {"huge"}));
+  std::map<std::string, std::string> meta;
+  EXPECT_TRUE(ThrowsUserError(
+      [&] { parse_safetensors(with_header(R"({"__metadata__":{"step":12}})", data), "meta", &meta); }, {"meta"}));
 }
 
 TEST(AtomicFile, LeavesNoTemporaryFiles) {

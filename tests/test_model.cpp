@@ -548,9 +548,37 @@ void tracker_counts_bytes() {
   c.exit();
 }
 
+void tracker_keeps_training_working() {
+  ChildChecks c;
+  TensorMemoryTracker::install();
+  const int64_t base = TensorMemoryTracker::current_bytes();
+  TensorMemoryTracker::reset_peak();
+  // Every operation of a training step must still work with the tracker installed, including
+  // kernels that take raw buffers from the CPU allocator (oneDNN convolution, as used by the
+  // patch embedding for batches like these; `blocklab bench step` runs exactly this).
+  try {
+    Config cfg = small_config("blocks");
+    ViT model(vit_options(cfg, 10));
+    DenoisingClassifier task(model, cfg);
+    const auto batch = random_batch(32, 1);
+    task.block_loss(batch, 0, torch::full({32}, 1.0)).value.backward();
+    c.check(TensorMemoryTracker::peak_bytes() > base, "a training step allocates");
+  } catch (const c10::Error& e) {
+    c.fail(std::string("a block step with the tracker installed threw: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    c.fail(std::string("a block step with the tracker installed threw: ") + e.what());
+  }
+  c.exit();
+}
+
 TEST(Memory, TrackerCountsTensorBytes) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(tracker_counts_bytes(), ::testing::ExitedWithCode(0), "");
+}
+
+TEST(Memory, TrackerKeepsTrainingStepsWorking) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(tracker_keeps_training_working(), ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

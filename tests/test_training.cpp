@@ -177,6 +177,13 @@ TEST(Training, ResumeWithoutCheckpointNamesTheDirectory) {
   EXPECT_TRUE(ThrowsUserError([&] { train(cfg, o); }, {out.path(), "checkpoint"}));
 }
 
+TEST(Training, MissingDataDirectoryNamesIt) {
+  TempDir out;
+  const std::string missing = out.path() + "/no-data-here";
+  const Config cfg = test::tiny_config("e2e", missing);
+  EXPECT_TRUE(ThrowsUserError([&] { train(cfg, options(out.file("run"), "data-test")); }, {missing}));
+}
+
 TEST(Training, InvalidConfigIsRefusedBeforeTraining) {
   TempDir out;
   Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
@@ -345,6 +352,14 @@ TEST(Cli, UnknownConfigKeyIsOneLineError) {
   r = run_cli("train " + quote(good) + " --set model.blocks=4 --out " + quote(dir.file("run")), dir);
   expect_one_line_error(r, {"model.blocks", "model.layers"}, true);
   EXPECT_FALSE(fs::exists(dir.file("run/checkpoint.safetensors")));
+}
+
+TEST(Cli, MissingDataDirectoryIsNamed) {
+  TempDir dir;
+  const auto missing = dir.path() + "/no-such-data";
+  const auto good = test::repo_root() + "/configs/vit-fmnist.toml";
+  const auto r = run_cli("train " + quote(good) + " --set data.dir=" + quote(missing) + " --out " + quote(dir.file("run")), dir);
+  expect_one_line_error(r, {missing}, false);
 }
 
 TEST(Cli, TrainResumeAndEvalARun) {
