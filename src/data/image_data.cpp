@@ -1,5 +1,7 @@
 #include "data/image_data.h"
 
+#include <array>
+#include <cmath>
 #include <numeric>
 #include <random>
 
@@ -31,9 +33,19 @@ ImageData ImageData::load(const std::string& dir, int64_t train_limit, int64_t t
   check_labels(d.test, d.classes, dir + "/t10k-labels-idx1-ubyte");
   if (d.train.images.sizes().slice(1) != d.test.images.sizes().slice(1))
     throw UserError(fmt::format("{}: train and test images differ in size", dir));
-  auto pixels = d.train.images.to(torch::kFloat64) / 255.0;
-  d.mean = pixels.mean().item<double>();
-  d.std = std::max(pixels.std().item<double>(), 1e-6);
+  // Pixel statistics from a 256-bin histogram: exact, and no float copy of the whole set.
+  std::array<int64_t, 256> counts{};
+  auto pixels = d.train.images.contiguous();
+  const uint8_t* p = pixels.data_ptr<uint8_t>();
+  for (int64_t i = 0, n = pixels.numel(); i < n; ++i) ++counts[p[i]];
+  double sum = 0, sum_sq = 0, n = double(pixels.numel());
+  for (int v = 0; v < 256; ++v) {
+    const double x = v / 255.0;
+    sum += x * double(counts[v]);
+    sum_sq += x * x * double(counts[v]);
+  }
+  d.mean = sum / n;
+  d.std = std::max(std::sqrt(std::max(sum_sq / n - d.mean * d.mean, 0.0)), 1e-6);
   return d;
 }
 

@@ -18,7 +18,7 @@ struct ModelConfig {
   int heads = 4;
   int patch = 7;                // 28x28 images -> (28/patch)^2 patch tokens
   int mlp_ratio = 4;
-  std::string label_token = "as_cls";  // blocks mode: noisy label "as_cls" (reference code) or "beside_cls" (paper)
+  std::string label_token = "beside_cls";  // blocks mode: noisy label "as_cls" (reference code) or "beside_cls" (paper)
   int cond_dim = 64;            // width of the noise-level embedding; the reference uses hidden/6
 };
 
@@ -26,14 +26,14 @@ struct DiffusionConfig {
   NoiseOptions noise;
   double overlap = 0.05;                   // gamma: widening of each block's range in log sigma
   std::string weighting = "per_sample";    // "per_sample" (paper Eq. 6) or "batch_mean" (reference code, D1)
-  std::string sigma_sampling = "lognormal";  // within a block's range: "lognormal" or "log_uniform"
+  std::string sigma_sampling = "log_uniform";  // within a block's range: "lognormal" (paper) or "log_uniform"
   int inference_steps = 0;                 // Euler steps at inference; 0 means one per block (n = B)
-  double inference_temperature = 1.0;      // softmax temperature of the expected embedding between steps;
+  double inference_temperature = 0.0;      // softmax temperature of the embedding passed between steps:
                                            // 1 is E[y|z] (the reference), 0 the argmax class's embedding
 };
 
 struct TrainConfig {
-  double epochs = 3;            // passes over the data per block (blocks mode runs B times the steps)
+  double epochs = 5;            // passes over the data per block (blocks mode runs B times the steps)
   int batch_size = 128;
   double lr = 1e-3;
   std::string lr_schedule = "cosine";  // "cosine" (to min_lr) or "constant", after linear warm-up
