@@ -41,7 +41,7 @@ std::string find_file(const std::string& dir, const std::string& name) {
     auto p = std::filesystem::path(dir) / candidate;
     if (std::filesystem::exists(p)) return p.string();
   }
-  throw UserError(fmt::format("{}: missing data file (looked for {0}/{1} and {0}/{1}.gz)", dir, name));
+  throw UserError(fmt::format("{0}: missing data file (looked for {0}/{1} and {0}/{1}.gz)", dir, name));
 }
 
 }  // namespace

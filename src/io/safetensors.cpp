@@ -72,20 +72,26 @@ TensorMap parse_safetensors(const std::string& bytes, const std::string& name,
   const size_t data_start = 8 + n, data_size = bytes.size() - data_start;
   TensorMap out;
   for (const auto& [key, info] : header.items()) {
-    if (key == "__metadata__") {
-      if (metadata) *metadata = info.get<std::map<std::string, std::string>>();
-      continue;
-    }
     try {
+      if (key == "__metadata__") {
+        if (metadata) *metadata = info.get<std::map<std::string, std::string>>();
+        continue;
+      }
       const auto dtype_str = info.at("dtype").get<std::string>();
       auto it = std::find_if(dtype_names().begin(), dtype_names().end(), [&](auto& p) { return p.second == dtype_str; });
       if (it == dtype_names().end()) throw bad(fmt::format("tensor {}: unsupported dtype {}", key, dtype_str));
       const auto shape = info.at("shape").get<std::vector<int64_t>>();
       const auto offsets = info.at("data_offsets").get<std::vector<size_t>>();
-      auto t = torch::empty(shape, torch::TensorOptions().dtype(it->first));
-      const size_t nbytes = size_t(t.numel()) * t.element_size();
+      // Size from the shape, checked against the file before anything is allocated.
+      size_t nbytes = c10::elementSize(c10::typeMetaToScalarType(caffe2::TypeMeta::fromScalarType(it->first)));
+      for (int64_t dim : shape) {
+        if (dim < 0 || (dim > 0 && nbytes > data_size / size_t(dim)))
+          throw bad(fmt::format("tensor {}: shape does not fit in the file", key));
+        nbytes *= size_t(dim);
+      }
       if (offsets.size() != 2 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != nbytes || offsets[1] > data_size)
         throw bad(fmt::format("tensor {}: data offsets do not match its shape or the file size", key));
+      auto t = torch::empty(shape, torch::TensorOptions().dtype(it->first));
       std::memcpy(t.data_ptr(), bytes.data() + data_start + offsets[0], nbytes);
       out.emplace(key, t);
     } catch (const nlohmann::json::exception& e) {

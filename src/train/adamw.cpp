@@ -76,7 +76,8 @@ void AdamW::load_state_dict(const TensorMap& state, const std::string& source) {
     if (m == state.end() || v == state.end() || !m->second.sizes().equals(p.sizes()) ||
         !v->second.sizes().equals(p.sizes()))
       throw UserError(fmt::format("{}: optimizer state for {} is missing or has the wrong shape", source, name));
-    state_[i] = State{m->second.to(p.options()), v->second.to(p.options()), it->second.item<int64_t>()};
+    state_[i] = State{m->second.to(p.options(), /*non_blocking=*/false, /*copy=*/true),
+                      v->second.to(p.options(), /*non_blocking=*/false, /*copy=*/true), it->second.item<int64_t>()};
   }
 }
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
+#include <unordered_map>
 
 #include <c10/core/CPUAllocator.h>
 
@@ -19,32 +21,41 @@ namespace {
 
 std::atomic<int64_t> g_current{0}, g_peak{0};
 std::atomic<bool> g_installed{false};
+std::mutex g_mutex;
+std::unordered_map<void*, size_t> g_sizes;  // live tracked buffers
+c10::DeleterFnPtr g_base_delete = nullptr;
 
-// Owns the base allocator's DataPtr; its deleter gives the bytes back to the count.
-struct Tracked {
-  c10::DataPtr inner;
-  size_t bytes;
-};
-
-void delete_tracked(void* ctx) {
-  auto* t = static_cast<Tracked*>(ctx);
-  g_current -= int64_t(t->bytes);
-  delete t;  // destroys `inner`, which frees the memory through the base allocator
+// Data and context are the same pointer, so that Allocator::raw_allocate (used by oneDNN)
+// works through this allocator too.
+void delete_tracked(void* ptr) {
+  size_t bytes = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto it = g_sizes.find(ptr);
+    if (it != g_sizes.end()) {
+      bytes = it->second;
+      g_sizes.erase(it);
+    }
+  }
+  g_current -= int64_t(bytes);
+  g_base_delete(ptr);
 }
 
 struct TrackingAllocator final : c10::Allocator {
   explicit TrackingAllocator(c10::Allocator* base) : base(base) {}
   c10::DataPtr allocate(size_t n) const override {
-    auto* t = new Tracked{base->allocate(n), n};
+    void* ptr = base->raw_allocate(n);
+    {
+      std::lock_guard<std::mutex> lock(g_mutex);
+      g_sizes[ptr] = n;
+    }
     const int64_t now = g_current += int64_t(n);
     int64_t peak = g_peak.load();
     while (now > peak && !g_peak.compare_exchange_weak(peak, now)) {
     }
-    void* data = t->inner.get();
-    const auto device = t->inner.device();
-    return {data, t, &delete_tracked, device};
+    return {ptr, ptr, &delete_tracked, c10::Device(c10::DeviceType::CPU)};
   }
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override { return &delete_tracked; }
   c10::Allocator* base;
 };
 
@@ -53,6 +64,7 @@ struct TrackingAllocator final : c10::Allocator {
 void TensorMemoryTracker::install() {
   if (g_installed.exchange(true)) return;
   static TrackingAllocator tracker(c10::GetCPUAllocator());
+  g_base_delete = tracker.base->raw_deleter();
   c10::SetCPUAllocator(&tracker, /*priority=*/100);
 }
 
