@@ -362,6 +362,27 @@ TEST(Cli, MissingDataDirectoryIsNamed) {
   expect_one_line_error(r, {missing}, false);
 }
 
+TEST(Cli, DemoTrainsBothModesAndWritesBothSummaries) {
+  TempDir dir;
+  const auto out = dir.file("demo");
+  std::string sets;
+  for (const char* kv : {"model.layers=3", "model.hidden=32", "model.heads=2", "model.mlp_ratio=2", "model.cond_dim=16",
+                         "train.batch_size=32", "train.epochs=2", "train.lr=3e-3", "data.train_limit=128",
+                         "data.test_limit=50"})
+    sets += std::string(" --set ") + kv;
+  const auto r = run_cli("demo --out " + quote(out) + " --set data.dir=" + quote(test::synthetic_data_dir()) + sets, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* mode : {"e2e", "blocks"}) {
+    const auto summary = RunDir(out + "/" + mode, false).read_json("summary.json");
+    EXPECT_EQ(summary.at("mode").get<std::string>(), mode);
+    EXPECT_EQ(summary.at("test_images").get<int64_t>(), 50);
+    EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.3) << mode << ": chance is 0.1";
+  }
+  // Equal compute: blocks mode ran B times the steps.
+  EXPECT_EQ(RunDir(out + "/blocks", false).read_json("summary.json").at("steps").get<int64_t>(),
+            3 * RunDir(out + "/e2e", false).read_json("summary.json").at("steps").get<int64_t>());
+}
+
 TEST(Cli, TrainResumeAndEvalARun) {
   TempDir dir;
   Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());

@@ -70,7 +70,7 @@ class Trainer {
   double fit(int64_t start) {
     const double earlier = start > 0 && run_.has("train_seconds.json") ? run_.read_json("train_seconds.json").value("seconds", 0.0) : 0.0;
     auto previous = std::signal(SIGINT, on_interrupt);
-    Progress progress(total_, opts_.label, opts_.plain_progress);
+    Progress progress(total_, opts_.label, start, opts_.plain_progress);
     const auto t0 = std::chrono::steady_clock::now();
     auto elapsed = [&] { return earlier + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
     double loss_sum = 0, ce_sum = 0;

@@ -16,16 +16,16 @@ std::string format_duration(double s) {
   return fmt::format("{}s", t);
 }
 
-Progress::Progress(int64_t total, std::string label, bool force_plain, double plain_interval_s)
+Progress::Progress(int64_t total, std::string label, int64_t start, bool force_plain, double plain_interval_s)
     : total_(total),
+      start_(start),
       label_(std::move(label)),
       bar_(!force_plain && isatty(STDERR_FILENO)),
       interval_(plain_interval_s),
-      start_(std::chrono::steady_clock::now()),
-      last_(start_) {}
+      t0_(std::chrono::steady_clock::now()),
+      last_(t0_) {}
 
 void Progress::update(int64_t done, const std::string& info) {
-  if (start_done_ < 0) start_done_ = done;  // a resumed run measures its rate from where it started
   const auto now = std::chrono::steady_clock::now();
   const double since = std::chrono::duration<double>(now - last_).count();
   if (since < (bar_ ? 0.2 : interval_)) return;
@@ -36,8 +36,8 @@ void Progress::update(int64_t done, const std::string& info) {
 void Progress::finish(const std::string& info) { draw(total_, info, true); }
 
 void Progress::draw(int64_t done, const std::string& info, bool final) {
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  const double rate = elapsed > 0 ? double(done - std::max<int64_t>(start_done_, 0)) / elapsed : 0;
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  const double rate = elapsed > 0 ? double(done - start_) / elapsed : 0;
   const double eta = rate > 0 ? double(total_ - done) / rate : -1;
   const double frac = total_ > 0 ? double(done) / double(total_) : 1;
   if (bar_) {

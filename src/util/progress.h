@@ -9,19 +9,20 @@ namespace blocklab {
 
 class Progress {
  public:
-  /// `label` prefixes plain lines; `force_plain` disables the bar even on a terminal.
-  Progress(int64_t total, std::string label, bool force_plain = false, double plain_interval_s = 10.0);
+  /// `label` prefixes plain lines; `start` items were done before (a resumed run measures its
+  /// rate from there); `force_plain` disables the bar even on a terminal.
+  Progress(int64_t total, std::string label, int64_t start = 0, bool force_plain = false, double plain_interval_s = 10.0);
   /// `done` items finished; `info` is appended (loss, lr, ...).
   void update(int64_t done, const std::string& info = "");
   void finish(const std::string& info = "");
 
  private:
   void draw(int64_t done, const std::string& info, bool final);
-  int64_t total_, start_done_ = -1;
+  int64_t total_, start_;
   std::string label_;
   bool bar_;
   double interval_;
-  std::chrono::steady_clock::time_point start_, last_;
+  std::chrono::steady_clock::time_point t0_, last_;
 };
 
 std::string format_duration(double seconds);
