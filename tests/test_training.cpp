@@ -367,8 +367,8 @@ TEST(Cli, DemoTrainsBothModesAndWritesBothSummaries) {
   const auto out = dir.file("demo");
   std::string sets;
   for (const char* kv : {"model.layers=3", "model.hidden=32", "model.heads=2", "model.mlp_ratio=2", "model.cond_dim=16",
-                         "train.batch_size=32", "train.epochs=2", "train.lr=3e-3", "data.train_limit=128",
-                         "data.test_limit=50"})
+                         "train.batch_size=32", "train.epochs=4", "train.lr=3e-3", "train.min_lr=1e-4",
+                         "train.warmup=0.05", "train.seed=3", "data.test_limit=50"})
     sets += std::string(" --set ") + kv;
   const auto r = run_cli("demo --out " + quote(out) + " --set data.dir=" + quote(test::synthetic_data_dir()) + sets, dir);
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -376,7 +376,7 @@ TEST(Cli, DemoTrainsBothModesAndWritesBothSummaries) {
     const auto summary = RunDir(out + "/" + mode, false).read_json("summary.json");
     EXPECT_EQ(summary.at("mode").get<std::string>(), mode);
     EXPECT_EQ(summary.at("test_images").get<int64_t>(), 50);
-    EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.3) << mode << ": chance is 0.1";
+    EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.5) << mode << ": chance is 0.1";
   }
   // Equal compute: blocks mode ran B times the steps.
   EXPECT_EQ(RunDir(out + "/blocks", false).read_json("summary.json").at("steps").get<int64_t>(),
