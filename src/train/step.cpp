@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "profile/range.h"
 #include "train/lr_schedule.h"
 #include "util/error.h"
 
@@ -46,21 +47,30 @@ torch::Tensor StepRunner::sample_sigmas(int block, int64_t n, uint64_t seed, con
 }
 
 StepStats StepRunner::run(const Batch& batch, int64_t step) {
+  // Named ranges for the profiler (profile/range.h): a branch each when no profiler runs.
+  Range data("data");
   const uint64_t seed = step_seed(uint64_t(cfg_.train.seed), step);
   torch::manual_seed(seed);
   int block = -1;
-  Loss loss;
+  torch::Tensor sigma;
   if (cfg_.blocks_mode()) {
     block = block_for_step(step, cfg_.model.blocks, uint64_t(cfg_.train.seed));
-    loss = task_.block_loss(batch, block, sample_sigmas(block, batch.labels.size(0), seed, batch.images.device()));
-  } else {
-    loss = task_.e2e_loss(batch);
+    sigma = sample_sigmas(block, batch.labels.size(0), seed, batch.images.device());
   }
+  data.end();
+  Range forward([&] { return block >= 0 ? fmt::format("forward/block{}", block) : std::string("forward/e2e"); });
+  Loss loss = block >= 0 ? task_.block_loss(batch, block, sigma) : task_.e2e_loss(batch);
+  forward.end();
   if (after_forward) after_forward();
   auto where = [&] { return block >= 0 ? fmt::format("step {} (block {})", step, block) : fmt::format("step {}", step); };
+  Range check("loss");
   const double loss_value = loss.value.item<double>();
   if (!std::isfinite(loss_value)) throw UserError(fmt::format("loss is {} at {}", loss_value, where()));
+  check.end();
+  Range backward("backward");
   loss.value.backward();
+  backward.end();
+  Range optimizer("optimizer");
   const double grad_norm = opt_.clip_grad_norm(cfg_.train.grad_clip);
   if (!std::isfinite(grad_norm)) {
     opt_.zero_grad();
@@ -69,6 +79,7 @@ StepStats StepRunner::run(const Batch& batch, int64_t step) {
   const double lr = learning_rate(cfg_.train, step, total_);
   opt_.step(lr);
   opt_.zero_grad();
+  optimizer.end();
   return {loss_value, loss.ce.item<double>(), block, lr, grad_norm};
 }
 
