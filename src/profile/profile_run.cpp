@@ -1,0 +1,268 @@
+#include "profile/profile_run.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include <fmt/format.h>
+
+#include "io/run_dir.h"
+#include "profile/collector.h"
+#include "profile/range.h"
+#include "profile/synthetic.h"
+#include "util/error.h"
+#include "util/system.h"
+
+namespace blocklab {
+
+namespace {
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+int warmup_steps(const ProfileOptions& o) {
+  if (o.warmup >= 0) return o.warmup;
+  return o.cfg.blocks_mode() ? o.cfg.model.blocks : 2;
+}
+
+std::string truncate(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(0, n - 3) + "..."; }
+
+}  // namespace
+
+ProfileResult run_profile(const ProfileOptions& o) {
+  if (o.steps < 1) throw UserError("--steps must be at least 1");
+  SyntheticTraining train(o.cfg);
+  const int warm = warmup_steps(o);
+  for (int i = 0; i < warm; ++i) train.step();
+  ProfileResult r;
+  r.cuda = train.cuda() && OpCollector::cuda_available();
+  OpCollector collector({/*shapes=*/true, /*cuda_events=*/r.cuda});
+  DeviceTimer wall(r.cuda);
+  collector.start();
+  wall.start();
+  for (int i = 0; i < o.steps; ++i) {
+    {
+      Range step("step");
+      train.step();
+    }
+    if (i == 0) collector.record_shapes(false);  // the other steps take the first one's shapes
+  }
+  r.wall_ms = wall.elapsed_ms();
+  auto events = collector.stop();
+  r.steps_without_shapes = copy_shapes_across_steps(events);
+  r.profile = analyze(std::move(events));
+  r.table = op_table(r.profile);
+  r.totals = op_totals(r.profile);
+  r.phases = phase_table(r.profile);
+  r.steps = step_table(r.profile);
+  r.mfu = utilization(r.steps, o.peak.flops_roof(), o.peak.gemm_gflops);
+  return r;
+}
+
+double ProfileResult::self_sum_ms() const {
+  int64_t ns = 0;
+  for (const auto& row : table) ns += row.self_ns;
+  return double(ns) / 1e6;
+}
+
+nlohmann::json ProfileResult::ops_json(const ProfileOptions& o) const {
+  using nlohmann::json;
+  const double roof = o.peak.flops_roof();
+  auto op_row = [&](const OpRow& r) {
+    json j = {{"name", r.name},   {"kind", r.range ? "range (host time outside ops)" : "op"},
+              {"shapes", r.shapes}, {"calls", r.calls},
+              {"self_ms", double(r.self_ns) / 1e6}, {"total_ms", double(r.total_ns) / 1e6},
+              {"flops", r.flops}};
+    if (r.flops > 0) {
+      j["gflops"] = r.gflops();
+      if (roof > 0) j["peak_share"] = r.gflops() / roof;
+    }
+    return j;
+  };
+  json ops = json::array(), totals = json::array(), phases = json::array(), steps_j = json::array(),
+       mfu_j = json::array();
+  for (const auto& row : table) ops.push_back(op_row(row));
+  for (const auto& row : this->totals) totals.push_back(op_row(row));
+  for (const auto& ph : this->phases)
+    phases.push_back({{"name", ph.name},
+                      {"calls", ph.calls},
+                      {"total_ms", double(ph.total_ns) / 1e6},
+                      {"host_ms", double(ph.self_ns) / 1e6},
+                      {"flops", ph.flops},
+                      {"gflops", ph.total_ns > 0 ? double(ph.flops) / double(ph.total_ns) : 0.0}});
+  for (const auto& s : this->steps)
+    steps_j.push_back({{"index", s.index}, {"block", s.block}, {"ms", double(s.dur_ns) / 1e6}, {"flops", s.flops}});
+  for (const auto& u : mfu)
+    mfu_j.push_back({{"what", u.what},
+                     {"steps", u.steps},
+                     {"ms_per_step", u.ms_per_step},
+                     {"gflop_per_step", u.gflop_per_step},
+                     {"gflops", u.gflops},
+                     {"mfu", u.mfu},
+                     {"mfu_vs_gemm_peak", u.mfu_gemm}});
+  json hottest = json::array();
+  for (size_t i = 0; i < std::min<size_t>(3, this->totals.size()); ++i) hottest.push_back(this->totals[i].name);
+  const auto& c = o.cfg;
+  return {{"mode", c.model.mode},
+          {"model", {{"layers", c.model.layers}, {"blocks", c.model.blocks}, {"hidden", c.model.hidden},
+                     {"heads", c.model.heads}, {"patch", c.model.patch}, {"mlp_ratio", c.model.mlp_ratio}}},
+          {"batch_size", c.train.batch_size},
+          {"threads", c.train.threads},
+          {"device", c.train.device},
+          {"blas_core", blas_core()},
+          {"clock", cuda ? "CUDA events" : "CPU steady clock"},
+          {"steps", int(this->steps.size())},
+          {"events", profile.events.size()},
+          {"shapes", "recorded in the first profiled step, copied to the later steps with the same ops"},
+          {"steps_without_shapes", steps_without_shapes},
+          {"wall_ms", wall_ms},
+          {"self_sum_ms", self_sum_ms()},
+          {"peak", {{"source", o.peak_source}, {"entry", o.peak.to_json()}, {"flops_roof_gflops", roof}}},
+          {"mfu", mfu_j},
+          {"hottest_ops", hottest},
+          {"phases", phases},
+          {"per_step", steps_j},
+          {"ops", ops},
+          {"op_totals", totals}};
+}
+
+nlohmann::json ProfileResult::trace_json(const ProfileOptions& o) const {
+  return chrome_trace(profile, {{"mode", o.cfg.model.mode},
+                                {"clock", cuda ? "CUDA events" : "CPU steady clock"},
+                                {"wall_ms", wall_ms},
+                                {"blas_core", blas_core()}});
+}
+
+void write_profile(const ProfileResult& r, const ProfileOptions& o, const std::string& dir) {
+  RunDir out(dir);
+  out.write_json("ops.json", r.ops_json(o));
+  out.write_text("trace.json", r.trace_json(o).dump() + "\n");
+}
+
+void print_profile(const ProfileResult& r, const ProfileOptions& o, int top) {
+  const auto& c = o.cfg;
+  const double roof = o.peak.flops_roof();
+  fmt::print("profile: {} mode, L={} B={} d={} heads={} batch={} threads={} device={} BLAS {}\n", c.model.mode,
+             c.model.layers, c.model.blocks, c.model.hidden, c.model.heads, c.train.batch_size, c.train.threads,
+             c.train.device, blas_core());
+  if (roof > 0)
+    fmt::print("peak ({} thread{}): FMA loop {:.1f} GFLOP/s ({}), GEMM {:.1f} GFLOP/s, copy {:.1f} GB/s  [{}]\n",
+               o.peak.threads, o.peak.threads == 1 ? "" : "s", o.peak.fma_gflops, o.peak.fma_isa,
+               o.peak.gemm_gflops, o.peak.copy_gbs, o.peak_source);
+  else
+    fmt::print("peak: unknown, shares of peak are not shown ({})\n", o.peak_source);
+  const int n = int(r.steps.size());
+  fmt::print("{} warm-up steps, {} profiled: {:.2f} ms ({:.2f} ms/step), {} events, times from {}\n\n", warmup_steps(o),
+             n, r.wall_ms, r.wall_ms / std::max(1, n), r.profile.events.size(),
+             r.cuda ? "CUDA events" : "the CPU steady clock");
+
+  const double self_total = r.self_sum_ms();
+  fmt::print("{:>9} {:>6} {:>9} {:>6} {:>8} {:>8} {:>6}  {}\n", "self ms", "self%", "total ms", "calls", "GFLOP",
+             "GFLOP/s", "%peak", "op [input shapes]   (ranges: host time outside ops)");
+  int shown = 0;
+  for (const auto& row : r.table) {
+    if (shown++ >= top) break;
+    const std::string flops = row.flops > 0 ? fmt::format("{:.3f}", double(row.flops) / 1e9) : "";
+    const std::string rate = row.flops > 0 ? fmt::format("{:.1f}", row.gflops()) : "";
+    const std::string share = row.flops > 0 && roof > 0 ? fmt::format("{:.1f}", 100 * row.gflops() / roof) : "";
+    const std::string what = row.range ? fmt::format("<{}> host", row.name)
+                                       : truncate(row.name + (row.shapes.empty() ? "" : " " + row.shapes), 90);
+    fmt::print("{:>9.3f} {:>6.2f} {:>9.3f} {:>6} {:>8} {:>8} {:>6}  {}\n", double(row.self_ns) / 1e6,
+               100 * double(row.self_ns) / 1e6 / std::max(1e-9, self_total), double(row.total_ns) / 1e6, row.calls,
+               flops, rate, share, what);
+  }
+  if (int(r.table.size()) > top) fmt::print("  ... {} more rows in ops.json\n", r.table.size() - size_t(top));
+  fmt::print("self times add up to {:.3f} ms = {:.2f}% of the {:.3f} ms wall time (the rest: the loop between steps)\n\n",
+             self_total, 100 * self_total / std::max(1e-9, r.wall_ms), r.wall_ms);
+
+  fmt::print("{:<18} {:>6} {:>10} {:>7} {:>12} {:>9} {:>8}\n", "phase", "calls", "ms/call", "share",
+             "host ms/call", "GFLOP", "GFLOP/s");
+  double step_ms = 0;
+  for (const auto& s : r.steps) step_ms += double(s.dur_ns) / 1e6;
+  for (const auto& ph : r.phases) {
+    const double total = double(ph.total_ns) / 1e6;
+    fmt::print("{:<18} {:>6} {:>10.3f} {:>6.1f}% {:>12.3f} {:>9.3f} {:>8.1f}\n", ph.name, ph.calls, total / ph.calls,
+               100 * total / std::max(1e-9, step_ms), double(ph.self_ns) / 1e6 / ph.calls,
+               double(ph.flops) / 1e9 / ph.calls, ph.total_ns > 0 ? double(ph.flops) / double(ph.total_ns) : 0.0);
+  }
+  fmt::print("\nmodel FLOP utilization (matmul + conv FLOPs of forward and backward / step time / peak):\n");
+  if (r.steps_without_shapes > 0)
+    fmt::print("  ({} step(s) ran other ops than the first and have no shapes: left out of the FLOP counts)\n",
+               r.steps_without_shapes);
+  for (const auto& u : r.mfu) {
+    fmt::print("  {:<8} {:>2} steps {:>8.2f} ms/step {:>7.3f} GFLOP/step {:>7.1f} GFLOP/s", u.what, u.steps,
+               u.ms_per_step, u.gflop_per_step, u.gflops);
+    if (roof > 0)
+      fmt::print("   MFU {:>5.1f}% of the FMA roof, {:>5.1f}% of the GEMM peak", 100 * u.mfu, 100 * u.mfu_gemm);
+    fmt::print("\n");
+  }
+  fmt::print("\nhottest ops (self time, all shapes):");
+  int64_t ops_self = 0;
+  for (const auto& t : r.totals) ops_self += t.self_ns;
+  for (size_t i = 0; i < std::min<size_t>(3, r.totals.size()); ++i) {
+    const auto& t = r.totals[i];
+    fmt::print(" {}. {} {:.1f}% ({:.3f} ms/step{})", i + 1, t.name, 100 * double(t.self_ns) / 1e6 / self_total,
+               double(t.self_ns) / 1e6 / std::max(1, n),
+               t.flops > 0 ? fmt::format(", {:.1f} GFLOP/s", t.gflops()) : "");
+    fmt::print(i + 1 < std::min<size_t>(3, r.totals.size()) ? ";" : "\n");
+  }
+  fmt::print("ops take {:.1f}% of the step; host code outside ops the other {:.1f}%\n",
+             100 * double(ops_self) / 1e6 / self_total, 100 - 100 * double(ops_self) / 1e6 / self_total);
+}
+
+OverheadResult measure_profiler_overhead(const Config& cfg, int rounds, int steps_per_round) {
+  if (rounds < 1 || steps_per_round < 1) throw UserError("--rounds and --steps must be at least 1");
+  SyntheticTraining train(cfg);
+  for (int i = 0; i < train.round() + 1; ++i) train.step();  // warm-up
+  const bool cuda = train.cuda() && OpCollector::cuda_available();
+  DeviceTimer timer(cuda);
+  int64_t events = 0, profiled_steps = 0;
+  // arm 0: no profiler; 1: as `blocklab profile` (shapes in the first step); 2: shapes in every step
+  auto run = [&](int arm) {
+    std::vector<double> ms;
+    OpCollector collector({/*shapes=*/true, /*cuda_events=*/cuda});
+    if (arm > 0) collector.start();
+    for (int s = 0; s < steps_per_round; ++s) {
+      timer.start();
+      {
+        Range step("step");
+        train.step();
+      }
+      ms.push_back(timer.elapsed_ms());
+      if (arm == 1 && s == 0) collector.record_shapes(false);
+    }
+    if (arm > 0) {
+      events += int64_t(collector.stop().size());
+      profiled_steps += steps_per_round;
+    }
+    return ms;
+  };
+  std::vector<double> all[3];
+  std::vector<double> ratio1, ratio2;
+  for (int r = 0; r < rounds; ++r) {
+    std::vector<double> total(3);
+    for (int k = 0; k < 3; ++k) {
+      const int arm = (k + r) % 3;  // rotate the order every round
+      const auto ms = run(arm);
+      all[arm].insert(all[arm].end(), ms.begin(), ms.end());
+      total[size_t(arm)] = std::accumulate(ms.begin(), ms.end(), 0.0);  // the first (shapes) step included
+    }
+    ratio1.push_back(total[1] / total[0]);
+    ratio2.push_back(total[2] / total[0]);
+  }
+  OverheadResult out;
+  out.rounds = rounds;
+  out.steps_per_round = steps_per_round;
+  out.plain_ms = median(all[0]);
+  out.profiled_ms = median(all[1]);
+  out.shapes_ms = median(all[2]);
+  out.overhead = median(ratio1) - 1;
+  out.shapes_overhead = median(ratio2) - 1;
+  out.events_per_step = double(events) / double(std::max<int64_t>(1, profiled_steps));
+  return out;
+}
+
+}  // namespace blocklab

@@ -1,0 +1,57 @@
+// `blocklab profile`: warm up, profile N training steps, and explain them. Also the benchmark
+// of the profiler's own cost on a training step.
+#pragma once
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "io/config.h"
+#include "profile/peak.h"
+#include "profile/report.h"
+
+namespace blocklab {
+
+struct ProfileOptions {
+  Config cfg;        // validated; model.mode picks end-to-end or block-wise steps
+  int steps = 6;     // profiled steps
+  int warmup = -1;   // -1: one round (B steps in blocks mode, so every block has run) + 1 end-to-end
+  PeakEntry peak;    // zeros: shares of peak are not shown
+  std::string peak_source;
+};
+
+struct ProfileResult {
+  Profile profile;
+  double wall_ms = 0;  // the profiled steps, timed around the loop independently of the events
+  bool cuda = false;   // times from CUDA events
+  int steps_without_shapes = 0;  // see copy_shapes_across_steps
+  std::vector<OpRow> table, totals;
+  std::vector<PhaseRow> phases;
+  std::vector<StepRow> steps;
+  std::vector<Utilization> mfu;
+
+  /// Sum of the table's self times (ops and the ranges' host time), ms.
+  double self_sum_ms() const;
+  nlohmann::json ops_json(const ProfileOptions& o) const;
+  nlohmann::json trace_json(const ProfileOptions& o) const;
+};
+
+ProfileResult run_profile(const ProfileOptions& o);
+/// Writes DIR/ops.json and DIR/trace.json (each atomically).
+void write_profile(const ProfileResult& r, const ProfileOptions& o, const std::string& dir);
+/// The report on stdout: table (top rows by self time), phases, MFU, hottest ops.
+void print_profile(const ProfileResult& r, const ProfileOptions& o, int top);
+
+struct OverheadResult {
+  int rounds = 0, steps_per_round = 0;
+  // Median step times: no profiler; profiled as `blocklab profile` does it (shapes recorded in
+  // the first step of each session of steps_per_round steps); profiled with shapes in every step.
+  double plain_ms = 0, profiled_ms = 0, shapes_ms = 0;
+  double overhead = 0, shapes_overhead = 0;  // median over rounds of (arm's time / plain time) - 1
+  double events_per_step = 0;
+};
+/// Times steps with and without the profiler, the arms interleaved round by round (each round
+/// in a rotated order) so that drift in the machine's speed hits every arm alike.
+OverheadResult measure_profiler_overhead(const Config& cfg, int rounds, int steps_per_round);
+
+}  // namespace blocklab
