@@ -33,4 +33,42 @@ struct BenchStepArgs {
 /// Memory and time of one training step, end-to-end against one block.
 int cmd_bench_step(const BenchStepArgs& a);
 
+struct ProfileArgs {
+  std::string target;  // a TOML config or a run directory (its config.toml)
+  std::vector<std::string> overrides;
+  std::string mode;    // "e2e" or "blocks"; empty: the config's
+  std::string out;     // default: <run>/profile-<mode> or runs/profile-<config>-<mode>
+  std::string peak;    // peak file; default: default_peak_path()
+  int steps = 6, warmup = -1, top = 25;
+};
+/// Profiles training steps: ops table, phases, MFU, ops.json and trace.json.
+int cmd_profile(const ProfileArgs& a);
+
+struct ProfileLinearArgs {
+  std::vector<long long> sizes{16, 64, 256, 1024, 4096};
+  std::vector<long long> batches;  // empty: batch = size, at most 1024
+  int threads = 1;
+  double seconds = 0.2;
+  std::string peak, out;
+};
+/// y = x W + b: separate vs fused, forward and backward, on a roofline.
+int cmd_profile_linear(const ProfileLinearArgs& a);
+
+struct BenchPeakArgs {
+  std::vector<int> threads{1, 2};
+  std::string out;  // default: default_peak_path()
+  bool quick = false;
+};
+/// Measures fp32 FLOP/s (GEMM, FMA loop) and memory bandwidth per thread count; saves them.
+int cmd_bench_peak(const BenchPeakArgs& a);
+
+struct BenchOverheadArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::string mode;
+  int rounds = 12, steps = 6;  // steps: as many as `blocklab profile` profiles by default
+};
+/// Step time with and without the profiler, interleaved.
+int cmd_bench_profiler_overhead(const BenchOverheadArgs& a);
+
 }  // namespace blocklab

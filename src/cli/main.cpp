@@ -49,6 +49,38 @@ int main(int argc, char** argv) {
   bs->add_option("--set", bstep.overrides, "override a key, e.g. model.layers=12 (repeatable)");
   bs->add_option("--repeats", bstep.repeats, "measured steps per mode (and block)")->check(CLI::PositiveNumber);
 
+  ProfileArgs prof;
+  auto* pr = app.add_subcommand("profile", "profile training steps (or `profile linear`): ops, phases, MFU, trace");
+  pr->add_option("target", prof.target, "config file or run directory (uses its config.toml)");
+  pr->add_option("--steps", prof.steps, "profiled steps (after warm-up)")->check(CLI::PositiveNumber);
+  pr->add_option("--mode", prof.mode, "e2e or blocks (default: the config's)")->check(CLI::IsMember({"e2e", "blocks"}));
+  pr->add_option("--out", prof.out, "output directory for ops.json and trace.json");
+  pr->add_option("--set", prof.overrides, "override a key: section.key=value (repeatable)");
+  pr->add_option("--peak", prof.peak, "peak file of `blocklab bench peak` (default ~/.cache/blocklab/peak.json)");
+  pr->add_option("--warmup", prof.warmup, "warm-up steps (default: one round of blocks, 2 end-to-end)");
+  pr->add_option("--top", prof.top, "rows of the printed table")->check(CLI::PositiveNumber);
+  ProfileLinearArgs plin;
+  auto* pl = pr->add_subcommand("linear", "y = x W + b: matmul + add vs fused addmm, forward and backward, roofline");
+  pl->add_option("--sizes", plin.sizes, "n of x [batch, n] and W [n, n]")->delimiter(',')->check(CLI::PositiveNumber);
+  pl->add_option("--batch", plin.batches, "rows of x (default: n, at most 1024)")->delimiter(',')->check(CLI::PositiveNumber);
+  pl->add_option("--threads", plin.threads, "intra-op threads")->check(CLI::PositiveNumber);
+  pl->add_option("--seconds", plin.seconds, "time spent per row")->check(CLI::PositiveNumber);
+  pl->add_option("--peak", plin.peak, "peak file (default ~/.cache/blocklab/peak.json)");
+  pl->add_option("--out", plin.out, "also write the rows as JSON to this file");
+
+  BenchPeakArgs bpeak;
+  auto* bp = bench->add_subcommand("peak", "this machine's fp32 FLOP/s and memory bandwidth, saved for the profiler");
+  bp->add_option("--threads", bpeak.threads, "thread counts to measure")->delimiter(',')->check(CLI::PositiveNumber);
+  bp->add_option("--out", bpeak.out, "peak file to write (default ~/.cache/blocklab/peak.json)");
+  bp->add_flag("--quick", bpeak.quick, "about a second per thread count instead of several");
+  BenchOverheadArgs bover;
+  auto* bo = bench->add_subcommand("profiler-overhead", "step time with and without the profiler, interleaved");
+  bo->add_option("--config", bover.config, "config file (default: the built-in recipe)")->check(CLI::ExistingFile);
+  bo->add_option("--set", bover.overrides, "override a key (repeatable)");
+  bo->add_option("--mode", bover.mode, "e2e or blocks (default: the config's)")->check(CLI::IsMember({"e2e", "blocks"}));
+  bo->add_option("--rounds", bover.rounds, "rounds of (plain, profiled) steps")->check(CLI::PositiveNumber);
+  bo->add_option("--steps", bover.steps, "steps per arm and round")->check(CLI::PositiveNumber);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& err) {
@@ -59,6 +91,13 @@ int main(int argc, char** argv) {
     if (*e) return cmd_eval(run_dir, eval_overrides);
     if (*d) return cmd_demo(demo);
     if (*bs) return cmd_bench_step(bstep);
+    if (*pl) return cmd_profile_linear(plin);
+    if (*pr) {
+      if (prof.target.empty()) throw UserError("profile: give a config file or a run directory (or `profile linear`)");
+      return cmd_profile(prof);
+    }
+    if (*bp) return cmd_bench_peak(bpeak);
+    if (*bo) return cmd_bench_profiler_overhead(bover);
   } catch (const UserError& err) {
     fmt::print(stderr, "error: {}\n", err.what());
     return 1;
