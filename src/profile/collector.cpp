@@ -5,8 +5,8 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <thread>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 
 #include <ATen/record_function.h>
@@ -288,6 +288,7 @@ std::vector<OpEvent> OpCollector::stop() {
   }
   for (const auto& b : buffers)
     while (b->busy.load()) std::this_thread::yield();
+  t_buffer.reset();  // this thread's buffer goes with `buffers` below (other threads drop theirs at their next event)
   auto s = std::move(session_);
   std::vector<OpEvent> out;
   for (const auto& b : buffers) {
