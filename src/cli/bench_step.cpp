@@ -7,8 +7,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
-#include "tasks/classification.h"
-#include "train/step.h"
+#include "train/synthetic.h"
 #include "util/memory.h"
 #include "util/system.h"
 
@@ -29,34 +28,21 @@ double median(std::vector<double> v) {
 
 StepCost measure(Config cfg, const std::string& mode, int repeats) {
   cfg.model.mode = mode;
-  const torch::Device device(resolve_device(cfg.train.device));
-  torch::manual_seed(0);
-  auto images = torch::randn({cfg.train.batch_size, 1, 28, 28}).to(device);
-  auto labels = torch::randint(0, 10, {cfg.train.batch_size}, torch::kInt64).to(device);
-  const Batch batch{images, labels};
-  ViT model(vit_options(cfg, 10));
-  model->to(device);
-  DenoisingClassifier task(model, cfg);
-  AdamW opt(model->named_parameters().pairs(), AdamWOptions{0.9, 0.999, 1e-8, cfg.train.weight_decay});
-  const int per_round = cfg.blocks_mode() ? cfg.model.blocks : 1;
-  StepRunner runner(task, opt, cfg, /*total_steps=*/int64_t(repeats + 1) * per_round);
+  SyntheticTraining training(cfg);
   StepCost cost;
   int64_t before = 0;
   double activations = 0;
-  runner.after_forward = [&] { activations = double(TensorMemoryTracker::current_bytes() - before); };
-  int64_t step = 0;
-  for (int i = 0; i < per_round; ++i) runner.run(batch, step++);  // warm-up: every block's Adam state exists
-  for (int r = 0; r < repeats; ++r) {
-    for (int i = 0; i < per_round; ++i) {
-      before = TensorMemoryTracker::current_bytes();
-      TensorMemoryTracker::reset_peak();
-      const auto t0 = std::chrono::steady_clock::now();
-      runner.run(batch, step++);
-      cost.ms.push_back(1000 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      cost.activations = std::max(cost.activations, activations);
-      cost.step_peak = std::max(cost.step_peak, double(TensorMemoryTracker::peak_bytes() - before));
-      cost.resident = double(before);
-    }
+  training.runner().after_forward = [&] { activations = double(TensorMemoryTracker::current_bytes() - before); };
+  for (int i = 0; i < training.round(); ++i) training.step();  // warm-up: every block's Adam state exists
+  for (int r = 0; r < repeats * training.round(); ++r) {
+    before = TensorMemoryTracker::current_bytes();
+    TensorMemoryTracker::reset_peak();
+    const auto t0 = std::chrono::steady_clock::now();
+    training.step();
+    cost.ms.push_back(1000 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    cost.activations = std::max(cost.activations, activations);
+    cost.step_peak = std::max(cost.step_peak, double(TensorMemoryTracker::peak_bytes() - before));
+    cost.resident = double(before);
   }
   return cost;
 }

@@ -9,7 +9,8 @@
 
 #ifdef BLOCKLAB_JEMALLOC
 // Keep freed pages: returning them costs page faults on every fresh activation buffer.
-extern "C" const char* malloc_conf = "dirty_decay_ms:-1,muzzy_decay_ms:-1";
+extern "C" const char* malloc_conf;
+const char* malloc_conf = "dirty_decay_ms:-1,muzzy_decay_ms:-1";
 #endif
 
 int main(int argc, char** argv) {

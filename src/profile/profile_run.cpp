@@ -8,7 +8,7 @@
 #include "io/run_dir.h"
 #include "profile/collector.h"
 #include "profile/range.h"
-#include "profile/synthetic.h"
+#include "train/synthetic.h"
 #include "util/error.h"
 #include "util/system.h"
 

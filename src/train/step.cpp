@@ -12,6 +12,12 @@
 
 namespace blocklab {
 
+AdamW make_optimizer(torch::nn::Module& model, const Config& cfg) {
+  AdamWOptions options;
+  options.weight_decay = cfg.train.weight_decay;
+  return AdamW(model.named_parameters().pairs(), options);
+}
+
 int64_t total_steps(const Config& cfg, int64_t steps_per_epoch) {
   const auto e2e = std::max<int64_t>(1, int64_t(std::ceil(cfg.train.epochs * double(steps_per_epoch))));
   return cfg.blocks_mode() ? e2e * cfg.model.blocks : e2e;

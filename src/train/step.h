@@ -36,6 +36,9 @@ class StepRunner {
   int64_t total_;
 };
 
+/// The optimizer of `model` under `cfg`: AdamW with the config's weight decay.
+AdamW make_optimizer(torch::nn::Module& model, const Config& cfg);
+
 /// Blocks mode trains B times the steps of end-to-end for the same epochs (equal compute).
 int64_t total_steps(const Config& cfg, int64_t steps_per_epoch);
 

@@ -35,7 +35,7 @@ class Trainer {
         data_(ImageData::load(cfg.data.dir, cfg.data.train_limit, cfg.data.test_limit)),
         order_(data_.train.size(), cfg.train.batch_size, uint64_t(cfg.train.seed)),
         task_(make_model(), cfg),
-        opt_(task_.model()->named_parameters().pairs(), AdamWOptions{0.9, 0.999, 1e-8, cfg.train.weight_decay}),
+        opt_(make_optimizer(*task_.model(), cfg)),
         total_(total_steps(cfg, order_.steps_per_epoch())),
         stepper_(task_, opt_, cfg_, total_) {}
 

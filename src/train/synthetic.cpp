@@ -1,4 +1,4 @@
-#include "profile/synthetic.h"
+#include "train/synthetic.h"
 
 #include "tasks/classification.h"
 #include "train/adamw.h"
@@ -19,7 +19,7 @@ struct SyntheticTraining::State {
         batch(make_batch(cfg, device)),
         model(make_model(cfg, device)),
         task(model, cfg),
-        opt(model->named_parameters().pairs(), AdamWOptions{0.9, 0.999, 1e-8, cfg.train.weight_decay}),
+        opt(make_optimizer(*model, cfg)),
         // The schedule's length only shapes the learning rate; a long one keeps it near lr.
         runner(task, opt, cfg, /*total_steps=*/1'000'000) {}
 
@@ -42,6 +42,7 @@ SyntheticTraining::~SyntheticTraining() = default;
 
 StepStats SyntheticTraining::step() { return s_->runner.run(s_->batch, step_++); }
 int SyntheticTraining::round() const { return cfg_.blocks_mode() ? cfg_.model.blocks : 1; }
+StepRunner& SyntheticTraining::runner() { return s_->runner; }
 bool SyntheticTraining::cuda() const { return s_->device.is_cuda(); }
 
 }  // namespace blocklab

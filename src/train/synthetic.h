@@ -1,5 +1,5 @@
-// Training steps on a fixed synthetic batch (random images and labels, as `bench step` uses):
-// what the profiler and its overhead benchmark time. Data does not change the cost of a step,
+// Training steps on a fixed synthetic batch (random images and labels): what `bench step`, the
+// profiler and its overhead benchmark time. Data does not change the cost of a step,
 // and a synthetic batch keeps profiling free of the data set.
 #pragma once
 #include <memory>
@@ -24,6 +24,8 @@ class SyntheticTraining {
   int64_t steps_done() const { return step_; }
   bool cuda() const;
   const Config& config() const { return cfg_; }
+  /// The step runner, for hooks such as `after_forward`.
+  StepRunner& runner();
 
  private:
   struct State;
