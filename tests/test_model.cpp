@@ -52,22 +52,10 @@ Batch random_batch(int64_t n, uint64_t seed, torch::Dtype dtype = torch::kFloat3
   return {torch::randn({n, 1, 28, 28}, dtype), torch::randint(0, 10, {n}, torch::kInt64)};
 }
 
-// A model, its task, optimizer and step runner, kept together (StepRunner holds references).
-struct Rig {
+// The rig of these tests: the small config, fixed initial weights.
+struct Rig : test::Rig {
   explicit Rig(const std::string& mode, const std::string& label_token = "as_cls")
-      : cfg(small_config(mode, label_token)) {
-    torch::manual_seed(11);
-    model = ViT(vit_options(cfg, 10));
-    task = std::make_unique<DenoisingClassifier>(model, cfg);
-    opt = std::make_unique<AdamW>(model->named_parameters().pairs(),
-                                  AdamWOptions{0.9, 0.999, 1e-8, cfg.train.weight_decay});
-    runner = std::make_unique<StepRunner>(*task, *opt, cfg, 100);
-  }
-  Config cfg;
-  ViT model{nullptr};
-  std::unique_ptr<DenoisingClassifier> task;
-  std::unique_ptr<AdamW> opt;
-  std::unique_ptr<StepRunner> runner;
+      : test::Rig(small_config(mode, label_token), /*init_seed=*/11, /*total_steps=*/100) {}
 };
 
 TEST(ViT, ParameterAddressesAndShapes) {

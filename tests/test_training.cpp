@@ -209,20 +209,8 @@ TEST(Training, DivergingRunStopsWithNonFiniteError) {
 
 // ------------------------------------------------------------------------------- checkpoints
 
-struct Rig {
-  explicit Rig(uint64_t init_seed) : cfg(test::tiny_config("blocks", "")) {
-    torch::manual_seed(init_seed);
-    model = ViT(vit_options(cfg, 10));
-    task = std::make_unique<DenoisingClassifier>(model, cfg);
-    opt = std::make_unique<AdamW>(model->named_parameters().pairs(),
-                                  AdamWOptions{0.9, 0.999, 1e-8, cfg.train.weight_decay});
-    runner = std::make_unique<StepRunner>(*task, *opt, cfg, 50);
-  }
-  Config cfg;
-  ViT model{nullptr};
-  std::unique_ptr<DenoisingClassifier> task;
-  std::unique_ptr<AdamW> opt;
-  std::unique_ptr<StepRunner> runner;
+struct Rig : test::Rig {
+  explicit Rig(uint64_t init_seed) : test::Rig(test::tiny_config("blocks", ""), init_seed, /*total_steps=*/50) {}
 };
 
 TEST(Checkpoint, RoundTripRestoresWeightsAndOptimizerExactly) {

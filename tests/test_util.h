@@ -12,12 +12,16 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "io/config.h"
+#include "tasks/classification.h"
+#include "train/adamw.h"
+#include "train/step.h"
 #include "util/error.h"
 
 namespace blocklab::test {
@@ -223,5 +227,21 @@ inline std::map<std::string, torch::Tensor> snapshot(const torch::nn::Module& m)
 }
 
 inline bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+// A model, its task, optimizer and step runner, kept together (StepRunner holds references).
+struct Rig {
+  Rig(Config config, uint64_t init_seed, int64_t total_steps) : cfg(std::move(config)) {
+    torch::manual_seed(init_seed);
+    model = ViT(vit_options(cfg, 10));
+    task = std::make_unique<DenoisingClassifier>(model, cfg);
+    opt = std::make_unique<AdamW>(make_optimizer(*model, cfg));
+    runner = std::make_unique<StepRunner>(*task, *opt, cfg, total_steps);
+  }
+  Config cfg;
+  ViT model{nullptr};
+  std::unique_ptr<DenoisingClassifier> task;
+  std::unique_ptr<AdamW> opt;
+  std::unique_ptr<StepRunner> runner;
+};
 
 }  // namespace blocklab::test
