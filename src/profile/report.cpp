@@ -126,11 +126,16 @@ int copy_shapes_across_steps(std::vector<OpEvent>& events) {
   return unmatched;
 }
 
-std::vector<OpRow> op_table(const Profile& p) {
+namespace {
+
+// Events summed per (name, input shapes) when `by_shapes`, else per op name without ranges;
+// sorted by self time.
+std::vector<OpRow> grouped_rows(const Profile& p, bool by_shapes) {
   std::map<std::pair<std::string, std::string>, OpRow> rows;
   for (size_t i = 0; i < p.events.size(); ++i) {
     const auto& e = p.events[i];
-    const auto shapes = e.range ? std::string() : shapes_string(e.inputs);
+    if (e.range && !by_shapes) continue;
+    const auto shapes = by_shapes && !e.range ? shapes_string(e.inputs) : std::string();
     auto& r = rows[{(e.range ? "\x01" : "") + e.name, shapes}];
     r.name = e.name;
     r.shapes = shapes;
@@ -146,23 +151,10 @@ std::vector<OpRow> op_table(const Profile& p) {
   return out;
 }
 
-std::vector<OpRow> op_totals(const Profile& p) {
-  std::map<std::string, OpRow> rows;
-  for (size_t i = 0; i < p.events.size(); ++i) {
-    const auto& e = p.events[i];
-    if (e.range) continue;
-    auto& r = rows[e.name];
-    r.name = e.name;
-    r.calls += 1;
-    r.self_ns += p.self_ns[i];
-    r.total_ns += e.dur_ns();
-    r.flops += p.flops[i];
-  }
-  std::vector<OpRow> out;
-  for (auto& [key, r] : rows) out.push_back(std::move(r));
-  std::stable_sort(out.begin(), out.end(), [](const OpRow& a, const OpRow& b) { return a.self_ns > b.self_ns; });
-  return out;
-}
+}  // namespace
+
+std::vector<OpRow> op_table(const Profile& p) { return grouped_rows(p, /*by_shapes=*/true); }
+std::vector<OpRow> op_totals(const Profile& p) { return grouped_rows(p, /*by_shapes=*/false); }
 
 std::vector<PhaseRow> phase_table(const Profile& p) {
   std::vector<PhaseRow> out;
