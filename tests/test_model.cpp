@@ -29,17 +29,11 @@ using test::starts_with;
 // (reference code), or beside a clean class token that is read out (paper).
 const std::vector<std::string> kLabelTokens = {"as_cls", "beside_cls"};
 
+// The tiny training config with 6 layers (2 per block) and a constant learning rate.
 Config small_config(const std::string& mode, const std::string& label_token = "as_cls") {
-  Config c;
-  c.model.mode = mode;
+  Config c = test::tiny_config(mode, /*data_dir=*/"");
   c.model.label_token = label_token;
   c.model.layers = 6;
-  c.model.blocks = 3;
-  c.model.hidden = 32;
-  c.model.heads = 2;
-  c.model.patch = 7;
-  c.model.mlp_ratio = 2;
-  c.model.cond_dim = 16;
   c.train.lr = 1e-3;
   c.train.lr_schedule = "constant";
   c.train.warmup = 0.0;
