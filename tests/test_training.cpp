@@ -102,8 +102,15 @@ void check_blocks_learn(const std::string& label_token) {
   TempDir out;
   Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
   cfg.model.label_token = label_token;
+  // One run with the reference sampler (E[y|z] between steps), one with the default (argmax).
+  cfg.diffusion.inference_temperature = label_token == "as_cls" ? 1.0 : 0.0;
   const auto summary = train(cfg, options(out.path(), "blocks-test"));
   EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.5) << summary.dump(2);
+  // Any other temperature is also scored with the reference sampler, side by side.
+  if (cfg.diffusion.inference_temperature == 1.0)
+    EXPECT_FALSE(summary.contains("test_accuracy_expected_embedding"));
+  else
+    EXPECT_GT(summary.at("test_accuracy_expected_embedding").get<double>(), 0.5) << summary.dump(2);
   EXPECT_EQ(summary.at("mode"), "blocks");
   const int64_t steps = 3 * 4 * (600 / 32);  // B times the steps of end-to-end
   EXPECT_EQ(summary.at("steps").get<int64_t>(), steps);

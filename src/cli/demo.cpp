@@ -83,6 +83,11 @@ int cmd_demo(const DemoArgs& a) {
       fmt::format("{:.3f} ms", blk["inference_ms_per_image"].get<double>()));
   fmt::print("\ngap (end-to-end - blocks): {:+.2f} points\n",
              100 * (e2e["test_accuracy"].get<double>() - blk["test_accuracy"].get<double>()));
+  if (blk.contains("test_accuracy_expected_embedding")) {
+    const double t1 = blk["test_accuracy_expected_embedding"].get<double>();
+    fmt::print("  blocks with E[y|z] between steps (temperature 1, the reference sampler): {:.2f}%, gap {:+.2f} points\n",
+               100 * t1, 100 * (e2e["test_accuracy"].get<double>() - t1));
+  }
   for (const auto& s : blk["inference_steps"])
     fmt::print("  blocks: after step at sigma {:<8.4g} (block {}): {:.2f}%\n", s["sigma"].get<double>(),
                s["block"].get<int>(), 100 * s["accuracy"].get<double>());

@@ -28,17 +28,22 @@ double probe_sigma(const NoiseSchedule& schedule, int blocks, int block, int inf
 EvalReport evaluate(DenoisingClassifier& task, const Config& cfg, const ImageData& data, const torch::Device& device) {
   torch::NoGradGuard no_grad;
   task.model()->eval();
-  torch::manual_seed(uint64_t(cfg.train.seed) + kEvalSeedOffset);
   const int64_t n = data.test.size();
   const bool blocks = cfg.blocks_mode();
   const int steps = cfg.inference_steps(), B = cfg.model.blocks;
   EvalReport r;
   r.images = n;
+  const bool also_t1 = blocks && cfg.diffusion.inference_temperature != 1.0;
   std::vector<std::vector<torch::Tensor>> step_correct(blocks ? steps : 1), teacher_correct(blocks ? B : 0);
+  std::vector<torch::Tensor> t1_correct;
   double seconds = 0;
   for (int64_t start = 0; start < n; start += kEvalBatch) {
     auto idx = torch::arange(start, std::min(n, start + kEvalBatch), torch::kInt64);
     auto batch = data.batch(data.test, idx, device);
+    // Each batch's inference noise is drawn from (seed, batch), the same for every sampler, so
+    // the temperature-1 pass below is a paired comparison.
+    const uint64_t noise_seed = uint64_t(cfg.train.seed) + kEvalSeedOffset + uint64_t(start);
+    torch::manual_seed(noise_seed);
     const auto t0 = std::chrono::steady_clock::now();
     if (!blocks) {
       auto pred = task.model()->forward(batch.images).argmax(-1);
@@ -50,6 +55,10 @@ EvalReport evaluate(DenoisingClassifier& task, const Config& cfg, const ImageDat
       r.step_blocks = out.blocks;
     }
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (also_t1) {
+      torch::manual_seed(noise_seed);
+      t1_correct.push_back((task.predict_steps(batch.images, steps, 1.0).logits.back().argmax(-1) == batch.labels).cpu());
+    }
     for (int b = 0; b < int(teacher_correct.size()); ++b) {
       const double s = probe_sigma(task.schedule(), B, b, steps);
       auto logits = task.teacher_forced_logits(batch.images, batch.labels, b, s);
@@ -58,6 +67,7 @@ EvalReport evaluate(DenoisingClassifier& task, const Config& cfg, const ImageDat
   }
   for (const auto& c : step_correct) r.step_accuracy.push_back(accuracy_of(c, n));
   r.accuracy = r.step_accuracy.back();
+  if (also_t1) r.accuracy_expected_embedding = accuracy_of(t1_correct, n);
   if (!blocks) r.step_accuracy.clear();
   for (int b = 0; b < int(teacher_correct.size()); ++b) {
     r.teacher_sigmas.push_back(probe_sigma(task.schedule(), B, b, steps));
@@ -74,6 +84,7 @@ nlohmann::json EvalReport::to_json() const {
     j["inference_steps"] = nlohmann::json::array();
     for (size_t i = 0; i < step_accuracy.size(); ++i)
       j["inference_steps"].push_back({{"sigma", step_sigmas[i]}, {"block", step_blocks[i]}, {"accuracy", step_accuracy[i]}});
+    if (!std::isnan(accuracy_expected_embedding)) j["test_accuracy_expected_embedding"] = accuracy_expected_embedding;
     j["teacher_forced"] = nlohmann::json::array();
     for (size_t b = 0; b < teacher_forced.size(); ++b)
       j["teacher_forced"].push_back({{"block", b}, {"sigma", teacher_sigmas[b]}, {"accuracy", teacher_forced[b]}});
@@ -84,6 +95,9 @@ nlohmann::json EvalReport::to_json() const {
 std::string EvalReport::table() const {
   std::string out = fmt::format("test accuracy {:.2f}% on {} images, inference {:.3f} ms/image\n", 100 * accuracy,
                                 images, ms_per_image);
+  if (!std::isnan(accuracy_expected_embedding))
+    out += fmt::format("  with E[y|z] passed between steps (temperature 1, the reference sampler): {:.2f}%\n",
+                       100 * accuracy_expected_embedding);
   for (size_t i = 0; i < step_accuracy.size(); ++i)
     out += fmt::format("  after step {} (block {}, sigma {:.4g}): {:.2f}%\n", i, step_blocks[i], step_sigmas[i],
                        100 * step_accuracy[i]);

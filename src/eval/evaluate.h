@@ -2,6 +2,8 @@
 // accuracy after every inference step and each block's teacher-forced accuracy (the block given
 // the true label noised at its own sigma), which is how one sees which block limits the chain.
 #pragma once
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "data/image_data.h"
@@ -12,6 +14,9 @@ namespace blocklab {
 struct EvalReport {
   int64_t images = 0;
   double accuracy = 0;        // of the final prediction
+  // Blocks mode with an inference temperature other than 1: the final accuracy when E[y|z]
+  // (temperature 1, the reference sampler) is passed between steps instead; NaN otherwise.
+  double accuracy_expected_embedding = std::nan("");
   double ms_per_image = 0;    // inference wall time
   std::vector<double> step_sigmas, step_accuracy;  // blocks mode: after each Euler step
   std::vector<int> step_blocks;

@@ -67,7 +67,8 @@ torch::Tensor class_weights(const torch::Tensor& logits, double temperature) {
   return torch::softmax(logits / temperature, -1);
 }
 
-StepLogits DenoisingClassifier::predict_steps(const torch::Tensor& images, int steps) {
+StepLogits DenoisingClassifier::predict_steps(const torch::Tensor& images, int steps,
+                                              std::optional<double> temperature) {
   StepLogits out;
   out.sigmas = schedule_.inference_sigmas(steps);
   const int64_t n = images.size(0);
@@ -80,7 +81,7 @@ StepLogits DenoisingClassifier::predict_steps(const torch::Tensor& images, int s
     out.blocks.push_back(block);
     out.logits.push_back(logits);
     if (i + 1 < out.sigmas.size()) {
-      auto expected = class_weights(logits, diffusion_.inference_temperature).matmul(embeddings);
+      auto expected = class_weights(logits, temperature.value_or(diffusion_.inference_temperature)).matmul(embeddings);
       z = euler_step(z, expected, s, out.sigmas[i + 1]);
     }
   }

@@ -8,6 +8,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <optional>
+
 #include "data/image_data.h"
 #include "io/config.h"
 #include "models/vit.h"
@@ -47,8 +49,9 @@ class DenoisingClassifier {
   /// The block-wise objective: only block `block` and the shared modules are in the graph.
   Loss block_loss(const Batch& b, int block, const torch::Tensor& sigma);
 
-  /// Blocks-mode prediction: the Euler chain over `steps` noise levels (reference §1.7).
-  StepLogits predict_steps(const torch::Tensor& images, int steps);
+  /// Blocks-mode prediction: the Euler chain over `steps` noise levels (reference §1.7), passing
+  /// softmax(logits / temperature) @ embeddings between steps (default: the configured temperature).
+  StepLogits predict_steps(const torch::Tensor& images, int steps, std::optional<double> temperature = std::nullopt);
   /// Block `block` given the true label, noised at sigma: its accuracy with a perfect input.
   torch::Tensor teacher_forced_logits(const torch::Tensor& images, const torch::Tensor& labels, int block,
                                       double sigma);
