@@ -176,6 +176,20 @@ TEST(Training, ResumedRunIsBitIdenticalToUninterruptedRun) {
   EXPECT_EQ(read_metrics(split.file("metrics.jsonl")).size(), ma.size());
 }
 
+TEST(Training, ResumeWithAnotherConfigIsRefused) {
+  TempDir out;
+  Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
+  auto opts = options(out.file("run"), "first-part");
+  opts.stop_after = 6;
+  train(cfg, opts);
+  const auto checkpoint = test::read_bytes(out.file("run/checkpoint.safetensors"));
+  cfg.train.lr *= 2;  // not the run's config any more
+  auto resume = options(out.file("run"), "second-part");
+  resume.resume = true;
+  EXPECT_TRUE(ThrowsUserError([&] { train(cfg, resume); }, {out.file("run"), "config.toml"}));
+  EXPECT_EQ(test::read_bytes(out.file("run/checkpoint.safetensors")), checkpoint);
+}
+
 TEST(Training, ResumeWithoutCheckpointNamesTheDirectory) {
   TempDir out;
   const Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());

@@ -219,7 +219,7 @@ std::string Config::to_toml() const {
 std::string Config::describe() {
   const Config defaults;
   std::string out;
-  for (const auto& f : fields()) out += fmt::format("  {:<28} {:<38} {}\n", f.key, f.show(defaults), f.help);
+  for (const auto& f : fields()) out += fmt::format("  {:<32} {:<14} {}\n", f.key, f.show(defaults), f.help);
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "eval/evaluate.h"
+#include "io/atomic_file.h"
 #include "io/run_dir.h"
 #include "io/safetensors.h"
 #include "tasks/classification.h"
@@ -44,6 +45,11 @@ class Trainer {
     if (opts_.resume) {
       if (!run_.has("checkpoint.safetensors"))
         throw UserError(fmt::format("{}: --resume but no checkpoint.safetensors there", run_.root()));
+      // Continuing under another config would silently mix two runs.
+      if (run_.has("config.toml") && read_file(run_.file("config.toml")) != cfg_.to_toml())
+        throw UserError(fmt::format("{}: --resume with a config that differs from the run's config.toml; "
+                                    "resume with `blocklab train {}/config.toml --out {} --resume`",
+                                    run_.root(), run_.root(), run_.root()));
       start = load_checkpoint(run_.file("checkpoint.safetensors"), *task_.model(), opt_);
       run_.truncate_metrics(start);
       fmt::print(stderr, "{}: resuming from step {} of {}\n", opts_.label, start, total_);
