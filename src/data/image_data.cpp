@@ -14,13 +14,13 @@ namespace {
 
 ImageSplit head(const ImageSplit& s, int64_t limit) {
   if (limit <= 0 || limit >= s.size()) return s;
-  return {s.images.slice(0, 0, limit), s.labels.slice(0, 0, limit)};
+  return {s.images.slice(0, 0, limit), s.labels.slice(0, 0, limit), s.label_file};
 }
 
-void check_labels(const ImageSplit& s, int64_t classes, const std::string& what) {
+void check_labels(const ImageSplit& s, int64_t classes) {
   const int64_t lo = s.labels.min().item<int64_t>(), hi = s.labels.max().item<int64_t>();
   if (lo < 0 || hi >= classes)
-    throw UserError(fmt::format("{}: label values span [{}, {}], expected [0, {})", what, lo, hi, classes));
+    throw UserError(fmt::format("{}: label values span [{}, {}], expected [0, {})", s.label_file, lo, hi, classes));
 }
 
 }  // namespace
@@ -29,8 +29,8 @@ ImageData ImageData::load(const std::string& dir, int64_t train_limit, int64_t t
   ImageData d;
   d.train = head(load_idx_split(dir, "train"), train_limit);
   d.test = head(load_idx_split(dir, "t10k"), test_limit);
-  check_labels(d.train, d.classes, dir + "/train-labels-idx1-ubyte");
-  check_labels(d.test, d.classes, dir + "/t10k-labels-idx1-ubyte");
+  check_labels(d.train, d.classes);
+  check_labels(d.test, d.classes);
   if (d.train.images.sizes().slice(1) != d.test.images.sizes().slice(1))
     throw UserError(fmt::format("{}: train and test images differ in size", dir));
   // Pixel statistics from a 256-bin histogram: exact, and no float copy of the whole set.

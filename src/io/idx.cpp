@@ -80,7 +80,7 @@ ImageSplit load_idx_split(const std::string& dir, const std::string& prefix) {
   if (images.size(0) != labels.size(0))
     throw UserError(fmt::format("{}: {} labels but {} has {} images", label_path, labels.size(0), image_path,
                                 images.size(0)));
-  return {images.unsqueeze(1), labels.to(torch::kInt64)};
+  return {images.unsqueeze(1), labels.to(torch::kInt64), label_path};
 }
 
 }  // namespace blocklab

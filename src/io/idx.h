@@ -15,6 +15,7 @@ torch::Tensor read_idx(const std::string& path, int expected_dims);
 struct ImageSplit {
   torch::Tensor images;
   torch::Tensor labels;
+  std::string label_file;  // where the labels came from, for error messages
   int64_t size() const { return labels.size(0); }
 };
 
