@@ -30,8 +30,10 @@ int cmd_train(const TrainArgs& a) {
                                 opts.out_dir));
   fmt::print(stderr, "{}: {} mode, L={} B={} d={}, {} thread(s), BLAS {}, run directory {}\n", a.label, cfg.model.mode,
              cfg.model.layers, cfg.model.blocks, cfg.model.hidden, cfg.train.threads, blas_core(), opts.out_dir);
-  train(cfg, opts);
-  return 0;
+  const auto summary = train(cfg, opts);
+  // Interrupted (Ctrl-C) with a checkpoint saved: the conventional exit status of SIGINT.
+  const bool interrupted = summary.contains("stopped_at") && a.stop_after < 0;
+  return interrupted ? 130 : 0;
 }
 
 int cmd_eval(const std::string& run_dir, const std::vector<std::string>& overrides) {
