@@ -36,6 +36,8 @@ EvalReport evaluate(DenoisingClassifier& task, const Config& cfg, const ImageDat
   const bool also_t1 = blocks && cfg.diffusion.inference_temperature != 1.0;
   std::vector<std::vector<torch::Tensor>> step_correct(blocks ? steps : 1), teacher_correct(blocks ? B : 0);
   std::vector<torch::Tensor> t1_correct;
+  std::vector<double> probes;  // the noise level each block is teacher-forced at
+  for (int b = 0; b < int(teacher_correct.size()); ++b) probes.push_back(probe_sigma(task.schedule(), B, b, steps));
   double seconds = 0;
   for (int64_t start = 0; start < n; start += kEvalBatch) {
     auto idx = torch::arange(start, std::min(n, start + kEvalBatch), torch::kInt64);
@@ -60,8 +62,7 @@ EvalReport evaluate(DenoisingClassifier& task, const Config& cfg, const ImageDat
       t1_correct.push_back((task.predict_steps(batch.images, steps, 1.0).logits.back().argmax(-1) == batch.labels).cpu());
     }
     for (int b = 0; b < int(teacher_correct.size()); ++b) {
-      const double s = probe_sigma(task.schedule(), B, b, steps);
-      auto logits = task.teacher_forced_logits(batch.images, batch.labels, b, s);
+      auto logits = task.teacher_forced_logits(batch.images, batch.labels, b, probes[size_t(b)]);
       teacher_correct[b].push_back((logits.argmax(-1) == batch.labels).cpu());
     }
   }
@@ -69,10 +70,8 @@ EvalReport evaluate(DenoisingClassifier& task, const Config& cfg, const ImageDat
   r.accuracy = r.step_accuracy.back();
   if (also_t1) r.accuracy_expected_embedding = accuracy_of(t1_correct, n);
   if (!blocks) r.step_accuracy.clear();
-  for (int b = 0; b < int(teacher_correct.size()); ++b) {
-    r.teacher_sigmas.push_back(probe_sigma(task.schedule(), B, b, steps));
-    r.teacher_forced.push_back(accuracy_of(teacher_correct[b], n));
-  }
+  r.teacher_sigmas = probes;
+  for (const auto& c : teacher_correct) r.teacher_forced.push_back(accuracy_of(c, n));
   r.ms_per_image = 1000.0 * seconds / double(n);
   task.model()->train();
   return r;

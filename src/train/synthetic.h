@@ -21,9 +21,7 @@ class SyntheticTraining {
   StepStats step();
   /// Steps in which every block is trained once: B in blocks mode, 1 end-to-end.
   int round() const;
-  int64_t steps_done() const { return step_; }
   bool cuda() const;
-  const Config& config() const { return cfg_; }
   /// The step runner, for hooks such as `after_forward`.
   StepRunner& runner();
 

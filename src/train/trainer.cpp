@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <csignal>
-#include <cmath>
 
 #include <fmt/format.h>
 
