@@ -25,7 +25,8 @@ TEST(Config, ShippedRecipeEqualsBuiltInDefaults) {
   ASSERT_FALSE(root.empty()) << "configs/vit-fmnist.toml not found above " << std::filesystem::current_path();
   const auto cfg = Config::from_file(root + "/configs/vit-fmnist.toml");
   EXPECT_EQ(cfg.to_toml(), Config().to_toml());
-  EXPECT_EQ(cfg.model.mode, "blocks");
+  EXPECT_EQ(cfg.model.mode, Mode::Blocks);
+  EXPECT_EQ(cfg.model.family, FamilyKind::Classifier);
   EXPECT_EQ(cfg.model.layers, 6);
   EXPECT_EQ(cfg.model.blocks, 3);
   EXPECT_EQ(cfg.train.lr, 1e-3);
@@ -37,33 +38,37 @@ TEST(Config, ToTomlRoundTripsEveryKey) {
   TempDir dir;
   Config c;
   for (const char* s : {"model.mode=e2e", "model.layers=8", "model.blocks=4", "model.hidden=48", "model.heads=6",
-                        "model.patch=4", "model.mlp_ratio=3", "model.cond_dim=12", "diffusion.p_mean=-1.1",
+                        "classifier.patch=4", "model.mlp_ratio=3", "model.cond_dim=12", "diffusion.p_mean=-1.1",
                         "diffusion.p_std=1.3", "diffusion.sigma_min=0.001", "diffusion.sigma_max=70",
                         "diffusion.sigma_data=0.6", "diffusion.overlap=0.1", "diffusion.weighting=batch_mean",
                         "diffusion.sigma_sampling=log_uniform", "diffusion.inference_steps=5", "train.epochs=1.5",
                         "train.batch_size=64", "train.lr=0.002", "train.lr_schedule=constant", "train.min_lr=0",
-                        "train.warmup=0.1", "train.weight_decay=0.05", "train.grad_clip=0", "train.label_smoothing=0.1",
+                        "train.warmup=0.1", "train.weight_decay=0.05", "train.decay=matrices", "train.grad_clip=0",
+                        "classifier.label_smoothing=0.1",
                         "train.seed=12345678901", "train.log_every=7", "train.checkpoint_every=99", "train.threads=2",
                         "train.device=cuda", "data.dir=/some/where", "data.train_limit=1000", "data.test_limit=500",
-                        "diffusion.inference_temperature=0.5"})
+                        "classifier.inference_temperature=0.5"})
     c.set(s);
-  c.set(std::string("model.label_token=") + (Config().model.label_token == "as_cls" ? "beside_cls" : "as_cls"));
+  c.set(std::string("classifier.label_token=") +
+        (Config().classifier.label_token == LabelToken::AsCls ? "beside_cls" : "as_cls"));
   c.validate();
   EXPECT_NE(c.to_toml(), Config().to_toml());
   const auto path = write_config(dir, "all.toml", c.to_toml());
   const auto back = Config::from_file(path);
   EXPECT_EQ(back.to_toml(), c.to_toml());
-  EXPECT_EQ(back.model.mode, "e2e");
+  EXPECT_EQ(back.model.mode, Mode::E2E);
+  EXPECT_EQ(back.train.decay, Decay::Matrices);
   EXPECT_EQ(back.train.seed, 12345678901);
   EXPECT_EQ(back.diffusion.noise.p_mean, -1.1);
   EXPECT_EQ(back.data.dir, "/some/where");
   EXPECT_EQ(back.inference_steps(), 5);
-  EXPECT_EQ(back.model.label_token, c.model.label_token);
-  EXPECT_EQ(back.diffusion.inference_temperature, 0.5);
+  EXPECT_EQ(back.classifier.label_token, c.classifier.label_token);
+  EXPECT_EQ(back.classifier.inference_temperature, 0.5);
   EXPECT_FALSE(back.blocks_mode());
   // describe() lists every key once.
   const auto d = Config::describe();
-  for (const char* key : {"model.mode", "diffusion.overlap", "train.lr", "data.dir", "train.device"})
+  for (const char* key : {"model.family", "model.mode", "diffusion.overlap", "train.lr", "data.dir", "train.device",
+                          "classifier.patch"})
     EXPECT_TRUE(Contains(d, key));
 }
 
@@ -111,9 +116,6 @@ TEST(Config, ImpossibleValuesAreNamed) {
   c.validate();
   c.set("model.heads=5");
   EXPECT_TRUE(ThrowsUserError([&] { c.validate(); }, {"model.heads", "model.hidden"}));
-  Config d;
-  d.set("model.patch=5");
-  EXPECT_TRUE(ThrowsUserError([&] { d.validate(); }, {"model.patch"}));
   Config e;
   e.set("diffusion.sigma_min=100");
   EXPECT_TRUE(ThrowsUserError([&] { e.validate(); }, {"diffusion.sigma_min", "diffusion.sigma_max"}));
@@ -131,10 +133,34 @@ TEST(Config, ImpossibleValuesAreNamed) {
   EXPECT_TRUE(ThrowsUserError([&] { g.set("train.seed=-1"); }, {"train.seed"}));
   EXPECT_TRUE(ThrowsUserError([&] { g.set("train.device=tpu"); }, {"train.device"}));
   EXPECT_TRUE(ThrowsUserError([&] { g.set("diffusion.weighting=mean"); }, {"diffusion.weighting"}));
-  EXPECT_TRUE(ThrowsUserError([&] { g.set("model.label_token=middle"); }, {"model.label_token", "middle"}));
-  EXPECT_TRUE(ThrowsUserError([&] { g.set("diffusion.inference_temperature=-1"); }, {"diffusion.inference_temperature"}));
+  EXPECT_TRUE(ThrowsUserError([&] { g.set("classifier.label_token=middle"); }, {"classifier.label_token", "middle"}));
+  EXPECT_TRUE(ThrowsUserError([&] { g.set("classifier.inference_temperature=-1"); }, {"classifier.inference_temperature"}));
+  EXPECT_TRUE(ThrowsUserError([&] { g.set("model.family=gpt"); }, {"model.family", "gpt"}));
+  // A family's keys live in its own section only.
+  EXPECT_TRUE(ThrowsUserError([&] { g.set("model.patch=4"); }, {"model.patch"}));
+  EXPECT_TRUE(ThrowsUserError([&] { g.set("diffusion.inference_temperature=1"); }, {"diffusion.inference_temperature"}));
   const auto neg = write_config(dir, "neg.toml", "[train]\nbatch_size = 0\n");
   EXPECT_TRUE(ThrowsUserError([&] { Config::from_file(neg); }, {neg, "train.batch_size"}));
+}
+
+TEST(Config, NumbersAreRangeCheckedBeforeNarrowingAndFinite) {
+  TempDir dir;
+  Config c;
+  // 2^32 + 128 would wrap to 128 in a 32-bit int.
+  EXPECT_TRUE(ThrowsUserError([&] { c.set("train.batch_size=4294967424"); }, {"train.batch_size", "4294967424"}));
+  EXPECT_EQ(c.train.batch_size, 128);
+  const auto wrap = write_config(dir, "w.toml", "[model]\nlayers = -4294967290\n");
+  EXPECT_TRUE(ThrowsUserError([&] { Config::from_file(wrap); }, {wrap, "model.layers"}));
+  for (const char* bad : {"train.epochs=inf", "train.lr=nan", "diffusion.sigma_max=inf", "diffusion.p_mean=-inf"})
+    EXPECT_TRUE(ThrowsUserError([&] { c.set(bad); }, {std::string(bad).substr(0, std::string(bad).find('=')), "finite"}))
+        << bad;
+  EXPECT_TRUE(ThrowsUserError([&] { c.set("diffusion.inference_steps=1000000000"); }, {"diffusion.inference_steps"}));
+}
+
+TEST(Config, TomlListsOnlyTheSelectedFamilysSection) {
+  const auto toml = Config().to_toml();
+  EXPECT_TRUE(Contains(toml, "[classifier]"));
+  EXPECT_TRUE(Contains(toml, "family = 'classifier'"));
 }
 
 TEST(Config, SyntaxErrorNamesFileAndLine) {
@@ -150,9 +176,9 @@ TEST(Config, SyntaxErrorNamesFileAndLine) {
 TEST(Config, SetTakesTomlValuesAndBareWords) {
   Config c;
   c.set("model.mode=e2e");  // a bare word for a string key
-  EXPECT_EQ(c.model.mode, "e2e");
+  EXPECT_EQ(c.model.mode, Mode::E2E);
   c.set("model.mode=\"blocks\"");  // or a TOML string
-  EXPECT_EQ(c.model.mode, "blocks");
+  EXPECT_EQ(c.model.mode, Mode::Blocks);
   c.set("data.dir=/tmp/some dir/x");
   EXPECT_EQ(c.data.dir, "/tmp/some dir/x");
   c.set("train.lr=2e-3");

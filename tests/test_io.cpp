@@ -345,23 +345,27 @@ TEST(ImageData, LoadsLimitsAndNormalizes) {
   TempDir dir;
   test::write_synthetic_dataset(dir.path(), 100, 40);
   const auto data = ImageData::load(dir.path(), 64, 10);
-  EXPECT_EQ(data.train.size(), 64);
-  EXPECT_EQ(data.test.size(), 10);
-  EXPECT_EQ(data.classes, 10);
+  EXPECT_EQ(data.size(Split::Train), 64);
+  EXPECT_EQ(data.size(Split::Test), 10);
+  EXPECT_EQ(data.shape().classes, 10);
+  EXPECT_EQ(data.shape().height, 28);
+  EXPECT_EQ(data.shape().channels, 1);
+  EXPECT_EQ(data.source(), dir.path());
   const auto full = ImageData::load(dir.path());
-  EXPECT_EQ(full.train.size(), 100);
-  EXPECT_EQ(full.test.size(), 40);
-  EXPECT_TRUE(torch::equal(full.train.images.slice(0, 0, 64), data.train.images));
+  EXPECT_EQ(full.size(Split::Train), 100);
+  EXPECT_EQ(full.size(Split::Test), 40);
+  const auto& train = data.of(Split::Train);
+  EXPECT_TRUE(torch::equal(full.of(Split::Train).images.slice(0, 0, 64), train.images));
   // Mean and (population) std of the (limited) training pixels in [0, 1].
-  const auto px = data.train.images.to(torch::kFloat64) / 255.0;
-  EXPECT_NEAR(data.mean, px.mean().item<double>(), 1e-12);
-  EXPECT_NEAR(data.std, px.std(/*unbiased=*/false).item<double>(), 1e-9);  // population std, from a histogram
-  const auto batch = data.batch(data.train, torch::arange(64, torch::kInt64), torch::kCPU);
-  EXPECT_EQ(batch.images.scalar_type(), torch::kFloat32);
-  EXPECT_EQ(batch.images.sizes(), (std::vector<int64_t>{64, 1, 28, 28}));
-  EXPECT_NEAR(batch.images.mean().item<double>(), 0.0, 1e-4);
-  EXPECT_NEAR(batch.images.to(torch::kFloat64).std().item<double>(), 1.0, 1e-4);
-  EXPECT_TRUE(torch::equal(batch.labels, data.train.labels));
+  const auto px = train.images.to(torch::kFloat64) / 255.0;
+  EXPECT_NEAR(data.mean(), px.mean().item<double>(), 1e-12);
+  EXPECT_NEAR(data.std(), px.std(/*unbiased=*/false).item<double>(), 1e-9);  // population std, from a histogram
+  const auto batch = data.batch(Split::Train, torch::arange(64, torch::kInt64), torch::kCPU);
+  EXPECT_EQ(batch.x.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(batch.x.sizes(), (std::vector<int64_t>{64, 1, 28, 28}));
+  EXPECT_NEAR(batch.x.mean().item<double>(), 0.0, 1e-4);
+  EXPECT_NEAR(batch.x.to(torch::kFloat64).std().item<double>(), 1.0, 1e-4);
+  EXPECT_TRUE(torch::equal(batch.y, train.labels));
 }
 
 TEST(ImageData, RejectsLabelsOutOfRange) {

@@ -12,11 +12,12 @@
 
 #include "models/vit.h"
 #include "schedule/precond.h"
-#include "tasks/classification.h"
+#include "families/classifier/classifier.h"
 #include "test_util.h"
 #include "train/adamw.h"
 #include "train/lr_schedule.h"
 #include "train/step.h"
+#include "util/seed.h"
 #include "util/memory.h"
 
 namespace blocklab {
@@ -32,10 +33,10 @@ const std::vector<std::string> kLabelTokens = {"as_cls", "beside_cls"};
 // The tiny training config with 6 layers (2 per block) and a constant learning rate.
 Config small_config(const std::string& mode, const std::string& label_token = "as_cls") {
   Config c = test::tiny_config(mode, /*data_dir=*/"");
-  c.model.label_token = label_token;
+  c.set("classifier.label_token=" + label_token);
   c.model.layers = 6;
   c.train.lr = 1e-3;
-  c.train.lr_schedule = "constant";
+  c.train.lr_schedule = LrSchedule::Constant;
   c.train.warmup = 0.0;
   c.train.seed = 5;
   return c;
@@ -54,7 +55,7 @@ struct Rig : test::Rig {
 
 TEST(ViT, ParameterAddressesAndShapes) {
   const Config cfg = small_config("blocks");
-  ViT model(vit_options(cfg, 10));
+  ViT model(vit_options(cfg, test::fashion_shape()));
   std::set<std::string> names;
   for (const auto& p : model->named_parameters()) {
     names.insert(p.key());
@@ -63,15 +64,15 @@ TEST(ViT, ParameterAddressesAndShapes) {
   for (int b = 0; b < 3; ++b)
     for (int l = 0; l < 2; ++l)
       for (const char* leaf : {"ada.proj.weight", "qkv.weight", "proj.bias", "fc1.weight", "fc2.weight"})
-        EXPECT_TRUE(names.count(ViTImpl::block_prefix(b) + "layers." + std::to_string(l) + "." + leaf))
+        EXPECT_TRUE(names.count(block_prefix(b) + "layers." + std::to_string(l) + "." + leaf))
             << b << " " << l << " " << leaf;
   EXPECT_FALSE(names.count("blocks.0.layers.2.qkv.weight"));  // L/B = 2 layers per block
   EXPECT_FALSE(names.count("blocks.3.layers.0.qkv.weight"));
-  EXPECT_EQ(ViTImpl::block_prefix(2), "blocks.2.");
+  EXPECT_EQ(block_prefix(2), "blocks.2.");
   // Positions: one lead token (the class token or the noisy label in its slot) and 16 patches;
   // with the label beside the class token, two lead tokens.
   EXPECT_EQ(model->shared->pos_embed.sizes(), (std::vector<int64_t>{1, 17, 32}));
-  ViT beside(vit_options(small_config("blocks", "beside_cls"), 10));
+  ViT beside(vit_options(small_config("blocks", "beside_cls"), test::fashion_shape()));
   EXPECT_EQ(beside->shared->pos_embed.sizes(), (std::vector<int64_t>{1, 18, 32}));
   EXPECT_EQ(beside->forward(torch::randn({3, 1, 28, 28})).sizes(), (std::vector<int64_t>{3, 10}));
   // adaLN-Zero: every modulation and the classifier start at zero; each layer is the identity.
@@ -80,7 +81,7 @@ TEST(ViT, ParameterAddressesAndShapes) {
       EXPECT_EQ(p.value().abs().max().item<double>(), 0.0) << p.key();
   auto x = torch::randn({2, 17, 32});
   auto cond = torch::randn({2, 16});
-  auto layer = model->blocks[0]->as<Block>()->layers[0]->as<TransformerLayer>();
+  auto layer = model->block(0)->layers[0]->as<TransformerLayer>();
   EXPECT_TRUE(torch::equal(layer->forward(x, cond), x));
   EXPECT_EQ(model->forward(torch::randn({3, 1, 28, 28})).sizes(), (std::vector<int64_t>{3, 10}));
 }
@@ -95,41 +96,44 @@ TEST(DenoisingClassifier, TargetIsUnitNormAndTrainsTheEmbedding) {
   EXPECT_TRUE(rig.model->shared->label_embed->weight.grad().defined());
 }
 
-TEST(DenoisingClassifier, LossWeightingModes) {  // reference §6 D1
-  for (const std::string weighting : {"per_sample", "batch_mean"}) {
+// Each weighting of the block loss against per-example cross-entropies computed independently
+// (the same noisy targets, one logits call, the per-example CE by hand).
+TEST(DenoisingClassifier, LossWeightingModes) {
+  const auto batch = random_batch(6, 4);
+  const auto sigma = torch::tensor({0.3, 0.5, 1.0, 2.0, 5.0, 9.0}, torch::kFloat32);
+  const auto w = precondition(sigma, 0.5).weight;
+  for (const std::string weighting : {"per_sample", "batch_mean", "normalized", "none"}) {
     SCOPED_TRACE(weighting);
     Config cfg = small_config("blocks");
-    cfg.diffusion.weighting = weighting;
+    cfg.set("diffusion.weighting=" + weighting);
     torch::manual_seed(3);
-    ViT model(vit_options(cfg, 10));
+    ViT model(vit_options(cfg, test::fashion_shape()));
     {  // non-trivial logits
       torch::NoGradGuard ng;
       for (auto& p : model->parameters()) p.add_(0.5 * torch::randn_like(p));
     }
-    DenoisingClassifier task(model, cfg);
-    const auto batch = random_batch(6, 4);
-    const auto sigma = torch::tensor({0.3, 0.5, 1.0, 2.0, 5.0, 9.0}, torch::kFloat32);
-    const auto w = precondition(sigma, 0.5).weight;
+    DenoisingClassifier task(cfg, model);
     torch::manual_seed(8);
     const auto loss = task.block_loss(batch, 0, sigma);
-    if (weighting == "batch_mean") {
-      EXPECT_NEAR(loss.value.item<double>(), w.mean().item<double>() * loss.ce.item<double>(),
-                  1e-5 * loss.value.item<double>());
-    } else {
-      // Same sigma for all: per-sample weighting is w(sigma) * mean CE.
-      const auto same = torch::full({6}, 0.7, torch::kFloat32);
-      torch::manual_seed(8);
-      const auto l = task.block_loss(batch, 0, same);
-      EXPECT_NEAR(l.value.item<double>(), precondition(0.7, 0.5).weight * l.ce.item<double>(),
-                  1e-5 * l.value.item<double>());
-      // Different sigmas: not mean(w) * mean(CE) (the CE differs per sample).
-      EXPECT_GT(std::abs(loss.value.item<double>() - w.mean().item<double>() * loss.ce.item<double>()),
-                1e-3 * loss.value.item<double>());
+    torch::Tensor ce;
+    {
+      torch::NoGradGuard ng;
+      torch::manual_seed(8);  // block_loss draws its noise right after computing the target
+      const auto y = task.target(batch.y);
+      const auto z = y + sigma.unsqueeze(1) * torch::randn_like(y);
+      const auto logp = torch::log_softmax(task.denoise_logits(batch.x, z, sigma, 0), -1);
+      ce = -logp.gather(1, batch.y.unsqueeze(1)).squeeze(1);  // [6]
     }
+    const double expected = weighting == "per_sample"   ? (w * ce).mean().item<double>()
+                            : weighting == "batch_mean" ? w.mean().item<double>() * ce.mean().item<double>()
+                            : weighting == "normalized" ? ((w * ce).sum() / w.sum()).item<double>()
+                                                        : ce.mean().item<double>();
+    EXPECT_NEAR(loss.value.item<double>(), expected, 1e-5 * expected);
+    EXPECT_NEAR(loss.plain.item<double>(), ce.mean().item<double>(), 1e-5 * ce.mean().item<double>());
   }
 }
 
-// Reference §5: a training step on block b leaves every other block's parameters bit-identical;
+// A training step on block b leaves every other block's parameters bit-identical;
 // the active block and the shared modules change; AdamW counts steps per parameter.
 void check_block_independence(const std::string& label_token) {
   SCOPED_TRACE("model.label_token = " + label_token);
@@ -141,7 +145,7 @@ void check_block_independence(const std::string& label_token) {
   const int K = 9;
   std::vector<int> visits(3, 0);
   for (int64_t step = 0; step < K; ++step) {
-    const int b = block_for_step(step, 3, uint64_t(rig.cfg.train.seed));
+    const int b = block_for_step(rig.cfg, step);
     const auto before = snapshot(*rig.model);
     const auto stats = rig.runner->run(batch, step);
     ASSERT_EQ(stats.block, b) << "step " << step;
@@ -150,16 +154,16 @@ void check_block_independence(const std::string& label_token) {
     const auto after = snapshot(*rig.model);
     for (const auto& [name, t] : after) {
       const bool same = torch::equal(t, before.at(name));
-      if (starts_with(name, "blocks.") && !starts_with(name, ViTImpl::block_prefix(b)))
+      if (starts_with(name, "blocks.") && !starts_with(name, block_prefix(b)))
         EXPECT_TRUE(same) << "step " << step << " (block " << b << ") changed " << name;
       else if (name == "shared.cls_token" && !cls_used)
         EXPECT_TRUE(same) << "step " << step << " changed " << name;
-      else if (starts_with(name, ViTImpl::block_prefix(b)) && step >= 1)
+      else if (starts_with(name, block_prefix(b)) && step >= 1)
         // From step 1 on the zero-initialized head passes gradients back; weight decay moves the rest.
         EXPECT_FALSE(same) << "step " << step << " (block " << b << ") left " << name << " unchanged";
     }
     for (int l = 0; l < 2; ++l) {
-      const auto name = ViTImpl::block_prefix(b) + "layers." + std::to_string(l) + ".ada.proj.weight";
+      const auto name = block_prefix(b) + "layers." + std::to_string(l) + ".ada.proj.weight";
       if (step >= 1)
         EXPECT_GT((after.at(name) - before.at(name)).abs().max().item<double>(), 0.0) << name << " at step " << step;
     }
@@ -173,7 +177,7 @@ void check_block_independence(const std::string& label_token) {
     int64_t expected = K;
     if (name == "shared.cls_token" && !cls_used) expected = 0;
     for (int b = 0; b < 3; ++b)
-      if (starts_with(name, ViTImpl::block_prefix(b))) expected = visits[size_t(b)];
+      if (starts_with(name, block_prefix(b))) expected = visits[size_t(b)];
     EXPECT_EQ(rig.opt->steps_of(name), expected) << name;
   }
   EXPECT_EQ(rig.opt->steps_of("no.such.parameter"), -1);
@@ -190,10 +194,10 @@ TEST(StepRunner, StepCountsWithUnevenVisits) {
   std::vector<int> visits(3, 0);
   for (int64_t step = 0; step < 4; ++step) {
     rig.runner->run(batch, step);
-    ++visits[size_t(block_for_step(step, 3, 5))];
+    ++visits[size_t(test::block_at(step, 3, 5))];
   }
   for (int b = 0; b < 3; ++b)
-    EXPECT_EQ(rig.opt->steps_of(ViTImpl::block_prefix(b) + "layers.1.fc2.weight"), visits[size_t(b)]);
+    EXPECT_EQ(rig.opt->steps_of(block_prefix(b) + "layers.1.fc2.weight"), visits[size_t(b)]);
   EXPECT_EQ(rig.opt->steps_of("shared.head.weight"), 4);
 }
 
@@ -226,16 +230,16 @@ TEST(StepRunner, SameStepSameResult) {
 TEST(StepRunner, SampledSigmasLieInTheBlockRange) {
   Rig rig("blocks");
   for (int b = 0; b < 3; ++b) {
-    const auto r = rig.task->schedule().block_range(3, b, rig.cfg.diffusion.overlap);
-    const auto s = rig.runner->sample_sigmas(b, 2000, 17, torch::kCPU).to(torch::kFloat64);
+    const auto r = rig.task->partition().range(b);
+    const auto s = rig.task->sample_sigmas(b, 2000, 17, torch::kCPU).to(torch::kFloat64);
     EXPECT_EQ(s.scalar_type(), torch::kFloat64);
     EXPECT_GE(s.min().item<double>(), r.lo * (1 - 1e-6));
     EXPECT_LE(s.max().item<double>(), r.hi * (1 + 1e-6));
     // A majority of draws maps to the block itself (reference §1.5 step 3).
     int own = 0;
-    for (int64_t i = 0; i < s.size(0); ++i) own += rig.task->schedule().block_of(s[i].item<double>(), 3) == b;
+    for (int64_t i = 0; i < s.size(0); ++i) own += rig.task->partition().block_of(s[i].item<double>()) == b;
     EXPECT_GT(own, 1500) << "block " << b;
-    EXPECT_TRUE(torch::equal(s, rig.runner->sample_sigmas(b, 2000, 17, torch::kCPU).to(torch::kFloat64)));
+    EXPECT_TRUE(torch::equal(s, rig.task->sample_sigmas(b, 2000, 17, torch::kCPU).to(torch::kFloat64)));
   }
 }
 
@@ -261,7 +265,7 @@ TEST(StepRunner, NonFiniteLossThrowsAndUpdatesNothing) {
   for (const auto& p : rig.model->parameters()) EXPECT_FALSE(p.grad().defined());
 }
 
-// Reference §5: a finite-difference gradient check of one block step, in double precision.
+// A finite-difference gradient check of one block step, in double precision.
 void check_block_gradients(const std::string& label_token) {
   SCOPED_TRACE("model.label_token = " + label_token);
   const bool cls_used = label_token == "beside_cls";
@@ -269,13 +273,13 @@ void check_block_gradients(const std::string& label_token) {
   cfg.model.hidden = 16;
   cfg.model.cond_dim = 8;
   torch::manual_seed(2);
-  ViT model(vit_options(cfg, 10));
+  ViT model(vit_options(cfg, test::fashion_shape()));
   model->to(torch::kFloat64);
   {  // Make the zero-initialized modulations and head non-zero, so every gradient is non-trivial.
     torch::NoGradGuard ng;
     for (auto& p : model->parameters()) p.add_(0.2 * torch::randn_like(p));
   }
-  DenoisingClassifier task(model, cfg);
+  DenoisingClassifier task(cfg, model);
   const Batch batch = random_batch(4, 6, torch::kFloat64);
   const auto sigma = torch::tensor({0.4, 0.7, 1.5, 3.0}, torch::kFloat64);
   const int block = 1;
@@ -289,7 +293,7 @@ void check_block_gradients(const std::string& label_token) {
   auto params = model->named_parameters();
   for (const auto& p : params) {
     const auto& name = p.key();
-    const bool other_block = starts_with(name, "blocks.") && !starts_with(name, ViTImpl::block_prefix(block));
+    const bool other_block = starts_with(name, "blocks.") && !starts_with(name, block_prefix(block));
     if (other_block || (name == "shared.cls_token" && !cls_used)) EXPECT_FALSE(p.value().grad().defined()) << name;
     else EXPECT_TRUE(p.value().grad().defined()) << name;
   }
@@ -342,22 +346,22 @@ TEST(Gradients, BlockLossMatchesFiniteDifferences) {
 TEST(Inference, PredictStepsWalksTheBlocksInOrder) {
   for (const auto& label_token : kLabelTokens) {
     Rig other("blocks", label_token);
-    other.cfg.diffusion.inference_temperature = 0.0;
+    other.cfg.classifier.inference_temperature = 0.0;
     torch::NoGradGuard ng;
-    const auto out = DenoisingClassifier(other.model, other.cfg).predict_steps(random_batch(2, 1).images, 3);
+    const auto out = DenoisingClassifier(other.cfg, other.model).predict_steps(random_batch(2, 1).x, 3);
     EXPECT_EQ(out.blocks, (std::vector<int>{0, 1, 2})) << label_token;
   }
   Rig rig("blocks");
   torch::NoGradGuard ng;
-  const auto images = random_batch(5, 1).images;
+  const auto images = random_batch(5, 1).x;
   const auto out = rig.task->predict_steps(images, 3);
-  EXPECT_EQ(out.sigmas, rig.task->schedule().inference_sigmas(3));
+  EXPECT_EQ(out.sigmas, rig.task->partition().inference_levels(3));
   EXPECT_EQ(out.blocks, (std::vector<int>{0, 1, 2}));
   ASSERT_EQ(out.logits.size(), 3u);
   for (const auto& l : out.logits) EXPECT_EQ(l.sizes(), (std::vector<int64_t>{5, 10}));
   const auto six = rig.task->predict_steps(images, 6);
   ASSERT_EQ(six.blocks.size(), 6u);
-  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(six.blocks[i], rig.task->schedule().block_of(six.sigmas[i], 3));
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(six.blocks[i], rig.task->partition().block_of(six.sigmas[i]));
   EXPECT_EQ(six.blocks.front(), 0);
   EXPECT_EQ(six.blocks.back(), 2);
 }
@@ -378,30 +382,32 @@ TEST(Schedule, BlockForStepVisitsEveryBlockOncePerRound) {
     for (int64_t round = 0; round < 50; ++round) {
       std::set<int> seen;
       for (int i = 0; i < B; ++i) {
-        const int b = block_for_step(round * B + i, B, 42);
+        const int b = test::block_at(round * B + i, B, 42);
         EXPECT_GE(b, 0);
         EXPECT_LT(b, B);
         seen.insert(b);
         ++counts[size_t(b)];
         some_round_not_identity |= b != i;
-        EXPECT_EQ(b, block_for_step(round * B + i, B, 42));  // a pure function
+        EXPECT_EQ(b, test::block_at(round * B + i, B, 42));  // a pure function
       }
       EXPECT_EQ(int(seen.size()), B) << "round " << round;
     }
     for (int c : counts) EXPECT_EQ(c, 50);
     if (B > 2) EXPECT_TRUE(some_round_not_identity) << "the order within rounds is drawn, not fixed";
   }
-  EXPECT_NE(step_seed(0, 1), step_seed(0, 2));
-  EXPECT_NE(step_seed(0, 1), step_seed(1, 1));
-  EXPECT_LT(step_seed(123, 456), uint64_t(1) << 63);
+  EXPECT_NE(derive_seed(0, Stream::Step, 1), derive_seed(0, Stream::Step, 2));
+  EXPECT_NE(derive_seed(0, Stream::Step, 1), derive_seed(1, Stream::Step, 1));
+  EXPECT_NE(derive_seed(0, Stream::Step, 1), derive_seed(0, Stream::DataOrder, 1));  // streams never share draws
+  EXPECT_EQ(derive_seed(7, Stream::Eval, 3), derive_seed(7, Stream::Eval, 3));
+  EXPECT_LT(derive_seed(123, Stream::Step, 456), uint64_t(1) << 63);
 }
 
 TEST(Schedule, TotalStepsAndLearningRate) {
   Config c;
   c.train.epochs = 2.5;
-  c.model.mode = "e2e";
+  c.model.mode = Mode::E2E;
   EXPECT_EQ(total_steps(c, 10), 25);
-  c.model.mode = "blocks";
+  c.model.mode = Mode::Blocks;
   c.model.blocks = 3;
   EXPECT_EQ(total_steps(c, 10), 75);  // equal compute: B times the steps
   c.train.epochs = 0.01;
@@ -411,7 +417,7 @@ TEST(Schedule, TotalStepsAndLearningRate) {
   t.lr = 1e-3;
   t.min_lr = 1e-5;
   t.warmup = 0.1;
-  t.lr_schedule = "cosine";
+  t.lr_schedule = LrSchedule::Cosine;
   const int64_t total = 100;
   EXPECT_NEAR(learning_rate(t, 0, total), 1e-4, 1e-12);  // (0 + 1/100) / 0.1 of the peak
   EXPECT_NEAR(learning_rate(t, 4, total), 5e-4, 1e-12);
@@ -420,7 +426,7 @@ TEST(Schedule, TotalStepsAndLearningRate) {
   EXPECT_NEAR(learning_rate(t, 55, total), 0.5 * (1e-3 + 1e-5), 1e-12);
   EXPECT_NEAR(learning_rate(t, 100, total), 1e-5, 1e-12);
   for (int64_t s = 11; s < total; ++s) EXPECT_LT(learning_rate(t, s, total), learning_rate(t, s - 1, total));
-  t.lr_schedule = "constant";
+  t.lr_schedule = LrSchedule::Constant;
   EXPECT_NEAR(learning_rate(t, 50, total), 1e-3, 1e-15);
   t.warmup = 0;
   EXPECT_NEAR(learning_rate(t, 0, total), 1e-3, 1e-15);
@@ -540,8 +546,8 @@ void tracker_keeps_training_working() {
   // patch embedding for batches like these; `blocklab bench step` runs exactly this).
   try {
     Config cfg = small_config("blocks");
-    ViT model(vit_options(cfg, 10));
-    DenoisingClassifier task(model, cfg);
+    ViT model(vit_options(cfg, test::fashion_shape()));
+    DenoisingClassifier task(cfg, model);
     const auto batch = random_batch(32, 1);
     task.block_loss(batch, 0, torch::full({32}, 1.0)).value.backward();
     c.check(TensorMemoryTracker::peak_bytes() > base, "a training step allocates");

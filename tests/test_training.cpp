@@ -15,7 +15,7 @@
 
 #include "io/run_dir.h"
 #include "io/safetensors.h"
-#include "tasks/classification.h"
+#include "families/classifier/classifier.h"
 #include "test_util.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
@@ -49,38 +49,45 @@ std::vector<nlohmann::json> check_finished_run(const std::string& dir, const nlo
   EXPECT_EQ(RunDir(dir, false).read_json("summary.json"), summary);
   const auto metrics = read_metrics(dir + "/metrics.jsonl");
   EXPECT_FALSE(metrics.empty());
-  int64_t last = 0;
+  // One line per block that trained since the previous log point (one line end-to-end); every
+  // step is counted in exactly one line.
+  int64_t last = 0, last_block = -1, counted = 0;
   for (const auto& m : metrics) {
-    for (const char* key : {"step", "block", "loss", "ce", "lr", "grad_norm", "seconds"})
+    for (const char* key : {"step", "loss", "plain_loss", "steps", "lr", "grad_norm", "seconds"})
       EXPECT_TRUE(m.contains(key)) << key << " missing in " << m.dump();
+    EXPECT_EQ(m.contains("block"), blocks) << m.dump();
     const auto step = m.at("step").get<int64_t>();
-    EXPECT_GT(step, last) << "steps must increase: " << m.dump();
-    last = step;
-    const int block = m.at("block").get<int>();
     if (blocks) {
+      const int block = m.at("block").get<int>();
       EXPECT_GE(block, 0);
       EXPECT_LT(block, 3);
+      EXPECT_TRUE(step > last || block > last_block) << "one line per block and step, in order: " << m.dump();
+      last_block = step > last ? -1 : last_block;
+      last_block = std::max<int64_t>(last_block, block);
     } else {
-      EXPECT_EQ(block, -1);
+      EXPECT_GT(step, last) << "steps must increase: " << m.dump();
     }
+    last = step;
+    counted += m.at("steps").get<int64_t>();
     EXPECT_TRUE(std::isfinite(m.at("loss").get<double>()));
     EXPECT_GT(m.at("lr").get<double>(), 0.0);
     EXPECT_GE(m.at("seconds").get<double>(), 0.0);
   }
   EXPECT_EQ(last, summary.at("steps").get<int64_t>()) << "the last step is always logged";
+  EXPECT_EQ(counted, summary.at("steps").get<int64_t>()) << "every step is in exactly one metrics line";
   // The final weights load back into a model of the run's shape.
   const auto weights = load_safetensors(dir + "/model.safetensors");
   Config cfg = Config::from_file(dir + "/config.toml");
-  ViT model(vit_options(cfg, 10));
+  ViT model(vit_options(cfg, test::fashion_shape()));
   EXPECT_NO_THROW(load_weights(*model, weights, "model.safetensors"));
   return metrics;
 }
 
-TrainOptions options(const std::string& dir, const std::string& label) {
+TrainOptions options(const std::string& dir, const std::string& tag) {
   TrainOptions o;
   o.out_dir = dir;
   o.plain_progress = true;
-  o.label = label;
+  o.tag = tag;
   return o;
 }
 
@@ -91,8 +98,13 @@ TEST(Training, EndToEndLearnsSyntheticData) {
   EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.5) << summary.dump(2);  // chance: 0.1
   EXPECT_EQ(summary.at("mode"), "e2e");
   EXPECT_EQ(summary.at("steps").get<int64_t>(), 4 * (600 / 32));
-  EXPECT_EQ(summary.at("test_images").get<int64_t>(), 200);
-  EXPECT_EQ(summary.at("train_images").get<int64_t>(), 600);
+  EXPECT_EQ(summary.at("test_examples").get<int64_t>(), 200);
+  EXPECT_EQ(summary.at("train_examples").get<int64_t>(), 600);
+  EXPECT_EQ(summary.at("family"), "classifier");
+  // The family-neutral headline is the classifier's accuracy, higher is better.
+  const auto headline = Metric::from_json(summary.at("headline"));
+  EXPECT_EQ(headline.value, summary.at("test_accuracy").get<double>());
+  EXPECT_TRUE(headline.higher_is_better);
   check_finished_run(out.path(), summary, false);
   EXPECT_EQ(Config::from_file(out.file("config.toml")).to_toml(), cfg.to_toml());
 }
@@ -101,13 +113,13 @@ void check_blocks_learn(const std::string& label_token) {
   SCOPED_TRACE("model.label_token = " + label_token);
   TempDir out;
   Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
-  cfg.model.label_token = label_token;
+  cfg.set("classifier.label_token=" + label_token);
   // One run with the reference sampler (E[y|z] between steps), one with the default (argmax).
-  cfg.diffusion.inference_temperature = label_token == "as_cls" ? 1.0 : 0.0;
+  cfg.classifier.inference_temperature = label_token == "as_cls" ? 1.0 : 0.0;
   const auto summary = train(cfg, options(out.path(), "blocks-test"));
   EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.5) << summary.dump(2);
   // Any other temperature is also scored with the reference sampler, side by side.
-  if (cfg.diffusion.inference_temperature == 1.0)
+  if (cfg.classifier.inference_temperature == 1.0)
     EXPECT_FALSE(summary.contains("test_accuracy_expected_embedding"));
   else
     EXPECT_GT(summary.at("test_accuracy_expected_embedding").get<double>(), 0.5) << summary.dump(2);
@@ -138,15 +150,17 @@ TEST(Training, ResumedRunIsBitIdenticalToUninterruptedRun) {
   const auto summary_full = train(cfg, options(full.path(), "full"));
 
   auto stop = options(split.path(), "first-part");
-  stop.stop_after = 20;  // mid-epoch and mid-round
+  stop.stop_after = 22;  // mid-epoch, mid-round and between two metrics lines
   const auto stopped = train(cfg, stop);
-  EXPECT_EQ(stopped.at("stopped_at").get<int64_t>(), 20);
+  EXPECT_EQ(stopped.at("stopped_at").get<int64_t>(), 22);
   EXPECT_TRUE(fs::exists(split.file("checkpoint.safetensors")));
   EXPECT_FALSE(fs::exists(split.file("summary.json")));
   EXPECT_FALSE(fs::exists(split.file("model.safetensors")));
   std::map<std::string, std::string> meta;
   load_safetensors(split.file("checkpoint.safetensors"), &meta);
-  EXPECT_EQ(meta.at("step"), "20");
+  EXPECT_EQ(meta.at("step"), "22");
+  EXPECT_GT(std::stod(meta.at("train_seconds")), 0.0);  // the clock lives in the checkpoint, one file
+  EXPECT_FALSE(fs::exists(split.file("train_seconds.json")));
 
   auto resume = options(split.path(), "second-part");
   resume.resume = true;
@@ -160,15 +174,17 @@ TEST(Training, ResumedRunIsBitIdenticalToUninterruptedRun) {
   EXPECT_EQ(summary_split.at("test_accuracy"), summary_full.at("test_accuracy"));
   EXPECT_EQ(summary_split.at("block_steps"), summary_full.at("block_steps"));
 
-  // metrics.jsonl: every step once, the same lines as the uninterrupted run (but for the clock).
+  // metrics.jsonl: the same lines as the uninterrupted run, line for line (but for the clock),
+  // including the window that was open when the first part stopped.
   const auto ma = read_metrics(full.file("metrics.jsonl")), mb = read_metrics(split.file("metrics.jsonl"));
   ASSERT_EQ(ma.size(), mb.size());
-  std::set<int64_t> steps;
   for (size_t i = 0; i < ma.size(); ++i) {
-    EXPECT_TRUE(steps.insert(mb[i].at("step").get<int64_t>()).second) << "duplicated step " << mb[i].dump();
-    for (const char* key : {"step", "block", "loss", "ce", "lr", "grad_norm"})
-      EXPECT_EQ(ma[i].at(key), mb[i].at(key)) << key << " at line " << i;
+    auto a_line = ma[i], b_line = mb[i];
+    a_line.erase("seconds");
+    b_line.erase("seconds");
+    EXPECT_EQ(a_line, b_line) << "line " << i;
   }
+  EXPECT_GT(summary_split.at("train_seconds").get<double>(), std::stod(meta.at("train_seconds")));
   // Resuming a finished run redoes nothing and gives the same weights again.
   const auto again = train(cfg, resume);
   EXPECT_EQ(again.at("test_accuracy"), summary_full.at("test_accuracy"));
@@ -219,7 +235,7 @@ TEST(Training, DivergingRunStopsWithNonFiniteError) {
   cfg.train.lr = 1e6;  // with weight decay 0.01 every step multiplies the weights by -1e4
   cfg.train.min_lr = 0;
   cfg.train.warmup = 0;
-  cfg.train.lr_schedule = "constant";
+  cfg.train.lr_schedule = LrSchedule::Constant;
   cfg.train.grad_clip = 0;
   std::string msg;
   EXPECT_TRUE(ThrowsUserError([&] { train(cfg, options(out.path(), "diverge")); }, {"diverge", "train.lr"}, &msg));
@@ -241,10 +257,13 @@ TEST(Checkpoint, RoundTripRestoresWeightsAndOptimizerExactly) {
   Rig a(1);
   for (int64_t s = 0; s < 4; ++s) a.runner->run(batch, s);  // one round of 3 blocks and one more step
   const auto path = dir.file("checkpoint.safetensors");
-  save_checkpoint(path, *a.model, *a.opt, 4);
+  save_checkpoint(path, *a.model, *a.opt, {4, 1.5, nlohmann::json::array({1, 2})});
 
   Rig b(2);  // other initial weights, empty optimizer
-  EXPECT_EQ(load_checkpoint(path, *b.model, *b.opt), 4);
+  const auto state = load_checkpoint(path, *b.model, *b.opt);
+  EXPECT_EQ(state.step, 4);
+  EXPECT_EQ(state.train_seconds, 1.5);
+  EXPECT_EQ(state.window, nlohmann::json::array({1, 2}));
   const auto wa = named_tensors(*a.model), wb = named_tensors(*b.model);
   ASSERT_EQ(wa.size(), wb.size());
   for (const auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << name;
@@ -266,8 +285,8 @@ TEST(Checkpoint, RoundTripRestoresWeightsAndOptimizerExactly) {
   // Optimizer state of a parameter that never stepped is reset by loading, not kept.
   Rig c(3);
   c.runner->run(batch, 0);
-  save_checkpoint(path, *c.model, *c.opt, 1);  // one block stepped once, the others never
-  EXPECT_EQ(load_checkpoint(path, *b.model, *b.opt), 1);
+  save_checkpoint(path, *c.model, *c.opt, {1});  // one block stepped once, the others never
+  EXPECT_EQ(load_checkpoint(path, *b.model, *b.opt).step, 1);
   for (const auto& [name, t] : named_tensors(*c.model)) EXPECT_EQ(b.opt->steps_of(name), c.opt->steps_of(name)) << name;
 }
 
@@ -275,15 +294,15 @@ TEST(Checkpoint, MismatchedOrForeignFilesNameThePath) {
   TempDir dir;
   Rig a(1);
   const auto path = dir.file("checkpoint.safetensors");
-  save_checkpoint(path, *a.model, *a.opt, 0);
+  save_checkpoint(path, *a.model, *a.opt, {0});
   Config other = a.cfg;
   other.model.hidden = 48;
-  ViT wide(vit_options(other, 10));
+  ViT wide(vit_options(other, test::fashion_shape()));
   AdamW wide_opt(wide->named_parameters().pairs(), AdamWOptions{});
   EXPECT_TRUE(ThrowsUserError([&] { load_checkpoint(path, *wide, wide_opt); }, {path, "shape"}));
   other = a.cfg;
   other.model.layers = 6;  // more tensors than the file has
-  ViT deep(vit_options(other, 10));
+  ViT deep(vit_options(other, test::fashion_shape()));
   AdamW deep_opt(deep->named_parameters().pairs(), AdamWOptions{});
   EXPECT_TRUE(ThrowsUserError([&] { load_checkpoint(path, *deep, deep_opt); }, {path, "missing"}));
   // A plain weights file (no step) is not a checkpoint.
@@ -384,7 +403,7 @@ TEST(Cli, DemoTrainsBothModesAndWritesBothSummaries) {
   for (const char* mode : {"e2e", "blocks"}) {
     const auto summary = RunDir(out + "/" + mode, false).read_json("summary.json");
     EXPECT_EQ(summary.at("mode").get<std::string>(), mode);
-    EXPECT_EQ(summary.at("test_images").get<int64_t>(), 50);
+    EXPECT_EQ(summary.at("test_examples").get<int64_t>(), 50);
     EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.5) << mode << ": chance is 0.1";
   }
   // Equal compute: blocks mode ran B times the steps.
@@ -425,7 +444,7 @@ TEST(Cli, TrainResumeAndEvalARun) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto eval = RunDir(run, false).read_json("eval.json");
   EXPECT_EQ(eval.at("test_accuracy"), summary.at("test_accuracy"));  // evaluation noise is seeded
-  EXPECT_EQ(eval.at("test_images").get<int64_t>(), 50);
+  EXPECT_EQ(eval.at("test_examples").get<int64_t>(), 50);
 
   r = run_cli("eval " + quote(dir.file("nothing-here")), dir);
   expect_one_line_error(r, {dir.file("nothing-here")}, true);

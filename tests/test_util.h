@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "families/classifier/classifier.h"
 #include "io/config.h"
-#include "tasks/classification.h"
 #include "train/adamw.h"
 #include "train/step.h"
 #include "util/error.h"
@@ -195,15 +195,18 @@ inline std::string blocklab_bin() {
   return fs::exists(candidate) ? candidate.string() : "";
 }
 
-/// A small, fast configuration for the synthetic data set.
+/// The shape of Fashion-MNIST and of the synthetic data set: 28x28 grey images, 10 classes.
+inline DataShape fashion_shape() { return {1, 28, 28, 10}; }
+
+/// A small, fast configuration for the synthetic data set; `mode` is "e2e" or "blocks".
 inline Config tiny_config(const std::string& mode, const std::string& data_dir) {
   Config c;
-  c.model.mode = mode;
+  c.set("model.mode=" + mode);
   c.model.layers = 3;
   c.model.blocks = 3;
   c.model.hidden = 32;
   c.model.heads = 2;
-  c.model.patch = 7;
+  c.classifier.patch = 7;
   c.model.mlp_ratio = 2;
   c.model.cond_dim = 16;
   c.train.batch_size = 32;
@@ -228,12 +231,21 @@ inline std::map<std::string, torch::Tensor> snapshot(const torch::nn::Module& m)
 
 inline bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
+/// The block that global step `step` trains in a blocks run of B blocks and seed `seed`.
+inline int block_at(int64_t step, int B, int64_t seed) {
+  Config c;
+  c.model.layers = B;
+  c.model.blocks = B;
+  c.train.seed = seed;
+  return block_for_step(c, step);
+}
+
 // A model, its task, optimizer and step runner, kept together (StepRunner holds references).
 struct Rig {
   Rig(Config config, uint64_t init_seed, int64_t total_steps) : cfg(std::move(config)) {
     torch::manual_seed(init_seed);
-    model = ViT(vit_options(cfg, 10));
-    task = std::make_unique<DenoisingClassifier>(model, cfg);
+    model = ViT(vit_options(cfg, fashion_shape()));
+    task = std::make_unique<DenoisingClassifier>(cfg, model);
     opt = std::make_unique<AdamW>(make_optimizer(*model, cfg));
     runner = std::make_unique<StepRunner>(*task, *opt, cfg, total_steps);
   }

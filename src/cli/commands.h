@@ -11,7 +11,7 @@ struct TrainArgs {
   std::vector<std::string> overrides;  // section.key=value
   std::string out;                     // default: runs/<config name>-<mode>
   bool resume = false, plain = false;
-  std::string label = "train";
+  std::string tag = "train";
   long long stop_after = -1;
 };
 int cmd_train(const TrainArgs& a);

@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   t->add_option("--out", train.out, "run directory (default runs/<config>-<mode>)");
   t->add_flag("--resume", train.resume, "continue the run in --out from its last checkpoint");
   t->add_flag("--plain-progress", train.plain, "periodic progress lines instead of a bar");
-  t->add_option("--label", train.label, "prefix of progress lines")->group("");
+  t->add_option("--tag", train.tag, "prefix of progress lines")->group("");
   t->add_option("--stop-after", train.stop_after, "stop with a checkpoint after N steps")->group("");
   t->footer("Config keys (section.key, default, meaning):\n" + Config::describe());
 

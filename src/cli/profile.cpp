@@ -16,12 +16,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-Config load_config(const std::string& config, const std::vector<std::string>& overrides, const std::string& mode) {
-  Config cfg = config.empty() ? Config{} : Config::from_file(config);
-  for (const auto& s : overrides) cfg.set(s);
-  if (!mode.empty()) cfg.model.mode = mode;
-  cfg.validate();
-  return cfg;
+// The config, with --mode applied as the last override.
+Config load_config(const std::string& config, std::vector<std::string> overrides, const std::string& mode) {
+  if (!mode.empty()) overrides.push_back("model.mode=" + mode);
+  return Config::load(config, overrides);
 }
 
 }  // namespace
@@ -42,8 +40,8 @@ int cmd_profile(const ProfileArgs& a) {
   set_threads(o.cfg.train.threads);
   o.peak = resolve_peak(o.cfg.train.threads, a.peak, &o.peak_source);
   const std::string out = !a.out.empty() ? a.out
-                          : run_dir      ? (fs::path(a.target) / ("profile-" + o.cfg.model.mode)).string()
-                                         : fmt::format("runs/profile-{}-{}", fs::path(a.target).stem().string(), o.cfg.model.mode);
+                          : run_dir      ? (fs::path(a.target) / (std::string("profile-") + to_string(o.cfg.model.mode))).string()
+                                         : fmt::format("runs/profile-{}-{}", fs::path(a.target).stem().string(), to_string(o.cfg.model.mode));
   const auto r = run_profile(o);
   print_profile(r, o, a.top);
   write_profile(r, o, out);
@@ -74,7 +72,7 @@ int cmd_bench_profiler_overhead(const BenchOverheadArgs& a) {
   set_threads(cfg.train.threads);
   fmt::print("profiler overhead: {} mode, L={} B={} d={} batch={} threads={} device={}; {} rounds x {} steps per arm, "
              "interleaved\n",
-             cfg.model.mode, cfg.model.layers, cfg.model.blocks, cfg.model.hidden, cfg.train.batch_size,
+             to_string(cfg.model.mode), cfg.model.layers, cfg.model.blocks, cfg.model.hidden, cfg.train.batch_size,
              cfg.train.threads, cfg.train.device, a.rounds, a.steps);
   const auto r = measure_profiler_overhead(cfg, a.rounds, a.steps);
   fmt::print("median step: {:.3f} ms without the profiler, {:.3f} ms profiled as `blocklab profile` does (shapes in the "

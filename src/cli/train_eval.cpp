@@ -1,10 +1,10 @@
+// `blocklab train` and `blocklab eval`.
 #include <filesystem>
 
 #include <fmt/format.h>
 
 #include "cli/commands.h"
-#include "data/image_data.h"
-#include "eval/evaluate.h"
+#include "families/registry.h"
 #include "io/run_dir.h"
 #include "io/safetensors.h"
 #include "train/checkpoint.h"
@@ -15,21 +15,21 @@
 namespace blocklab {
 
 int cmd_train(const TrainArgs& a) {
-  Config cfg = Config::from_file(a.config);
-  for (const auto& s : a.overrides) cfg.set(s);
-  cfg.validate();
+  const Config cfg = Config::load(a.config, a.overrides);
   TrainOptions opts;
   opts.out_dir = !a.out.empty() ? a.out
-                                : fmt::format("runs/{}-{}", std::filesystem::path(a.config).stem().string(), cfg.model.mode);
+                                : fmt::format("runs/{}-{}", std::filesystem::path(a.config).stem().string(),
+                                              to_string(cfg.model.mode));
   opts.resume = a.resume;
   opts.plain_progress = a.plain;
-  opts.label = a.label;
+  opts.tag = a.tag;
   opts.stop_after = a.stop_after;
   if (!a.resume && std::filesystem::exists(std::filesystem::path(opts.out_dir) / "checkpoint.safetensors"))
     throw UserError(fmt::format("{}: holds a run already; pass --resume to continue it or choose another --out",
                                 opts.out_dir));
-  fmt::print(stderr, "{}: {} mode, L={} B={} d={}, {} thread(s), BLAS {}, run directory {}\n", a.label, cfg.model.mode,
-             cfg.model.layers, cfg.model.blocks, cfg.model.hidden, cfg.train.threads, blas_core(), opts.out_dir);
+  fmt::print(stderr, "{}: {} {} mode, L={} B={} d={}, {} thread(s), BLAS {}, run directory {}\n", a.tag,
+             to_string(cfg.model.family), to_string(cfg.model.mode), cfg.model.layers, cfg.model.blocks,
+             cfg.model.hidden, cfg.train.threads, blas_core(), opts.out_dir);
   const auto summary = train(cfg, opts);
   // Interrupted (Ctrl-C) with a checkpoint saved: the conventional exit status of SIGINT.
   const bool interrupted = summary.contains("stopped_at") && a.stop_after < 0;
@@ -38,20 +38,17 @@ int cmd_train(const TrainArgs& a) {
 
 int cmd_eval(const std::string& run_dir, const std::vector<std::string>& overrides) {
   RunDir run(run_dir, /*create=*/false);
-  Config cfg = Config::from_file(run.file("config.toml"));
-  for (const auto& s : overrides) cfg.set(s);
-  cfg.validate();
+  const Config cfg = Config::load(run.file("config.toml"), overrides);
   set_threads(cfg.train.threads);
   const torch::Device device(resolve_device(cfg.train.device));
-  auto data = ImageData::load(cfg.data.dir, cfg.data.train_limit, cfg.data.test_limit);
-  DenoisingClassifier task(ViT(vit_options(cfg, data.classes)), cfg);
   if (!run.has("model.safetensors"))
     throw UserError(fmt::format("{}: no model.safetensors (is the run finished?)", run_dir));
-  load_weights(*task.model(), load_safetensors(run.file("model.safetensors")), run.file("model.safetensors"));
-  task.model()->to(device);
-  const auto report = evaluate(task, cfg, data, device);
-  run.write_json("eval.json", report.to_json());
-  fmt::print("{}", report.table());
+  const auto data = load_dataset(cfg);
+  auto family = make_family(cfg, data, device);
+  load_weights(family->model(), load_safetensors(run.file("model.safetensors")), run.file("model.safetensors"));
+  const auto evaluation = family->evaluate(*data, Split::Test, uint64_t(cfg.train.seed));
+  run.write_json("eval.json", evaluation.to_json());
+  fmt::print("{}", evaluation.report());
   return 0;
 }
 

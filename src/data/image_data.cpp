@@ -2,8 +2,6 @@
 
 #include <array>
 #include <cmath>
-#include <numeric>
-#include <random>
 
 #include <fmt/format.h>
 
@@ -26,49 +24,43 @@ void check_labels(const ImageSplit& s, int64_t classes) {
 }  // namespace
 
 ImageData ImageData::load(const std::string& dir, int64_t train_limit, int64_t test_limit) {
-  ImageData d;
-  d.train = head(load_idx_split(dir, "train"), train_limit);
-  d.test = head(load_idx_split(dir, "t10k"), test_limit);
-  check_labels(d.train, d.classes);
-  check_labels(d.test, d.classes);
-  if (d.train.images.sizes().slice(1) != d.test.images.sizes().slice(1))
-    throw UserError(fmt::format("{}: train and test images differ in size", dir));
+  return ImageData(head(load_idx_split(dir, "train"), train_limit), head(load_idx_split(dir, "t10k"), test_limit), dir);
+}
+
+ImageData::ImageData(ImageSplit train, ImageSplit test, std::string source)
+    : train_(std::move(train)), test_(std::move(test)), source_(std::move(source)) {
+  if (train_.size() == 0 || test_.size() == 0) throw UserError(fmt::format("{}: a split holds no images", source_));
+  if (train_.images.sizes().slice(1) != test_.images.sizes().slice(1))
+    throw UserError(fmt::format("{}: train images are {}, test images {}", source_,
+                                c10::str(train_.images.sizes().slice(1)), c10::str(test_.images.sizes().slice(1))));
+  const int64_t classes = train_.labels.max().item<int64_t>() + 1;
+  if (classes < 2) throw UserError(fmt::format("{}: the training labels name fewer than 2 classes", train_.label_file));
+  check_labels(train_, classes);
+  check_labels(test_, classes);
+  shape_.channels = train_.images.size(1);
+  shape_.height = train_.images.size(2);
+  shape_.width = train_.images.size(3);
+  shape_.classes = classes;
   // Pixel statistics from a 256-bin histogram: exact, and no float copy of the whole set.
   std::array<int64_t, 256> counts{};
-  auto pixels = d.train.images.contiguous();
+  auto pixels = train_.images.contiguous();
   const uint8_t* p = pixels.data_ptr<uint8_t>();
   for (int64_t i = 0, n = pixels.numel(); i < n; ++i) ++counts[p[i]];
   double sum = 0, sum_sq = 0, n = double(pixels.numel());
   for (int v = 0; v < 256; ++v) {
     const double x = v / 255.0;
-    sum += x * double(counts[v]);
-    sum_sq += x * x * double(counts[v]);
+    sum += x * double(counts[size_t(v)]);
+    sum_sq += x * x * double(counts[size_t(v)]);
   }
-  d.mean = sum / n;
-  d.std = std::max(std::sqrt(std::max(sum_sq / n - d.mean * d.mean, 0.0)), 1e-6);
-  return d;
+  mean_ = sum / n;
+  std_ = std::max(std::sqrt(std::max(sum_sq / n - mean_ * mean_, 0.0)), 1e-6);
 }
 
-Batch ImageData::batch(const ImageSplit& split, const torch::Tensor& indices, const torch::Device& device) const {
-  auto images = split.images.index_select(0, indices).to(device).to(torch::kFloat32);
-  images = (images / 255.0 - mean) / std;
-  return {images, split.labels.index_select(0, indices).to(device)};
-}
-
-DataOrder::DataOrder(int64_t size, int64_t batch_size, uint64_t seed)
-    : size_(size), batch_(std::min(batch_size, size)), steps_per_epoch_(size / batch_), seed_(seed) {}
-
-torch::Tensor DataOrder::indices(int64_t step) {
-  const int64_t epoch = step / steps_per_epoch_, pos = step % steps_per_epoch_;
-  if (epoch != cached_epoch_) {
-    std::vector<int64_t> perm(size_);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ull + uint64_t(epoch));
-    std::shuffle(perm.begin(), perm.end(), rng);
-    perm_ = torch::tensor(perm, torch::kInt64);
-    cached_epoch_ = epoch;
-  }
-  return perm_.slice(0, pos * batch_, (pos + 1) * batch_);
+Batch ImageData::batch(Split split, const torch::Tensor& indices, const torch::Device& device) const {
+  const auto& s = of(split);
+  auto images = s.images.index_select(0, indices).to(device).to(torch::kFloat32);
+  images = (images / 255.0 - mean_) / std_;
+  return {images, s.labels.index_select(0, indices).to(device)};
 }
 
 }  // namespace blocklab

@@ -1,43 +1,34 @@
-// Image classification data in memory: uint8 images, normalized per batch on the way to the device,
-// and a reproducible order (a fresh permutation per epoch derived from the seed), so that a resumed
-// run sees exactly the batches the uninterrupted run would have seen.
+// Labelled images in memory (uint8), normalized per batch on the way to the device. Size,
+// channels and the number of classes come from the data.
 #pragma once
-#include <torch/torch.h>
-
+#include "data/dataset.h"
 #include "io/idx.h"
 
 namespace blocklab {
 
-struct Batch {
-  torch::Tensor images;  // [N, 1, H, W] float, normalized, on the training device
-  torch::Tensor labels;  // [N] int64
-};
-
-struct ImageData {
-  ImageSplit train, test;
-  double mean = 0, std = 1;  // of the training pixels in [0, 1]
-  int64_t classes = 10;
-
-  /// Loads `<dir>/{train,t10k}-*-ubyte[.gz]`, keeps the first `train_limit`/`test_limit` images
-  /// (0: all) and checks that labels lie in [0, classes).
-  static ImageData load(const std::string& dir, int64_t train_limit = 0, int64_t test_limit = 0);
-  Batch batch(const ImageSplit& split, const torch::Tensor& indices, const torch::Device& device) const;
-};
-
-/// Which examples make up global step `step`: epoch = step / steps_per_epoch, each epoch a
-/// permutation drawn from (seed, epoch). The last partial batch of an epoch is dropped.
-class DataOrder {
+class ImageData : public Dataset {
  public:
-  DataOrder(int64_t size, int64_t batch_size, uint64_t seed);
-  torch::Tensor indices(int64_t step);
-  int64_t steps_per_epoch() const { return steps_per_epoch_; }
-  int64_t batch_size() const { return batch_; }
+  /// Loads `<dir>/{train,t10k}-*-ubyte[.gz]` (MNIST layout), keeps the first `train_limit` /
+  /// `test_limit` examples (0: all). Classes: the largest training label + 1; test labels must
+  /// lie below it. UserError naming the file on anything inconsistent.
+  static ImageData load(const std::string& dir, int64_t train_limit = 0, int64_t test_limit = 0);
+  /// From splits already in memory (images [N, C, H, W] uint8, labels [N] int64).
+  ImageData(ImageSplit train, ImageSplit test, std::string source);
+
+  int64_t size(Split split) const override { return of(split).size(); }
+  Batch batch(Split split, const torch::Tensor& indices, const torch::Device& device) const override;
+  DataShape shape() const override { return shape_; }
+  std::string source() const override { return source_; }
+
+  const ImageSplit& of(Split split) const { return split == Split::Train ? train_ : test_; }
+  double mean() const { return mean_; }
+  double std() const { return std_; }
 
  private:
-  int64_t size_, batch_, steps_per_epoch_;
-  uint64_t seed_;
-  int64_t cached_epoch_ = -1;
-  torch::Tensor perm_;
+  ImageSplit train_, test_;
+  std::string source_;
+  DataShape shape_;
+  double mean_ = 0, std_ = 1;  // of the training pixels in [0, 1]
 };
 
 }  // namespace blocklab

@@ -1,6 +1,9 @@
 #include "io/config.h"
 
+#include <cmath>
 #include <functional>
+#include <limits>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -11,13 +14,39 @@
 namespace blocklab {
 namespace {
 
-// One configurable key: how to read it from a TOML node, how to write it back, its help.
+// The names of an enum's values, as written in configs.
+template <typename E>
+using Names = std::vector<std::pair<const char*, E>>;
+
+const Names<Mode> kModes = {{"e2e", Mode::E2E}, {"blocks", Mode::Blocks}};
+const Names<FamilyKind> kFamilies = {{"classifier", FamilyKind::Classifier}};
+const Names<Weighting> kWeightings = {{"per_sample", Weighting::PerSample},
+                                      {"batch_mean", Weighting::BatchMean},
+                                      {"normalized", Weighting::Normalized},
+                                      {"none", Weighting::None}};
+const Names<WithinRange> kWithinRange = {{"lognormal", WithinRange::Distribution},
+                                         {"log_uniform", WithinRange::Uniform}};
+const Names<LrSchedule> kLrSchedules = {{"cosine", LrSchedule::Cosine}, {"constant", LrSchedule::Constant}};
+const Names<Decay> kDecays = {{"all", Decay::All}, {"matrices", Decay::Matrices}};
+const Names<LabelToken> kLabelTokens = {{"as_cls", LabelToken::AsCls}, {"beside_cls", LabelToken::BesideCls}};
+
+template <typename E>
+const char* name_of(const Names<E>& names, E value) {
+  for (const auto& [n, v] : names)
+    if (v == value) return n;
+  return "?";
+}
+
+// One configurable key: how to read it from a TOML node, how to write it back, its help, and
+// the family whose section it belongs to (none for the shared sections).
 struct Field {
   std::string key;  // "section.name"
   std::string help;
   std::function<std::string(Config&, const toml::node&)> assign;  // returns an error or ""
   std::function<void(const Config&, toml::table&)> emit;
   std::function<std::string(const Config&)> show;
+  std::optional<FamilyKind> family;
+  std::string section() const { return key.substr(0, key.find('.')); }
 };
 
 template <typename T>
@@ -35,16 +64,9 @@ template <typename T>
 Check<T> between(T lo, T hi) {
   return [lo, hi](const T& v) { return v >= lo && v <= hi ? "" : fmt::format("must lie in [{}, {}], got {}", lo, hi, v); };
 }
-Check<std::string> one_of(std::vector<std::string> options) {
-  return [options](const std::string& v) {
-    for (const auto& o : options)
-      if (v == o) return std::string();
-    std::string list;
-    for (const auto& o : options) list += (list.empty() ? "\"" : ", \"") + o + "\"";
-    return fmt::format("must be one of {}, got \"{}\"", list, v);
-  };
-}
 
+// Reads a node into T. Integers are range-checked in 64 bits before narrowing and floats must be
+// finite, so no value wraps or slips through as inf/nan.
 template <typename T>
 std::string read_value(const toml::node& node, T& out) {
   if constexpr (std::is_same_v<T, std::string>) {
@@ -53,9 +75,13 @@ std::string read_value(const toml::node& node, T& out) {
   } else if constexpr (std::is_same_v<T, double>) {
     if (!node.is_number()) return "expected a number";
     out = *node.value<double>();
+    if (!std::isfinite(out)) return fmt::format("must be a finite number, got {}", out);
   } else {
     if (!node.is_integer()) return "expected an integer";
-    out = T(*node.value<int64_t>());
+    const int64_t v = *node.value<int64_t>();
+    if (v < int64_t(std::numeric_limits<T>::min()) || v > int64_t(std::numeric_limits<T>::max()))
+      return fmt::format("{} is out of range", v);
+    out = T(v);
   }
   return "";
 }
@@ -87,22 +113,54 @@ Field field(std::string key, Access access, std::string help, Check<T> check = {
   return f;
 }
 
+// A key whose value is one of a fixed set of names, stored as an enum.
+template <typename E, typename Access>
+Field choice(std::string key, Access access, std::string help, const Names<E>& names) {
+  Field f;
+  f.key = key;
+  f.help = std::move(help);
+  f.assign = [access, &names](Config& c, const toml::node& node) -> std::string {
+    std::string value;
+    if (auto err = read_value(node, value); !err.empty()) return err;
+    std::string list;
+    for (const auto& [n, v] : names) {
+      if (value == n) {
+        access(c) = v;
+        return "";
+      }
+      list += (list.empty() ? "\"" : ", \"") + std::string(n) + "\"";
+    }
+    return fmt::format("must be one of {}, got \"{}\"", list, value);
+  };
+  const auto name = key.substr(key.find('.') + 1);
+  f.emit = [access, name, &names](const Config& c, toml::table& section) {
+    section.insert(name, std::string(name_of(names, access(const_cast<Config&>(c)))));
+  };
+  f.show = [access, &names](const Config& c) {
+    return fmt::format("\"{}\"", name_of(names, access(const_cast<Config&>(c))));
+  };
+  return f;
+}
+
+Field of_family(Field f, FamilyKind family) {
+  f.family = family;
+  return f;
+}
+
 #define BL_FIELD(T, key, member, ...) field<T>(key, [](Config& c) -> T& { return c.member; }, __VA_ARGS__)
+#define BL_CHOICE(key, member, help, names) \
+  choice(key, [](Config& c) -> auto& { return c.member; }, help, names)
 
 const std::vector<Field>& fields() {
   static const std::vector<Field> table = {
-      BL_FIELD(std::string, "model.mode", model.mode, "e2e: backprop through all layers; blocks: DiffusionBlocks",
-               one_of({"e2e", "blocks"})),
-      BL_FIELD(int, "model.layers", model.layers, "transformer layers L", at_least(1)),
-      BL_FIELD(int, "model.blocks", model.blocks, "blocks B (must divide L)", at_least(1)),
-      BL_FIELD(int, "model.hidden", model.hidden, "token width d", at_least(8)),
-      BL_FIELD(int, "model.heads", model.heads, "attention heads (must divide d)", at_least(1)),
-      BL_FIELD(int, "model.patch", model.patch, "patch size in pixels (must divide 28)", at_least(1)),
-      BL_FIELD(int, "model.mlp_ratio", model.mlp_ratio, "MLP width as a multiple of d", at_least(1)),
-      BL_FIELD(std::string, "model.label_token", model.label_token,
-               "noisy label in the class-token slot (as_cls, reference code) or beside a class token (beside_cls, paper)",
-               one_of({"as_cls", "beside_cls"})),
-      BL_FIELD(int, "model.cond_dim", model.cond_dim, "noise-level embedding width", at_least(1)),
+      BL_CHOICE("model.family", model.family, "the kind of model: classifier (ViT)", kFamilies),
+      BL_CHOICE("model.mode", model.mode, "e2e: backprop through all layers; blocks: DiffusionBlocks", kModes),
+      BL_FIELD(int, "model.layers", model.layers, "transformer layers L", between(1, 1024)),
+      BL_FIELD(int, "model.blocks", model.blocks, "blocks B (must divide L)", between(1, 1024)),
+      BL_FIELD(int, "model.hidden", model.hidden, "token width d", between(8, 65536)),
+      BL_FIELD(int, "model.heads", model.heads, "attention heads (must divide d)", between(1, 4096)),
+      BL_FIELD(int, "model.mlp_ratio", model.mlp_ratio, "MLP width as a multiple of d", between(1, 64)),
+      BL_FIELD(int, "model.cond_dim", model.cond_dim, "noise-level embedding width", between(1, 65536)),
       BL_FIELD(double, "diffusion.p_mean", diffusion.noise.p_mean, "mean of log sigma"),
       BL_FIELD(double, "diffusion.p_std", diffusion.noise.p_std, "std of log sigma", above(0.0)),
       BL_FIELD(double, "diffusion.sigma_min", diffusion.noise.sigma_min, "lowest noise level", above(0.0)),
@@ -110,38 +168,56 @@ const std::vector<Field>& fields() {
       BL_FIELD(double, "diffusion.sigma_data", diffusion.noise.sigma_data, "EDM sigma_data", above(0.0)),
       BL_FIELD(double, "diffusion.overlap", diffusion.overlap, "gamma, block range widening in log sigma",
                between(0.0, 1.0)),
-      BL_FIELD(std::string, "diffusion.weighting", diffusion.weighting,
-               "per_sample: w(sigma_i)*CE_i (paper); batch_mean: mean(w)*mean(CE) (reference code)",
-               one_of({"per_sample", "batch_mean"})),
-      BL_FIELD(std::string, "diffusion.sigma_sampling", diffusion.sigma_sampling,
-               "sigma within a block's range: lognormal (paper) or log_uniform", one_of({"lognormal", "log_uniform"})),
-      BL_FIELD(int, "diffusion.inference_steps", diffusion.inference_steps, "Euler steps at inference (0: one per block)",
-               at_least(0)),
-      BL_FIELD(double, "diffusion.inference_temperature", diffusion.inference_temperature,
-               "softmax temperature of the embedding passed between steps (1: E[y|z]; 0: argmax)", at_least(0.0)),
-      BL_FIELD(double, "train.epochs", train.epochs, "epochs of updates (per block in blocks mode)", above(0.0)),
-      BL_FIELD(int, "train.batch_size", train.batch_size, "examples per step", at_least(1)),
+      BL_CHOICE("diffusion.weighting", diffusion.weighting,
+                "per_sample: lambda(sigma_i)*loss_i (paper Eq. 6); batch_mean: mean(lambda)*mean(loss) (reference "
+                "code); normalized: per_sample divided by the batch's sum of lambda; none: plain loss",
+                kWeightings),
+      BL_CHOICE("diffusion.sigma_sampling", diffusion.sigma_sampling,
+                "sigma within a block's range: lognormal (paper) or log_uniform", kWithinRange),
+      BL_FIELD(int, "diffusion.inference_steps", diffusion.inference_steps,
+               "denoising steps at inference (0: one per block)", between(0, 100000)),
+      BL_FIELD(double, "train.epochs", train.epochs, "epochs of updates (per block in blocks mode)",
+               between(1e-9, 1e6)),
+      BL_FIELD(int, "train.batch_size", train.batch_size, "examples per step", between(1, 1 << 20)),
       BL_FIELD(double, "train.lr", train.lr, "peak learning rate (AdamW)", above(0.0)),
-      BL_FIELD(std::string, "train.lr_schedule", train.lr_schedule, "after warm-up: cosine or constant",
-               one_of({"cosine", "constant"})),
+      BL_CHOICE("train.lr_schedule", train.lr_schedule, "after warm-up: cosine or constant", kLrSchedules),
       BL_FIELD(double, "train.min_lr", train.min_lr, "final learning rate of the cosine", at_least(0.0)),
       BL_FIELD(double, "train.warmup", train.warmup, "fraction of steps in linear warm-up", between(0.0, 1.0)),
       BL_FIELD(double, "train.weight_decay", train.weight_decay, "AdamW decoupled weight decay", at_least(0.0)),
+      BL_CHOICE("train.decay", train.decay,
+                "what weight decay reaches: all parameters, or matrices (Linear/Conv weights) only", kDecays),
       BL_FIELD(double, "train.grad_clip", train.grad_clip, "global gradient-norm clip (0: off)", at_least(0.0)),
-      BL_FIELD(double, "train.label_smoothing", train.label_smoothing, "cross-entropy label smoothing",
-               between(0.0, 0.99)),
       BL_FIELD(int64_t, "train.seed", train.seed, "seed of data order, init and noise", at_least<int64_t>(0)),
       BL_FIELD(int, "train.log_every", train.log_every, "steps between metrics lines", at_least(1)),
       BL_FIELD(int, "train.checkpoint_every", train.checkpoint_every, "steps between checkpoints", at_least(1)),
       BL_FIELD(int, "train.threads", train.threads, "intra-op CPU threads", between(1, 256)),
-      BL_FIELD(std::string, "train.device", train.device, "cpu or cuda", one_of({"cpu", "cuda"})),
-      BL_FIELD(std::string, "data.dir", data.dir, "folder with the IDX files (MNIST layout)"),
-      BL_FIELD(int, "data.train_limit", data.train_limit, "use the first N training images (0: all)", at_least(0)),
-      BL_FIELD(int, "data.test_limit", data.test_limit, "evaluate on the first N test images (0: all)", at_least(0)),
+      BL_FIELD(std::string, "train.device", train.device, "cpu or cuda",
+               Check<std::string>([](const std::string& v) {
+                 return v == "cpu" || v == "cuda" ? "" : fmt::format("must be \"cpu\" or \"cuda\", got \"{}\"", v);
+               })),
+      BL_FIELD(std::string, "data.dir", data.dir, "folder with the data files (IDX images for the classifier)"),
+      BL_FIELD(int, "data.train_limit", data.train_limit, "use the first N training examples (0: all)", at_least(0)),
+      BL_FIELD(int, "data.test_limit", data.test_limit, "evaluate on the first N test examples (0: all)", at_least(0)),
+      of_family(BL_FIELD(int, "classifier.patch", classifier.patch, "patch size in pixels (must divide the image sides)",
+                         between(1, 4096)),
+                FamilyKind::Classifier),
+      of_family(BL_CHOICE("classifier.label_token", classifier.label_token,
+                          "noisy label in the class-token slot (as_cls, reference code) or beside a class token "
+                          "(beside_cls, paper App. B)",
+                          kLabelTokens),
+                FamilyKind::Classifier),
+      of_family(BL_FIELD(double, "classifier.label_smoothing", classifier.label_smoothing,
+                         "cross-entropy label smoothing", between(0.0, 0.99)),
+                FamilyKind::Classifier),
+      of_family(BL_FIELD(double, "classifier.inference_temperature", classifier.inference_temperature,
+                         "softmax temperature of the embedding passed between steps (1: E[y|z]; 0: argmax)",
+                         between(0.0, 1e6)),
+                FamilyKind::Classifier),
   };
   return table;
 }
 #undef BL_FIELD
+#undef BL_CHOICE
 
 const Field* find_field(const std::string& key) {
   for (const auto& f : fields())
@@ -151,11 +227,15 @@ const Field* find_field(const std::string& key) {
 
 void assign(Config& c, const std::string& key, const toml::node& node, const std::string& where) {
   const Field* f = find_field(key);
-  if (!f) throw UserError(fmt::format("{}: unknown config key '{}' (see `blocklab train --help-config`)", where, key));
+  if (!f) throw UserError(fmt::format("{}: unknown config key '{}' (`blocklab train --help` lists them)", where, key));
   if (auto err = f->assign(c, node); !err.empty()) throw UserError(fmt::format("{}: {}: {}", where, key, err));
+  if (f->family) c.family_sections_given.insert(f->section());
 }
 
 }  // namespace
+
+const char* to_string(Mode m) { return name_of(kModes, m); }
+const char* to_string(FamilyKind f) { return name_of(kFamilies, f); }
 
 Config Config::from_file(const std::string& path) {
   toml::table root;
@@ -177,6 +257,13 @@ Config Config::from_file(const std::string& path) {
   return c;
 }
 
+Config Config::load(const std::string& path, const std::vector<std::string>& overrides) {
+  Config c = path.empty() ? Config{} : from_file(path);
+  for (const auto& s : overrides) c.set(s);
+  c.validate();
+  return c;
+}
+
 void Config::set(const std::string& assignment) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
@@ -193,11 +280,14 @@ void Config::set(const std::string& assignment) {
 
 void Config::validate() const {
   auto fail = [](const std::string& msg) { throw UserError("config: " + msg); };
+  for (const auto& f : fields())
+    if (f.family && *f.family != model.family && family_sections_given.count(f.section()))
+      fail(fmt::format("[{}] keys belong to model.family = \"{}\", but this config selects \"{}\"", f.section(),
+                       to_string(*f.family), to_string(model.family)));
   if (model.layers % model.blocks != 0)
     fail(fmt::format("model.blocks = {} must divide model.layers = {}", model.blocks, model.layers));
   if (model.hidden % model.heads != 0)
     fail(fmt::format("model.heads = {} must divide model.hidden = {}", model.heads, model.hidden));
-  if (28 % model.patch != 0) fail(fmt::format("model.patch = {} must divide the image size 28", model.patch));
   if (!(diffusion.noise.sigma_min < diffusion.noise.sigma_max))
     fail(fmt::format("diffusion.sigma_min = {} must be below diffusion.sigma_max = {}", diffusion.noise.sigma_min,
                      diffusion.noise.sigma_max));
@@ -207,7 +297,8 @@ void Config::validate() const {
 std::string Config::to_toml() const {
   toml::table root;
   for (const auto& f : fields()) {
-    const auto section = f.key.substr(0, f.key.find('.'));
+    if (f.family && *f.family != model.family) continue;
+    const auto section = f.section();
     if (!root.contains(section)) root.insert(section, toml::table{});
     f.emit(*this, *root[section].as_table());
   }

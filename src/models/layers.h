@@ -1,5 +1,5 @@
 // Building blocks of the noise-conditioned transformer: the sinusoidal noise-level embedding
-// and the adaLN-Zero transformer layer (DiT, Peebles & Xie 2023; reference §1.6).
+// and the adaLN-Zero transformer layer (DiT, Peebles & Xie 2023; docs/method.md).
 #pragma once
 #include <torch/torch.h>
 
@@ -18,7 +18,7 @@ struct NoiseEmbedderImpl : torch::nn::Module {
 TORCH_MODULE(NoiseEmbedder);
 
 /// Zero-initialized modulation: SiLU(Linear(cond)) split into `chunks` vectors of width d.
-/// The SiLU after the Linear follows the reference code (§6 D7).
+/// The SiLU after the Linear follows the authors' released code (docs/method.md).
 struct AdaLNImpl : torch::nn::Module {
   AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks);
   std::vector<torch::Tensor> forward(const torch::Tensor& cond);  // each [N, 1, d]

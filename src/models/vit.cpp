@@ -1,5 +1,7 @@
 #include "models/vit.h"
 
+#include <algorithm>
+
 namespace blocklab {
 
 SharedIOImpl::SharedIOImpl(const ViTOptions& o) {
@@ -13,7 +15,7 @@ SharedIOImpl::SharedIOImpl(const ViTOptions& o) {
   out_ada = register_module("out_ada", AdaLN(o.cond_dim, o.hidden, 2));
   head = register_module("head", torch::nn::Linear(o.hidden, o.classes));
   torch::NoGradGuard no_grad;
-  label_embed->weight.normal_(0.0, 0.02);  // reference §1.6: N(0, 0.02), L2-normalized when used
+  label_embed->weight.normal_(0.0, 0.02);  // N(0, 0.02), L2-normalized when used (docs/method.md)
   head->weight.zero_();                     // zero-initialized classifier (adaLN-Zero)
   head->bias.zero_();
 }
@@ -32,8 +34,16 @@ torch::Tensor BlockImpl::forward(torch::Tensor x, const torch::Tensor& cond) {
 ViTImpl::ViTImpl(const ViTOptions& o) : opt(o) {
   TORCH_CHECK(o.blocks >= 1 && o.layers % o.blocks == 0, "model.blocks must divide model.layers");
   shared = register_module("shared", SharedIO(o));
-  blocks = register_module("blocks", torch::nn::ModuleList());
-  for (int64_t b = 0; b < o.blocks; ++b) blocks->push_back(Block(o, o.layers / o.blocks));
+  blocks = register_module("blocks", torch::nn::ModuleDict());
+  for (int64_t b = 0; b < o.blocks; ++b)
+    if (o.held.empty() || std::find(o.held.begin(), o.held.end(), b) != o.held.end())
+      blocks->update({{std::to_string(b), Block(o, o.layers / o.blocks).ptr()}});
+}
+
+Block ViTImpl::block(int64_t b) {
+  const auto key = std::to_string(b);
+  TORCH_CHECK(blocks->contains(key), "block ", b, " is not held by this model");
+  return Block(std::dynamic_pointer_cast<BlockImpl>(blocks->operator[](key)));
 }
 
 torch::Tensor ViTImpl::condition(const torch::Tensor& c_noise) { return shared->noise_embed->forward(c_noise); }
@@ -49,7 +59,7 @@ torch::Tensor ViTImpl::features(const torch::Tensor& images, const std::vector<t
   if (int64_t(lead.size()) < opt.lead_tokens())
     pos = torch::cat({pos.narrow(1, 0, int64_t(lead.size())), pos.narrow(1, opt.lead_tokens(), opt.num_patches())}, 1);
   auto x = torch::cat(tokens, 1) + pos;  // (N, lead+P, d)
-  for (int64_t b = first_block; b < last_block; ++b) x = blocks[b]->as<Block>()->forward(x, cond);
+  for (int64_t b = first_block; b < last_block; ++b) x = block(b)->forward(x, cond);
   return shared->final_norm->forward(x.select(1, 0));  // LayerNorm is per token: norm token 0 only
 }
 
@@ -69,7 +79,5 @@ torch::Tensor ViTImpl::forward(const torch::Tensor& images) {
   auto lead = shared->cls_token.squeeze(1).expand({n, opt.hidden});
   return classify(features(images, {lead}, cond, 0, opt.blocks), cond);
 }
-
-std::string ViTImpl::block_prefix(int64_t b) { return "blocks." + std::to_string(b) + "."; }
 
 }  // namespace blocklab

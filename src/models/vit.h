@@ -6,7 +6,8 @@
 //   blocks, label beside cls: tokens = [cls ; c_in z_sigma ; patches] + pos, h = token 0
 //
 // Parameters have addresses: `blocks.{b}.layers.{i}.*` belong to one block, `shared.*` are the
-// input/output modules every block uses (reference §1.8).
+// input/output modules every block uses (docs/method.md, "What the blocks share"). Blocks sit in a
+// dictionary keyed by their index, so a model that holds only some blocks still names them so.
 #pragma once
 #include <torch/torch.h>
 
@@ -15,15 +16,16 @@
 namespace blocklab {
 
 struct ViTOptions {
-  int64_t image_size = 28, channels = 1, patch = 7;
+  int64_t height = 28, width = 28, channels = 1, patch = 7;
   int64_t hidden = 64, heads = 4, layers = 6, blocks = 3, mlp_ratio = 4, cond_dim = 64;
   int64_t classes = 10;
   // Where the noisy label enters in blocks mode: in the class-token slot, read out from itself
-  // (the reference code, §6 D3), or as an extra token beside a clean class token that is read
-  // out (the paper's App. B).
+  // (the reference code), or as an extra token beside a clean class token that is read out (the
+  // paper's App. B); docs/method.md.
   bool label_beside_cls = false;
+  std::vector<int64_t> held;  // the blocks this model holds; empty: all of them
   int64_t lead_tokens() const { return label_beside_cls ? 2 : 1; }
-  int64_t num_patches() const { return (image_size / patch) * (image_size / patch); }
+  int64_t num_patches() const { return (height / patch) * (width / patch); }
 };
 
 /// The modules every block shares.
@@ -62,12 +64,12 @@ struct ViTImpl : torch::nn::Module {
   /// End-to-end classifier: class token, every layer, a constant noise condition.
   torch::Tensor forward(const torch::Tensor& images);
 
-  /// Prefix of the parameter names that belong to block b ("blocks.b.").
-  static std::string block_prefix(int64_t b);
+  /// Block b; a logic error if this model does not hold it.
+  Block block(int64_t b);
 
   ViTOptions opt;
   SharedIO shared{nullptr};
-  torch::nn::ModuleList blocks{nullptr};
+  torch::nn::ModuleDict blocks{nullptr};  // keyed "0", "1", ...: parameters blocks.{b}.*
 };
 TORCH_MODULE(ViT);
 

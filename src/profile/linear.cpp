@@ -9,17 +9,13 @@
 #include <torch/torch.h>
 
 #include "util/error.h"
+#include "util/stats.h"
 
 namespace blocklab {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 // Median µs of `timed` over repeated calls; `prepare` runs untimed before each.
 double time_us(const std::function<void()>& prepare, const std::function<void()>& timed, double seconds) {

@@ -11,17 +11,11 @@
 #include "train/synthetic.h"
 #include "util/error.h"
 #include "util/system.h"
+#include "util/stats.h"
 
 namespace blocklab {
 
 namespace {
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
 
 int warmup_steps(const ProfileOptions& o) {
   if (o.warmup >= 0) return o.warmup;
@@ -106,9 +100,10 @@ nlohmann::json ProfileResult::ops_json(const ProfileOptions& o) const {
   json hottest = json::array();
   for (size_t i = 0; i < std::min<size_t>(3, this->totals.size()); ++i) hottest.push_back(this->totals[i].name);
   const auto& c = o.cfg;
-  return {{"mode", c.model.mode},
+  return {{"mode", to_string(c.model.mode)},
+          {"family", to_string(c.model.family)},
           {"model", {{"layers", c.model.layers}, {"blocks", c.model.blocks}, {"hidden", c.model.hidden},
-                     {"heads", c.model.heads}, {"patch", c.model.patch}, {"mlp_ratio", c.model.mlp_ratio}}},
+                     {"heads", c.model.heads}, {"mlp_ratio", c.model.mlp_ratio}}},
           {"batch_size", c.train.batch_size},
           {"threads", c.train.threads},
           {"device", c.train.device},
@@ -130,7 +125,7 @@ nlohmann::json ProfileResult::ops_json(const ProfileOptions& o) const {
 }
 
 nlohmann::json ProfileResult::trace_json(const ProfileOptions& o) const {
-  return chrome_trace(profile, {{"mode", o.cfg.model.mode},
+  return chrome_trace(profile, {{"mode", to_string(o.cfg.model.mode)},
                                 {"clock", cuda ? "CUDA events" : "CPU steady clock"},
                                 {"wall_ms", wall_ms},
                                 {"blas_core", blas_core()}});
@@ -145,7 +140,7 @@ void write_profile(const ProfileResult& r, const ProfileOptions& o, const std::s
 void print_profile(const ProfileResult& r, const ProfileOptions& o, int top) {
   const auto& c = o.cfg;
   const double roof = o.peak.flops_roof();
-  fmt::print("profile: {} mode, L={} B={} d={} heads={} batch={} threads={} device={} BLAS {}\n", c.model.mode,
+  fmt::print("profile: {} mode, L={} B={} d={} heads={} batch={} threads={} device={} BLAS {}\n", to_string(c.model.mode),
              c.model.layers, c.model.blocks, c.model.hidden, c.model.heads, c.train.batch_size, c.train.threads,
              c.train.device, blas_core());
   if (roof > 0)

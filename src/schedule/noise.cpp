@@ -40,67 +40,83 @@ double normal_quantile(double p) {
   return x - u / (1 + x * u / 2);
 }
 
-NoiseSchedule::NoiseSchedule(NoiseOptions options) : opt_(options) {
-  if (!(opt_.sigma_min > 0 && opt_.sigma_min < opt_.sigma_max))
-    throw std::invalid_argument("noise schedule needs 0 < sigma_min < sigma_max");
-  if (!(opt_.p_std > 0)) throw std::invalid_argument("noise schedule needs p_std > 0");
+NoiseDistribution::NoiseDistribution(double lo, double hi) : lo_(lo), hi_(hi) {
+  if (!(std::isfinite(lo) && std::isfinite(hi) && lo < hi))
+    throw std::invalid_argument("a noise distribution needs finite lo < hi");
 }
 
-double NoiseSchedule::cdf(double sigma) const {
-  return normal_cdf((std::log(sigma) - opt_.p_mean) / opt_.p_std);
+LogNormalSigma::LogNormalSigma(const NoiseOptions& o)
+    : NoiseDistribution(o.sigma_min, o.sigma_max), p_mean_(o.p_mean), p_std_(o.p_std) {
+  if (!(o.sigma_min > 0)) throw std::invalid_argument("noise levels need sigma_min > 0");
+  if (!(p_std_ > 0)) throw std::invalid_argument("the log-normal needs p_std > 0");
+}
+double LogNormalSigma::cdf(double sigma) const { return normal_cdf((std::log(sigma) - p_mean_) / p_std_); }
+double LogNormalSigma::quantile(double q) const { return std::exp(p_mean_ + p_std_ * normal_quantile(q)); }
+double LogNormalSigma::warp(double sigma) const { return std::log(sigma); }
+double LogNormalSigma::unwarp(double u) const { return std::exp(u); }
+
+LogUniformSigma::LogUniformSigma(double sigma_min, double sigma_max) : NoiseDistribution(sigma_min, sigma_max) {
+  if (!(sigma_min > 0)) throw std::invalid_argument("noise levels need sigma_min > 0");
+}
+double LogUniformSigma::cdf(double sigma) const {
+  return std::clamp((std::log(sigma) - std::log(lo())) / (std::log(hi()) - std::log(lo())), 0.0, 1.0);
+}
+double LogUniformSigma::quantile(double q) const { return std::exp(std::log(lo()) + q * (std::log(hi()) - std::log(lo()))); }
+double LogUniformSigma::warp(double sigma) const { return std::log(sigma); }
+double LogUniformSigma::unwarp(double u) const { return std::exp(u); }
+
+UniformTime::UniformTime(double t_min, double t_max) : NoiseDistribution(t_min, t_max) {}
+double UniformTime::cdf(double t) const { return std::clamp((t - lo()) / (hi() - lo()), 0.0, 1.0); }
+double UniformTime::quantile(double q) const { return lo() + q * (hi() - lo()); }
+
+Partition::Partition(std::shared_ptr<const NoiseDistribution> distribution, int blocks, double overlap)
+    : dist_(std::move(distribution)), blocks_(blocks), overlap_(overlap) {
+  if (blocks < 1) throw std::invalid_argument("number of blocks must be >= 1");
+  const double q_lo = dist_->cdf(dist_->lo()), q_hi = dist_->cdf(dist_->hi());
+  bounds_.resize(size_t(blocks) + 1);
+  for (int b = 0; b <= blocks; ++b) bounds_[size_t(b)] = dist_->quantile(q_lo + (q_hi - q_lo) * b / blocks);
+  bounds_.front() = dist_->lo();  // exact ends, free of quantile round-off
+  bounds_.back() = dist_->hi();
 }
 
-double NoiseSchedule::sigma_at(double q) const {
-  return std::exp(opt_.p_mean + opt_.p_std * normal_quantile(q));
+LevelRange Partition::nominal(int block) const {
+  if (block < 0 || block >= blocks_) throw std::out_of_range("block index out of range");
+  // Boundaries ascend, blocks descend in noise: block 0 owns the top interval.
+  return {bounds_[size_t(blocks_ - 1 - block)], bounds_[size_t(blocks_ - block)]};
 }
 
-std::vector<double> NoiseSchedule::boundaries(int num_blocks) const {
-  if (num_blocks < 1) throw std::invalid_argument("number of blocks must be >= 1");
-  const double q_min = cdf(opt_.sigma_min), q_max = cdf(opt_.sigma_max);
-  std::vector<double> out(num_blocks + 1);
-  for (int b = 0; b <= num_blocks; ++b)
-    out[b] = sigma_at(q_min + (q_max - q_min) * b / num_blocks);
-  out.front() = opt_.sigma_min;  // exact ends, free of quantile round-off
-  out.back() = opt_.sigma_max;
-  return out;
+LevelRange Partition::range(int block) const {
+  const auto n = nominal(block);
+  if (overlap_ == 0) return n;  // exactly the interval, free of warp round-off
+  const double lo = dist_->warp(n.lo), hi = dist_->warp(n.hi), r = hi - lo;
+  return {std::max(dist_->unwarp(lo - overlap_ * r), dist_->lo()), std::min(dist_->unwarp(hi + overlap_ * r), dist_->hi())};
 }
 
-SigmaRange NoiseSchedule::block_range(int num_blocks, int block, double overlap) const {
-  if (block < 0 || block >= num_blocks) throw std::out_of_range("block index out of range");
-  const auto bounds = boundaries(num_blocks);
-  // Block 0 owns the top interval: boundaries are ascending, blocks descend in sigma.
-  const double lo = bounds[num_blocks - 1 - block], hi = bounds[num_blocks - block];
-  const double r = std::log(hi) - std::log(lo);
-  return {std::max(std::exp(std::log(lo) - overlap * r), opt_.sigma_min),
-          std::min(std::exp(std::log(hi) + overlap * r), opt_.sigma_max)};
+int Partition::block_of(double level) const {
+  // bucketize(right=true): the number of boundaries <= level.
+  const int idx = int(std::upper_bound(bounds_.begin(), bounds_.end(), level) - bounds_.begin()) - 1;
+  return std::clamp(blocks_ - 1 - idx, 0, blocks_ - 1);
 }
 
-int NoiseSchedule::block_of(double sigma, int num_blocks) const {
-  const auto bounds = boundaries(num_blocks);
-  // bucketize(right=true): the number of boundaries <= sigma.
-  const int idx = int(std::upper_bound(bounds.begin(), bounds.end(), sigma) - bounds.begin()) - 1;
-  return std::clamp(num_blocks - 1 - idx, 0, num_blocks - 1);
-}
-
-std::vector<double> NoiseSchedule::inference_sigmas(int n) const {
+std::vector<double> Partition::inference_levels(int n) const {
   if (n < 1) throw std::invalid_argument("number of inference steps must be >= 1");
-  if (n == 1) return {opt_.sigma_max};
-  const double q_min = cdf(opt_.sigma_min), q_max = cdf(opt_.sigma_max);
-  std::vector<double> out(n);
-  for (int i = 0; i < n; ++i) out[i] = sigma_at(q_max - (q_max - q_min) * i / (n - 1));
-  out.front() = opt_.sigma_max;
-  out.back() = opt_.sigma_min;
+  if (n == 1) return {dist_->hi()};
+  const double q_lo = dist_->cdf(dist_->lo()), q_hi = dist_->cdf(dist_->hi());
+  std::vector<double> out(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) out[size_t(i)] = dist_->quantile(q_hi - (q_hi - q_lo) * i / (n - 1));
+  out.front() = dist_->hi();
+  out.back() = dist_->lo();
   return out;
 }
 
-double NoiseSchedule::sample_lognormal(SigmaRange range, std::mt19937_64& rng) const {
-  std::uniform_real_distribution<double> u(cdf(range.lo), cdf(range.hi));
-  return std::clamp(sigma_at(u(rng)), range.lo, range.hi);
-}
-
-double NoiseSchedule::sample_log_uniform(SigmaRange range, std::mt19937_64& rng) const {
-  std::uniform_real_distribution<double> u(std::log(range.lo), std::log(range.hi));
-  return std::exp(u(rng));
+double Partition::sample(int block, WithinRange how, std::mt19937_64& rng) const {
+  const auto r = range(block);
+  if (how == WithinRange::Uniform) {
+    std::uniform_real_distribution<double> u(dist_->warp(r.lo), dist_->warp(r.hi));
+    return dist_->unwarp(u(rng));
+  }
+  std::uniform_real_distribution<double> u(dist_->cdf(r.lo), dist_->cdf(r.hi));
+  return std::clamp(dist_->quantile(u(rng)), r.lo, r.hi);
 }
 
 }  // namespace blocklab

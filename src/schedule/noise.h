@@ -1,15 +1,43 @@
-// EDM noise distribution and the DiffusionBlocks partition of the noise range.
-// Pure math in double precision, no model: every number here is checked against the
-// reference tables in tests/test_schedule.cpp (reference §1.2-1.4, §1.7).
+// Noise processes and the DiffusionBlocks partition of a noise range into blocks.
+// Pure math in double precision, no model.
+//
+// A family's noise level is EDM's sigma (classifier, DiT, autoregressive LM) or a masking time t
+// (masked-diffusion LM). The partition needs only a distribution's CDF and its inverse, so it is
+// written once here (paper §3.3, App. C) and every family's blocks are cut by the same, tested code.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <vector>
 
 namespace blocklab {
 
-/// The log-normal EDM noise distribution, log sigma ~ N(p_mean, p_std^2), truncated to
-/// [sigma_min, sigma_max]. Defaults are EDM's (Karras et al. 2022) and the paper's App. E.
+double normal_cdf(double x);
+double normal_quantile(double p);  // inverse of normal_cdf, |error| < 1e-12
+
+/// A distribution of noise levels truncated to [lo, hi], known by its CDF and the CDF's inverse.
+class NoiseDistribution {
+ public:
+  virtual ~NoiseDistribution() = default;
+  /// CDF of the untruncated distribution, and its inverse.
+  virtual double cdf(double level) const = 0;
+  virtual double quantile(double q) const = 0;
+  /// The coordinate in which a block's range is widened and "uniform within a range" is meant:
+  /// log sigma for noise scales, t itself for a masking time.
+  virtual double warp(double level) const = 0;
+  virtual double unwarp(double u) const = 0;
+  double lo() const { return lo_; }
+  double hi() const { return hi_; }
+
+ protected:
+  NoiseDistribution(double lo, double hi);
+
+ private:
+  double lo_, hi_;
+};
+
+/// EDM's noise levels (Karras et al. 2022): log sigma ~ N(p_mean, p_std^2), truncated to
+/// [sigma_min, sigma_max]. Defaults are EDM's and the paper's (App. E).
 struct NoiseOptions {
   double p_mean = -1.2;
   double p_std = 1.2;
@@ -18,51 +46,81 @@ struct NoiseOptions {
   double sigma_data = 0.5;
 };
 
-/// A closed interval of noise levels.
-struct SigmaRange {
-  double lo;
-  double hi;
-};
-
-double normal_cdf(double x);
-double normal_quantile(double p);  // inverse of normal_cdf, |error| < 1e-12
-
-class NoiseSchedule {
+class LogNormalSigma : public NoiseDistribution {
  public:
-  explicit NoiseSchedule(NoiseOptions options = {});
-  const NoiseOptions& options() const { return opt_; }
-
-  /// CDF of the (untruncated) log-normal at sigma, and its inverse.
-  double cdf(double sigma) const;
-  double sigma_at(double q) const;
-
-  /// B+1 ascending boundaries that split the truncated distribution into B intervals of
-  /// equal probability (paper §3.3): sigma_b = exp(p_mean + p_std * Phi^-1(q_b)).
-  std::vector<double> boundaries(int num_blocks) const;
-
-  /// The range block `b` trains on: its interval widened by `overlap` (gamma) in log space
-  /// on both sides and clipped to [sigma_min, sigma_max] (paper App. C).
-  /// Network block 0 (the first layers) owns the highest-noise interval.
-  SigmaRange block_range(int num_blocks, int block, double overlap) const;
-
-  /// The block that owns sigma: bucketize(sigma, boundaries, right) - 1, reversed, clamped.
-  int block_of(double sigma, int num_blocks) const;
-
-  /// n noise levels spaced uniformly in the truncated CDF, descending from sigma_max to
-  /// sigma_min: the inference schedule (reference §1.7). n = B gives one step per block.
-  std::vector<double> inference_sigmas(int n) const;
-
-  /// Draws sigma from the log-normal truncated to `range` by inverse CDF (reference §1.5).
-  double sample_lognormal(SigmaRange range, std::mt19937_64& rng) const;
-  /// Draws log sigma uniformly over `range`: every noise level of the block equally often.
-  double sample_log_uniform(SigmaRange range, std::mt19937_64& rng) const;
+  explicit LogNormalSigma(const NoiseOptions& o);
+  double cdf(double sigma) const override;
+  double quantile(double q) const override;
+  double warp(double sigma) const override;
+  double unwarp(double u) const override;
 
  private:
-  NoiseOptions opt_;
+  double p_mean_, p_std_;
 };
 
-/// One Euler step of the probability-flow ODE in its EDM form (reference §1.1, §6 D5):
-/// z' = z + (sigma_next - sigma) * (z - D) / sigma. The paper's printed sign is wrong.
+/// log sigma uniform on [sigma_min, sigma_max]: every scale equally often.
+class LogUniformSigma : public NoiseDistribution {
+ public:
+  LogUniformSigma(double sigma_min, double sigma_max);
+  double cdf(double sigma) const override;
+  double quantile(double q) const override;
+  double warp(double sigma) const override;
+  double unwarp(double u) const override;
+};
+
+/// A masking time t uniform on [t_min, t_max] (masked diffusion with the linear schedule
+/// alpha(t) = 1 - t, paper App. D: equal decrements of alpha are equal steps of t).
+class UniformTime : public NoiseDistribution {
+ public:
+  UniformTime(double t_min = 0.0, double t_max = 1.0);
+  double cdf(double t) const override;
+  double quantile(double q) const override;
+  double warp(double t) const override { return t; }
+  double unwarp(double u) const override { return u; }
+};
+
+/// A closed interval of noise levels.
+struct LevelRange {
+  double lo, hi;
+};
+
+/// How a block draws its training noise levels within its range: by the distribution itself
+/// (inverse CDF, the paper) or uniformly in the warped coordinate (every level equally often).
+enum class WithinRange { Distribution, Uniform };
+
+/// The noise range cut into B intervals of equal probability (paper §3.3). Network block 0 (the
+/// first layers) owns the highest noise levels, block B-1 the lowest.
+class Partition {
+ public:
+  /// `overlap` is gamma of the paper's App. C: each block's range is widened by gamma times its
+  /// width (in the warped coordinate) on both sides, clipped to [lo, hi].
+  Partition(std::shared_ptr<const NoiseDistribution> distribution, int blocks, double overlap);
+
+  int blocks() const { return blocks_; }
+  const NoiseDistribution& distribution() const { return *dist_; }
+  /// B+1 ascending boundaries: level_b = quantile(q_lo + b/B (q_hi - q_lo)).
+  const std::vector<double>& boundaries() const { return bounds_; }
+  /// Block b's own interval, and the widened one it trains on.
+  LevelRange nominal(int block) const;
+  LevelRange range(int block) const;
+  /// The block that owns a level: bucketize(level, boundaries, right) - 1, reversed, clamped.
+  int block_of(double level) const;
+  /// n levels uniform in the truncated CDF, descending from hi to lo: the inference schedule
+  /// (paper App. H). n = B gives one step per block.
+  std::vector<double> inference_levels(int n) const;
+  /// One training level for `block`, drawn in double.
+  double sample(int block, WithinRange how, std::mt19937_64& rng) const;
+
+ private:
+  std::shared_ptr<const NoiseDistribution> dist_;
+  int blocks_;
+  double overlap_;
+  std::vector<double> bounds_;
+};
+
+/// One Euler step of the probability-flow ODE in EDM's form (Karras et al. 2022, Alg. 1):
+/// z' = z + (sigma_next - sigma) (z - D) / sigma. The paper's Eq. (3)-(5) print the opposite
+/// sign, which moves away from D (docs/method.md).
 template <typename T>
 T euler_step(const T& z, const T& denoised, double sigma, double sigma_next) {
   return z + (z - denoised) * ((sigma_next - sigma) / sigma);

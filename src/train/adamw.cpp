@@ -1,5 +1,6 @@
 #include "train/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -8,8 +9,11 @@
 
 namespace blocklab {
 
-AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, AdamWOptions opt)
-    : params_(std::move(params)), state_(params_.size()), opt_(opt) {}
+AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, AdamWOptions opt, std::vector<bool> decay)
+    : params_(std::move(params)), state_(params_.size()), decay_(std::move(decay)), opt_(opt) {
+  if (decay_.empty()) decay_.assign(params_.size(), true);
+  TORCH_CHECK(decay_.size() == params_.size(), "AdamW: one decay flag per parameter");
+}
 
 double AdamW::clip_grad_norm(double max_norm) {
   std::vector<torch::Tensor> norms;
@@ -17,8 +21,10 @@ double AdamW::clip_grad_norm(double max_norm) {
     if (p.grad().defined()) norms.push_back(p.grad().norm().to(torch::kFloat64));
   if (norms.empty()) return 0.0;
   const double total = torch::stack(norms).norm().item<double>();
-  if (max_norm > 0 && total > max_norm) {
-    const double scale = max_norm / (total + 1e-6);
+  if (max_norm > 0) {
+    // Scaled in every step (by exactly 1 when under the limit, which changes no bit), so a step
+    // runs the same ops whatever its gradient: the profiler copies one step's shapes to the rest.
+    const double scale = total > max_norm ? max_norm / (total + 1e-6) : 1.0;
     for (auto& [name, p] : params_)
       if (p.grad().defined()) p.mutable_grad().mul_(scale);
   }
@@ -37,7 +43,7 @@ void AdamW::step(double lr) {
     }
     const auto& g = p.grad();
     s.step += 1;
-    p.mul_(1.0 - lr * opt_.weight_decay);  // decoupled weight decay
+    if (decay_[i]) p.mul_(1.0 - lr * opt_.weight_decay);  // decoupled weight decay
     s.exp_avg.mul_(opt_.beta1).add_(g, 1.0 - opt_.beta1);
     s.exp_avg_sq.mul_(opt_.beta2).addcmul_(g, g, 1.0 - opt_.beta2);
     const double bc1 = 1.0 - std::pow(opt_.beta1, double(s.step));
@@ -85,6 +91,19 @@ int64_t AdamW::steps_of(const std::string& name) const {
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].first == name) return state_[i].step;
   return -1;
+}
+
+bool AdamW::decays(const std::string& name) const {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].first == name) return decay_[i];
+  return false;
+}
+
+int64_t AdamW::max_steps_under(const std::string& prefix) const {
+  int64_t most = 0;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].first.rfind(prefix, 0) == 0) most = std::max(most, state_[i].step);
+  return most;
 }
 
 }  // namespace blocklab

@@ -1,6 +1,6 @@
 // AdamW (Loshchilov & Hutter 2019) over named parameters, with a step count per parameter.
 // A parameter without a gradient is skipped entirely: no decay, no moment update, no step.
-// That is what makes bias correction per-block in blocks mode (reference §1.8), and the named
+// That is what makes bias correction per-block in blocks mode (docs/method.md), and the named
 // state is what a checkpoint (or, later, an offloaded block) saves and restores.
 #pragma once
 #include <torch/torch.h>
@@ -15,7 +15,8 @@ struct AdamWOptions {
 
 class AdamW {
  public:
-  AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, AdamWOptions opt);
+  /// `decay[i]`: whether weight decay reaches params[i] (empty: all of them).
+  AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, AdamWOptions opt, std::vector<bool> decay = {});
 
   /// Global L2 norm of all defined gradients; scales them to at most max_norm if max_norm > 0.
   double clip_grad_norm(double max_norm);
@@ -27,7 +28,10 @@ class AdamW {
   TensorMap state_dict() const;
   void load_state_dict(const TensorMap& state, const std::string& source);
   const std::vector<std::pair<std::string, torch::Tensor>>& params() const { return params_; }
-  int64_t steps_of(const std::string& name) const;
+  int64_t steps_of(const std::string& name) const;  // -1 for an unknown name
+  bool decays(const std::string& name) const;       // whether weight decay reaches it
+  /// The most steps any parameter whose name starts with `prefix` has taken (0 if none).
+  int64_t max_steps_under(const std::string& prefix) const;
 
  private:
   struct State {
@@ -36,6 +40,7 @@ class AdamW {
   };
   std::vector<std::pair<std::string, torch::Tensor>> params_;
   std::vector<State> state_;
+  std::vector<bool> decay_;
   AdamWOptions opt_;
 };
 

@@ -28,17 +28,33 @@ void load_weights(torch::nn::Module& model, const TensorMap& weights, const std:
     if (!mine.count(name)) throw UserError(fmt::format("{}: unexpected tensor {} (another model shape?)", source, name));
 }
 
-void save_checkpoint(const std::string& path, const torch::nn::Module& model, const AdamW& opt, int64_t step) {
+void save_checkpoint(const std::string& path, const torch::nn::Module& model, const AdamW& opt,
+                     const CheckpointState& state) {
   TensorMap all;
   for (const auto& [name, t] : named_tensors(model)) all["model." + name] = t;
   for (const auto& [name, t] : opt.state_dict()) all["optim." + name] = t;
-  save_safetensors(path, all, {{"step", std::to_string(step)}, {"format", "blocklab-checkpoint-1"}});
+  // JSON numbers print the shortest text that reads back to the same double: exact round trips.
+  save_safetensors(path, all,
+                   {{"step", std::to_string(state.step)},
+                    {"train_seconds", nlohmann::json(state.train_seconds).dump()},
+                    {"window", state.window.dump()},
+                    {"format", "blocklab-checkpoint-2"}});
 }
 
-int64_t load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW& opt) {
+CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW& opt) {
   std::map<std::string, std::string> meta;
   auto all = load_safetensors(path, &meta);
   if (!meta.count("step")) throw UserError(fmt::format("{}: not a blocklab checkpoint (no step)", path));
+  CheckpointState state;
+  try {
+    size_t used = 0;
+    state.step = std::stoll(meta.at("step"), &used);
+    if (used != meta.at("step").size() || state.step < 0) throw std::invalid_argument("step");
+    if (meta.count("train_seconds")) state.train_seconds = nlohmann::json::parse(meta.at("train_seconds")).get<double>();
+    if (meta.count("window")) state.window = nlohmann::json::parse(meta.at("window"));
+  } catch (const std::exception&) {
+    throw UserError(fmt::format("{}: malformed checkpoint metadata (step \"{}\")", path, meta.at("step")));
+  }
   TensorMap weights, optim;
   for (auto& [name, t] : all) {
     if (name.rfind("model.", 0) == 0) weights[name.substr(6)] = t;
@@ -46,7 +62,7 @@ int64_t load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW
   }
   load_weights(model, weights, path);
   opt.load_state_dict(optim, path);
-  return std::stoll(meta.at("step"));
+  return state;
 }
 
 }  // namespace blocklab

@@ -3,19 +3,30 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "profile/range.h"
 #include "train/lr_schedule.h"
 #include "util/error.h"
+#include "util/seed.h"
 
 namespace blocklab {
 
 AdamW make_optimizer(torch::nn::Module& model, const Config& cfg) {
   AdamWOptions options;
   options.weight_decay = cfg.train.weight_decay;
-  return AdamW(model.named_parameters().pairs(), options);
+  auto params = model.named_parameters().pairs();
+  if (cfg.train.decay == Decay::All) return AdamW(params, options);
+  // Matrices only (as nanoGPT): the weights of Linear and Conv layers decay; norms, biases,
+  // positions and embedding tables (tables normalized on use gain nothing from decay) do not.
+  std::set<std::string> matrices;
+  for (const auto& m : model.named_modules("", /*include_self=*/false))
+    if (m.value()->as<torch::nn::Linear>() || m.value()->as<torch::nn::Conv2d>()) matrices.insert(m.key() + ".weight");
+  std::vector<bool> decay;
+  for (const auto& [name, p] : params) decay.push_back(matrices.count(name) > 0);
+  return AdamW(params, options, decay);
 }
 
 int64_t total_steps(const Config& cfg, int64_t steps_per_epoch) {
@@ -23,49 +34,28 @@ int64_t total_steps(const Config& cfg, int64_t steps_per_epoch) {
   return cfg.blocks_mode() ? e2e * cfg.model.blocks : e2e;
 }
 
-uint64_t step_seed(uint64_t seed, int64_t step) {
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + uint64_t(step) + 1;  // splitmix64 finalizer
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return (x ^ (x >> 31)) >> 1;  // torch seeds are kept below 2^63
-}
-
-int block_for_step(int64_t step, int blocks, uint64_t seed) {
+int block_for_step(const Config& cfg, int64_t step) {
+  if (!cfg.blocks_mode()) return -1;
+  const int blocks = cfg.model.blocks;
   std::vector<int> order(static_cast<size_t>(blocks));
   std::iota(order.begin(), order.end(), 0);
-  std::mt19937_64 rng(step_seed(seed ^ 0xB10C, step / blocks));
+  std::mt19937_64 rng(derive_seed(uint64_t(cfg.train.seed), Stream::BlockOrder, uint64_t(step / blocks)));
   std::shuffle(order.begin(), order.end(), rng);
   return order[size_t(step % blocks)];
 }
 
-StepRunner::StepRunner(DenoisingClassifier& task, AdamW& opt, const Config& cfg, int64_t total_steps)
-    : task_(task), opt_(opt), cfg_(cfg), total_(total_steps) {}
-
-torch::Tensor StepRunner::sample_sigmas(int block, int64_t n, uint64_t seed, const torch::Device& device) const {
-  const auto& sched = task_.schedule();
-  const auto range = sched.block_range(cfg_.model.blocks, block, cfg_.diffusion.overlap);
-  std::mt19937_64 rng(seed);
-  std::vector<double> sigmas(static_cast<size_t>(n));
-  for (auto& s : sigmas)
-    s = cfg_.diffusion.sigma_sampling == "log_uniform" ? sched.sample_log_uniform(range, rng)
-                                                       : sched.sample_lognormal(range, rng);
-  return torch::tensor(sigmas, torch::kFloat64).to(device, torch::kFloat32);
-}
+StepRunner::StepRunner(Family& family, AdamW& opt, const Config& cfg, int64_t total_steps)
+    : family_(family), opt_(opt), cfg_(cfg), total_(total_steps) {}
 
 StepStats StepRunner::run(const Batch& batch, int64_t step) {
   // Named ranges for the profiler (profile/range.h): a branch each when no profiler runs.
   Range data("data");
-  const uint64_t seed = step_seed(uint64_t(cfg_.train.seed), step);
+  const uint64_t seed = derive_seed(uint64_t(cfg_.train.seed), Stream::Step, uint64_t(step));
   torch::manual_seed(seed);
-  int block = -1;
-  torch::Tensor sigma;
-  if (cfg_.blocks_mode()) {
-    block = block_for_step(step, cfg_.model.blocks, uint64_t(cfg_.train.seed));
-    sigma = sample_sigmas(block, batch.labels.size(0), seed, batch.images.device());
-  }
+  const int block = block_for_step(cfg_, step);
   data.end();
   Range forward([&] { return block >= 0 ? fmt::format("forward/block{}", block) : std::string("forward/e2e"); });
-  Loss loss = block >= 0 ? task_.block_loss(batch, block, sigma) : task_.e2e_loss(batch);
+  Loss loss = family_.loss(batch, block, seed);
   forward.end();
   if (after_forward) after_forward();
   auto where = [&] { return block >= 0 ? fmt::format("step {} (block {})", step, block) : fmt::format("step {}", step); };
@@ -86,7 +76,7 @@ StepStats StepRunner::run(const Batch& batch, int64_t step) {
   opt_.step(lr);
   opt_.zero_grad();
   optimizer.end();
-  return {loss_value, loss.ce.item<double>(), block, lr, grad_norm};
+  return {loss_value, loss.plain.item<double>(), block, lr, grad_norm};
 }
 
 }  // namespace blocklab

@@ -1,48 +1,70 @@
 #include "train/synthetic.h"
 
-#include "tasks/classification.h"
+#include <chrono>
+
+#include "families/registry.h"
 #include "train/adamw.h"
+#include "util/stats.h"
 #include "util/system.h"
 
 namespace blocklab {
 
+namespace {
+// The rig trains at the configured peak rate from its first step (no warm-up, no decay), so that
+// its steps do what a real run's steps do; the schedule's shape does not change a step's cost.
+Config at_constant_rate(Config cfg) {
+  cfg.train.warmup = 0;
+  cfg.train.lr_schedule = LrSchedule::Constant;
+  return cfg;
+}
+}  // namespace
+
 struct SyntheticTraining::State {
   torch::Device device;
+  std::shared_ptr<const Dataset> data;
   Batch batch;
-  ViT model;
-  DenoisingClassifier task;
+  std::unique_ptr<Family> family;
   AdamW opt;
   StepRunner runner;
 
   explicit State(const Config& cfg)
       : device(resolve_device(cfg.train.device)),
-        batch(make_batch(cfg, device)),
-        model(make_model(cfg, device)),
-        task(model, cfg),
-        opt(make_optimizer(*model, cfg)),
-        // The schedule's length only shapes the learning rate; a long one keeps it near lr.
-        runner(task, opt, cfg, /*total_steps=*/1'000'000) {}
-
-  static ViT make_model(const Config& cfg, const torch::Device& device) {
-    ViT m(vit_options(cfg, 10));
-    m->to(device);
-    return m;
-  }
-
-  static Batch make_batch(const Config& cfg, const torch::Device& device) {
-    torch::manual_seed(0);
-    auto images = torch::randn({cfg.train.batch_size, 1, 28, 28}).to(device);
-    auto labels = torch::randint(0, 10, {cfg.train.batch_size}, torch::kInt64).to(device);
-    return {images, labels};
-  }
+        data(synthetic_dataset(cfg, cfg.train.batch_size)),
+        batch(data->batch(Split::Train, torch::arange(cfg.train.batch_size, torch::kInt64), device)),
+        family(make_family(cfg, data, device)),
+        opt(make_optimizer(family->model(), cfg)),
+        runner(*family, opt, cfg, /*total_steps=*/1) {}
 };
 
-SyntheticTraining::SyntheticTraining(const Config& cfg) : cfg_(cfg), s_(std::make_unique<State>(cfg_)) {}
+SyntheticTraining::SyntheticTraining(const Config& cfg)
+    : cfg_(at_constant_rate(cfg)), s_(std::make_unique<State>(cfg_)) {}
 SyntheticTraining::~SyntheticTraining() = default;
 
 StepStats SyntheticTraining::step() { return s_->runner.run(s_->batch, step_++); }
 int SyntheticTraining::round() const { return cfg_.blocks_mode() ? cfg_.model.blocks : 1; }
 StepRunner& SyntheticTraining::runner() { return s_->runner; }
 bool SyntheticTraining::cuda() const { return s_->device.is_cuda(); }
+
+StepTimes alternating_step_times(const Config& cfg, int rounds) {
+  Config e2e_cfg = cfg, blocks_cfg = cfg;
+  e2e_cfg.model.mode = Mode::E2E;
+  blocks_cfg.model.mode = Mode::Blocks;
+  SyntheticTraining e2e(e2e_cfg), blocks(blocks_cfg);
+  std::vector<double> e2e_ms, block_ms;
+  auto timed = [](SyntheticTraining& t) {
+    const auto t0 = std::chrono::steady_clock::now();
+    t.step();
+    return 1000 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  for (int r = 0; r <= rounds; ++r) {  // round 0 warms up (lazy init, every block's Adam state)
+    const double e = timed(e2e);
+    std::vector<double> b;
+    for (int i = 0; i < blocks.round(); ++i) b.push_back(timed(blocks));
+    if (r == 0) continue;
+    e2e_ms.push_back(e);
+    block_ms.insert(block_ms.end(), b.begin(), b.end());
+  }
+  return {median(e2e_ms), median(block_ms)};
+}
 
 }  // namespace blocklab

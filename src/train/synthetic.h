@@ -1,6 +1,6 @@
-// Training steps on a fixed synthetic batch (random images and labels): what `bench step`, the
-// profiler and its overhead benchmark time. Data does not change the cost of a step,
-// and a synthetic batch keeps profiling free of the data set.
+// Training steps on a fixed synthetic batch (random data of the family's kind): what `bench
+// step`, the profiler, its overhead benchmark and the demo's step-time row time. Data does not
+// change the cost of a step, and a synthetic batch keeps timing free of the data set.
 #pragma once
 #include <memory>
 
@@ -31,5 +31,13 @@ class SyntheticTraining {
   std::unique_ptr<State> s_;
   int64_t step_ = 0;
 };
+
+/// Median milliseconds of an end-to-end step and of a block step of `cfg`, measured in this
+/// process with the two alternating (one end-to-end step, then one round of B block steps, `rounds`
+/// times, after a warm-up round): a ratio that load on the machine shifts for both alike.
+struct StepTimes {
+  double e2e_ms = 0, block_ms = 0;
+};
+StepTimes alternating_step_times(const Config& cfg, int rounds);
 
 }  // namespace blocklab

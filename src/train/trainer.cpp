@@ -5,11 +5,10 @@
 
 #include <fmt/format.h>
 
-#include "eval/evaluate.h"
+#include "families/registry.h"
 #include "io/atomic_file.h"
 #include "io/run_dir.h"
 #include "io/safetensors.h"
-#include "tasks/classification.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/step.h"
@@ -25,6 +24,34 @@ namespace {
 volatile std::sig_atomic_t g_interrupted = 0;
 void on_interrupt(int) { g_interrupted = 1; }
 
+// Losses since the last metrics line, one accumulator per block (one in end-to-end mode): block
+// losses are weighted differently and must not be averaged together.
+struct MetricsWindow {
+  struct Slot {
+    double loss = 0, plain = 0;
+    int64_t steps = 0;
+  };
+  std::vector<Slot> slots;
+
+  explicit MetricsWindow(int n) : slots(size_t(n)) {}
+  void add(int slot, double loss, double plain) {
+    auto& s = slots[size_t(slot)];
+    s.loss += loss, s.plain += plain, ++s.steps;
+  }
+  nlohmann::json to_json() const {
+    auto j = nlohmann::json::array();
+    for (const auto& s : slots) j.push_back({s.loss, s.plain, s.steps});
+    return j;
+  }
+  void load(const nlohmann::json& j, const std::string& source) {
+    if (j.is_null()) return;  // a checkpoint taken right after a metrics line
+    if (!j.is_array() || j.size() != slots.size())
+      throw UserError(fmt::format("{}: the checkpoint's metrics window does not match this run", source));
+    for (size_t i = 0; i < slots.size(); ++i)
+      slots[i] = {j[i].at(0).get<double>(), j[i].at(1).get<double>(), j[i].at(2).get<int64_t>()};
+  }
+};
+
 class Trainer {
  public:
   Trainer(const Config& cfg, const TrainOptions& opts)
@@ -32,15 +59,16 @@ class Trainer {
         opts_(opts),
         run_(opts.out_dir),
         device_(resolve_device(cfg.train.device)),
-        data_(ImageData::load(cfg.data.dir, cfg.data.train_limit, cfg.data.test_limit)),
-        order_(data_.train.size(), cfg.train.batch_size, uint64_t(cfg.train.seed)),
-        task_(make_model(), cfg),
-        opt_(make_optimizer(*task_.model(), cfg)),
+        data_(load_dataset(cfg)),
+        order_(data_->size(Split::Train), cfg.train.batch_size, uint64_t(cfg.train.seed)),
+        family_(make_family(cfg, data_, device_)),
+        opt_(make_optimizer(family_->model(), cfg)),
         total_(total_steps(cfg, order_.steps_per_epoch())),
-        stepper_(task_, opt_, cfg_, total_) {}
+        stepper_(*family_, opt_, cfg_, total_),
+        window_(cfg.blocks_mode() ? cfg.model.blocks : 1) {}
 
   nlohmann::json run() {
-    int64_t start = 0;
+    CheckpointState state;
     if (opts_.resume) {
       if (!run_.has("checkpoint.safetensors"))
         throw UserError(fmt::format("{}: --resume but no checkpoint.safetensors there", run_.root()));
@@ -49,47 +77,35 @@ class Trainer {
         throw UserError(fmt::format("{}: --resume with a config that differs from the run's config.toml; "
                                     "resume with `blocklab train {}/config.toml --out {} --resume`",
                                     run_.root(), run_.root(), run_.root()));
-      start = load_checkpoint(run_.file("checkpoint.safetensors"), *task_.model(), opt_);
-      run_.truncate_metrics(start);
-      fmt::print(stderr, "{}: resuming from step {} of {}\n", opts_.label, start, total_);
+      state = load_checkpoint(run_.file("checkpoint.safetensors"), family_->model(), opt_);
+      window_.load(state.window, run_.file("checkpoint.safetensors"));
+      run_.truncate_metrics(state.step);
+      fmt::print(stderr, "{}: resuming from step {} of {}\n", opts_.tag, state.step, total_);
     } else {
       run_.truncate_metrics(-1);
     }
     run_.write_text("config.toml", cfg_.to_toml());
-    const double seconds = fit(start);
+    const double seconds = fit(state);
     if (g_interrupted || (opts_.stop_after >= 0 && step_ < total_)) return {{"stopped_at", step_}};
-    save_safetensors(run_.file("model.safetensors"), named_tensors(*task_.model()),
+    save_safetensors(run_.file("model.safetensors"), named_tensors(family_->model()),
                      {{"config", cfg_.to_toml()}, {"format", "blocklab-model-1"}});
     return summarize(seconds);
   }
 
  private:
-  ViT make_model() {
-    torch::manual_seed(uint64_t(cfg_.train.seed));
-    ViT model(vit_options(cfg_, data_.classes));
-    model->to(device_);
-    return model;
-  }
-
-  // Runs steps [start, total); returns training seconds (this invocation's plus earlier ones').
-  double fit(int64_t start) {
-    const double earlier = start > 0 && run_.has("train_seconds.json") ? run_.read_json("train_seconds.json").value("seconds", 0.0) : 0.0;
+  // Runs steps [state.step, total); returns training seconds (this invocation's plus earlier ones').
+  double fit(const CheckpointState& state) {
     auto previous = std::signal(SIGINT, on_interrupt);
-    Progress progress(total_, opts_.label, start, opts_.plain_progress);
+    Progress progress(total_, opts_.tag, state.step, opts_.plain_progress);
     const auto t0 = std::chrono::steady_clock::now();
-    auto elapsed = [&] { return earlier + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-    double loss_sum = 0, ce_sum = 0;
-    int64_t since_log = 0;
-    for (step_ = start; step_ < total_ && !g_interrupted; ) {
-      const auto [loss, ce, block, lr, grad_norm] = guarded_step(step_);
+    auto elapsed = [&] {
+      return state.train_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    for (step_ = state.step; step_ < total_ && !g_interrupted;) {
+      const auto s = guarded_step(step_);
       ++step_;
-      loss_sum += loss, ce_sum += ce, ++since_log;
-      if (step_ % cfg_.train.log_every == 0 || step_ == total_) {
-        run_.append_metrics({{"step", step_}, {"block", block}, {"loss", loss_sum / since_log},
-                             {"ce", ce_sum / since_log}, {"lr", lr}, {"grad_norm", grad_norm}, {"seconds", elapsed()}});
-        progress.update(step_, fmt::format("loss {:.4f} ce {:.4f} lr {:.2e}", loss_sum / since_log, ce_sum / since_log, lr));
-        loss_sum = ce_sum = 0, since_log = 0;
-      }
+      window_.add(std::max(s.block, 0), s.loss, s.plain);
+      if (step_ % cfg_.train.log_every == 0 || step_ == total_) log(s, elapsed(), progress);
       if (step_ % cfg_.train.checkpoint_every == 0 || step_ == total_ || step_ == opts_.stop_after) {
         checkpoint(elapsed());
         if (step_ == opts_.stop_after) break;
@@ -98,18 +114,35 @@ class Trainer {
     std::signal(SIGINT, previous);
     if (g_interrupted) {
       checkpoint(elapsed());
-      fmt::print(stderr, "\n{}: interrupted at step {}; checkpoint saved, continue with --resume\n", opts_.label, step_);
+      fmt::print(stderr, "\n{}: interrupted at step {}; checkpoint saved, continue with --resume\n", opts_.tag, step_);
       return elapsed();
     }
     progress.finish();
     return elapsed();
   }
 
+  // One metrics line per block that trained since the last one (one line end-to-end).
+  void log(const StepStats& last, double seconds, Progress& progress) {
+    double plain = 0;
+    int64_t steps = 0;
+    for (size_t b = 0; b < window_.slots.size(); ++b) {
+      auto& w = window_.slots[b];
+      if (w.steps == 0) continue;
+      nlohmann::json line = {{"step", step_}, {"loss", w.loss / double(w.steps)}, {"plain_loss", w.plain / double(w.steps)},
+                             {"steps", w.steps}, {"lr", last.lr}, {"grad_norm", last.grad_norm}, {"seconds", seconds}};
+      if (cfg_.blocks_mode()) line["block"] = b;
+      run_.append_metrics(line);
+      plain += w.plain, steps += w.steps;
+      w = {};
+    }
+    progress.update(step_, fmt::format("plain loss {:.4f} lr {:.2e}", plain / double(std::max<int64_t>(steps, 1)), last.lr));
+  }
+
   StepStats guarded_step(int64_t step) {
     try {
-      return stepper_.run(data_.batch(data_.train, order_.indices(step), device_), step);
+      return stepper_.run(data_->batch(Split::Train, order_.indices(step), device_), step);
     } catch (const UserError& e) {  // a non-finite loss or gradient: stop, say what is safe
-      throw UserError(fmt::format("{}: {}; training stopped. {} Try a lower train.lr.", opts_.label, e.what(),
+      throw UserError(fmt::format("{}: {}; training stopped. {} Try a lower train.lr.", opts_.tag, e.what(),
                                   run_.has("checkpoint.safetensors")
                                       ? "The last checkpoint in " + run_.root() + " is intact."
                                       : "No checkpoint was written yet."));
@@ -117,35 +150,34 @@ class Trainer {
   }
 
   void checkpoint(double seconds) {
-    save_checkpoint(run_.file("checkpoint.safetensors"), *task_.model(), opt_, step_);
-    run_.write_json("train_seconds.json", {{"step", step_}, {"seconds", seconds}});
+    save_checkpoint(run_.file("checkpoint.safetensors"), family_->model(), opt_, {step_, seconds, window_.to_json()});
   }
 
   nlohmann::json summarize(double train_seconds) {
-    fmt::print(stderr, "{}: evaluating on {} test images\n", opts_.label, data_.test.size());
-    const auto report = evaluate(task_, cfg_, data_, device_);
+    fmt::print(stderr, "{}: evaluating on {} test examples\n", opts_.tag, data_->size(Split::Test));
+    const auto evaluation = family_->evaluate(*data_, Split::Test, uint64_t(cfg_.train.seed));
     int64_t params = 0;
-    for (const auto& p : task_.model()->parameters()) params += p.numel();
-    nlohmann::json s = {{"mode", cfg_.model.mode},
-                        {"blocks", cfg_.model.blocks},
-                        {"layers", cfg_.model.layers},
-                        {"params", params},
-                        {"steps", total_},
-                        {"train_seconds", train_seconds},
-                        {"ms_per_step", 1000.0 * train_seconds / double(total_)},
-                        {"peak_rss_bytes", peak_rss_bytes()},
-                        {"device", device_.str()},
-                        {"threads", at::get_num_threads()},
-                        {"blas", blas_core()},
-                        {"train_images", data_.train.size()}};
-    s.update(report.to_json());
+    for (const auto& p : family_->model().parameters()) params += p.numel();
+    nlohmann::json s = evaluation.to_json();
+    s.update({{"family", to_string(cfg_.model.family)},
+              {"mode", to_string(cfg_.model.mode)},
+              {"blocks", cfg_.model.blocks},
+              {"layers", cfg_.model.layers},
+              {"params", params},
+              {"steps", total_},
+              {"train_seconds", train_seconds},
+              {"ms_per_step", 1000.0 * train_seconds / double(total_)},
+              {"peak_rss_bytes", peak_rss_bytes()},
+              {"device", device_.str()},
+              {"threads", at::get_num_threads()},
+              {"blas", blas_core()},
+              {"train_examples", data_->size(Split::Train)}});
     if (cfg_.blocks_mode()) {
       s["block_steps"] = nlohmann::json::array();
-      for (int b = 0; b < cfg_.model.blocks; ++b)
-        s["block_steps"].push_back(opt_.steps_of(ViTImpl::block_prefix(b) + "layers.0.fc1.weight"));
+      for (int b = 0; b < cfg_.model.blocks; ++b) s["block_steps"].push_back(opt_.max_steps_under(block_prefix(b)));
     }
     run_.write_json("summary.json", s);
-    fmt::print(stderr, "{}: {}", opts_.label, report.table());
+    fmt::print(stderr, "{}: {}", opts_.tag, evaluation.report());
     return s;
   }
 
@@ -153,12 +185,13 @@ class Trainer {
   TrainOptions opts_;
   RunDir run_;
   torch::Device device_;
-  ImageData data_;
+  std::shared_ptr<const Dataset> data_;
   DataOrder order_;
-  DenoisingClassifier task_;
+  std::unique_ptr<Family> family_;
   AdamW opt_;
   int64_t total_;
   StepRunner stepper_;
+  MetricsWindow window_;
   int64_t step_ = 0;
 };
 

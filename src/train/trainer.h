@@ -12,7 +12,7 @@ struct TrainOptions {
   std::string out_dir;
   bool resume = false;         // continue from out_dir/checkpoint.safetensors
   bool plain_progress = false; // periodic lines instead of a bar
-  std::string label = "train"; // prefix of progress lines
+  std::string tag = "train";   // prefix of progress lines and messages
   int64_t stop_after = -1;     // stop (with a checkpoint) after this many steps; for tests of resume
 };
 

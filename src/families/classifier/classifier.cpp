@@ -1,0 +1,169 @@
+#include "families/classifier/classifier.h"
+
+#include <cmath>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "schedule/precond.h"
+#include "util/error.h"
+
+namespace blocklab {
+
+namespace F = torch::nn::functional;
+
+ViTOptions vit_options(const Config& cfg, const DataShape& shape) {
+  const int64_t p = cfg.classifier.patch;
+  if (shape.height % p != 0 || shape.width % p != 0)
+    throw UserError(fmt::format("{}x{} images: classifier.patch = {} must divide both sides", shape.height, shape.width, p));
+  ViTOptions o;
+  o.height = shape.height;
+  o.width = shape.width;
+  o.channels = shape.channels;
+  o.patch = p;
+  o.hidden = cfg.model.hidden;
+  o.heads = cfg.model.heads;
+  o.layers = cfg.model.layers;
+  o.blocks = cfg.model.blocks;
+  o.mlp_ratio = cfg.model.mlp_ratio;
+  o.cond_dim = cfg.model.cond_dim;
+  o.classes = shape.classes;
+  o.label_beside_cls = cfg.classifier.label_token == LabelToken::BesideCls;
+  return o;
+}
+
+torch::Tensor class_weights(const torch::Tensor& logits, double temperature) {
+  // temperature 1: softmax, so weights @ embeddings = E[y | z], the denoiser's estimate.
+  // Lower sharpens toward the mode; 0 is the one-hot argmax.
+  if (temperature <= 0) return F::one_hot(logits.argmax(-1), logits.size(-1)).to(logits.dtype());
+  return torch::softmax(logits / temperature, -1);
+}
+
+ChainResult run_chain(const Partition& partition, int steps, torch::Tensor z,
+                      const std::function<torch::Tensor(const torch::Tensor&, double, int)>& logits_of,
+                      const torch::Tensor& embeddings, double temperature) {
+  ChainResult out;
+  out.sigmas = partition.inference_levels(steps);
+  for (size_t i = 0; i < out.sigmas.size(); ++i) {
+    const double s = out.sigmas[i];
+    const int block = partition.block_of(s);
+    auto logits = logits_of(z, s, block);
+    out.blocks.push_back(block);
+    out.logits.push_back(logits);
+    if (i + 1 < out.sigmas.size())
+      z = euler_step(z, class_weights(logits, temperature).matmul(embeddings), s, out.sigmas[i + 1]);
+  }
+  out.z = z;
+  return out;
+}
+
+DenoisingClassifier::DenoisingClassifier(const Config& cfg, const DataShape& shape, const torch::Device& device)
+    : DenoisingClassifier(cfg, ViT(vit_options(cfg, shape))) {
+  vit_->to(device);
+}
+
+DenoisingClassifier::DenoisingClassifier(const Config& cfg, ViT vit)
+    : cfg_(cfg),
+      vit_(std::move(vit)),
+      partition_(std::make_shared<LogNormalSigma>(cfg.diffusion.noise), cfg.model.blocks, cfg.diffusion.overlap) {}
+
+torch::Tensor DenoisingClassifier::target(const torch::Tensor& labels) {
+  return F::normalize(vit_->shared->label_embed->forward(labels), F::NormalizeFuncOptions().dim(-1));
+}
+
+torch::Tensor DenoisingClassifier::embeddings() {
+  // The normalized table: the chain moves z towards the targets training used. (The reference
+  // code passes the unnormalized table here; docs/method.md.)
+  return F::normalize(vit_->shared->label_embed->weight, F::NormalizeFuncOptions().dim(-1));
+}
+
+torch::Tensor DenoisingClassifier::cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels) {
+  return F::cross_entropy(
+      logits, labels, F::CrossEntropyFuncOptions().reduction(torch::kNone).label_smoothing(cfg_.classifier.label_smoothing));
+}
+
+DenoisingClassifier::Denoised DenoisingClassifier::denoise_with_cond(const torch::Tensor& images, const torch::Tensor& z,
+                                                                     const torch::Tensor& sigma, int block) {
+  const auto pc = precondition(sigma, cfg_.diffusion.noise.sigma_data);
+  auto cond = vit_->condition(pc.c_noise);
+  auto h = vit_->features(images, vit_->label_lead(pc.c_in.unsqueeze(1) * z), cond, block, block + 1);
+  return {pc.c_out.unsqueeze(1) * h + pc.c_skip.unsqueeze(1) * z, cond};
+}
+
+torch::Tensor DenoisingClassifier::denoise(const torch::Tensor& images, const torch::Tensor& z, const torch::Tensor& sigma,
+                                           int block) {
+  return denoise_with_cond(images, z, sigma, block).d;
+}
+
+torch::Tensor DenoisingClassifier::denoise_logits(const torch::Tensor& images, const torch::Tensor& z,
+                                                  const torch::Tensor& sigma, int block) {
+  auto out = denoise_with_cond(images, z, sigma, block);
+  return vit_->classify(out.d, out.cond);
+}
+
+Loss DenoisingClassifier::e2e_loss(const Batch& b) {
+  auto ce = cross_entropy(vit_->forward(b.x), b.y).mean();
+  return {ce, ce.detach()};
+}
+
+Loss DenoisingClassifier::block_loss(const Batch& b, int block, const torch::Tensor& sigma) {
+  auto y = target(b.y);
+  auto z = y + sigma.unsqueeze(1) * torch::randn_like(y);
+  auto ce = cross_entropy(denoise_logits(b.x, z, sigma, block), b.y);  // [N]
+  auto w = precondition(sigma, cfg_.diffusion.noise.sigma_data).weight;  // lambda(sigma) [N]
+  torch::Tensor loss;
+  switch (cfg_.diffusion.weighting) {
+    case Weighting::PerSample: loss = (w * ce).mean(); break;   // the paper's E[lambda(sigma) CE] (Eq. 6)
+    case Weighting::BatchMean: loss = w.mean() * ce.mean(); break;  // the reference code's broadcast (docs/method.md)
+    case Weighting::Normalized: loss = (w * ce).sum() / w.sum().detach(); break;
+    case Weighting::None: loss = ce.mean(); break;
+  }
+  return {loss, ce.mean().detach()};
+}
+
+torch::Tensor DenoisingClassifier::sample_sigmas(int block, int64_t n, uint64_t seed, const torch::Device& device) const {
+  std::mt19937_64 rng(seed);
+  std::vector<double> sigmas(static_cast<size_t>(n));
+  for (auto& s : sigmas) s = partition_.sample(block, cfg_.diffusion.sigma_sampling, rng);
+  return torch::tensor(sigmas, torch::kFloat64).to(device, torch::kFloat32);
+}
+
+Loss DenoisingClassifier::loss(const Batch& batch, int block, uint64_t seed) {
+  if (block < 0) return e2e_loss(batch);
+  return block_loss(batch, block, sample_sigmas(block, batch.y.size(0), seed, batch.x.device()));
+}
+
+torch::Tensor DenoisingClassifier::start_noise(int64_t n, const torch::TensorOptions& options) {
+  // The chain starts where z_sigma_max = y + sigma_max * eps lives: y is a unit vector in d
+  // dimensions (per-coordinate variance 1/d), so each coordinate has variance sigma_max^2 + 1/d.
+  // (The reference code draws sqrt(1 + sigma^2), EDM's rule for data of unit variance.)
+  const int64_t d = vit_->opt.hidden;
+  const double sigma_max = cfg_.diffusion.noise.sigma_max;
+  return torch::randn({n, d}, options) * std::sqrt(sigma_max * sigma_max + 1.0 / double(d));
+}
+
+ChainResult DenoisingClassifier::predict_steps(const torch::Tensor& images, int steps, std::optional<double> temperature) {
+  const int64_t n = images.size(0);
+  auto z = start_noise(n, images.options());
+  auto logits_of = [&](const torch::Tensor& zi, double s, int block) {
+    return denoise_logits(images, zi, torch::full({n}, s, images.options()), block);
+  };
+  return run_chain(partition_, steps, z, logits_of, embeddings(),
+                   temperature.value_or(cfg_.classifier.inference_temperature));
+}
+
+torch::Tensor DenoisingClassifier::teacher_forced_logits(const torch::Tensor& images, const torch::Tensor& labels,
+                                                         int block, double sigma) {
+  auto y = target(labels);
+  auto z = y + sigma * torch::randn_like(y);
+  return denoise_logits(images, z, torch::full({images.size(0)}, sigma, images.options()), block);
+}
+
+double DenoisingClassifier::probe_sigma(int block) const {
+  for (double s : partition_.inference_levels(cfg_.inference_steps()))
+    if (partition_.block_of(s) == block) return s;
+  const auto r = partition_.nominal(block);
+  return std::sqrt(r.lo * r.hi);
+}
+
+}  // namespace blocklab

@@ -1,0 +1,55 @@
+#include "families/family.h"
+
+#include <fmt/format.h>
+
+namespace blocklab {
+
+std::string Metric::show() const {
+  return percent ? fmt::format("{:.2f}%", 100 * value) : fmt::format("{:.4g}", value);
+}
+
+std::string Metric::show_difference(double d) const {
+  return percent ? fmt::format("{:+.2f} points", 100 * d) : fmt::format("{:+.4g}", d);
+}
+
+nlohmann::json Metric::to_json() const {
+  return {{"name", name}, {"value", value}, {"higher_is_better", higher_is_better}, {"percent", percent}};
+}
+
+Metric Metric::from_json(const nlohmann::json& j) {
+  return {j.at("name").get<std::string>(), j.at("value").get<double>(), j.at("higher_is_better").get<bool>(),
+          j.value("percent", false)};
+}
+
+nlohmann::json Evaluation::to_json() const {
+  nlohmann::json j = details;
+  j["headline"] = headline.to_json();
+  j["alternatives"] = nlohmann::json::array();
+  for (const auto& m : alternatives) j["alternatives"].push_back(m.to_json());
+  j["evaluation_lines"] = lines;
+  j["test_examples"] = examples;
+  j["inference_ms_per_example"] = ms_per_example;
+  return j;
+}
+
+Evaluation Evaluation::from_json(const nlohmann::json& j) {
+  Evaluation e;
+  e.headline = Metric::from_json(j.at("headline"));
+  for (const auto& m : j.value("alternatives", nlohmann::json::array())) e.alternatives.push_back(Metric::from_json(m));
+  e.lines = j.value("evaluation_lines", std::vector<std::string>{});
+  e.examples = j.value("test_examples", int64_t(0));
+  e.ms_per_example = j.value("inference_ms_per_example", 0.0);
+  return e;
+}
+
+std::string Evaluation::report() const {
+  std::string out = fmt::format("{} {} on {} examples, inference {:.3f} ms/example\n", headline.name, headline.show(),
+                                examples, ms_per_example);
+  for (const auto& m : alternatives) out += fmt::format("  {}: {}\n", m.name, m.show());
+  for (const auto& line : lines) out += "  " + line + "\n";
+  return out;
+}
+
+std::string block_prefix(int64_t block) { return "blocks." + std::to_string(block) + "."; }
+
+}  // namespace blocklab

@@ -1,0 +1,64 @@
+// The seam between the method and a kind of model. A family owns its data set, model, noise
+// process, losses and evaluation; trainer, step, checkpoints, summary, demo and benchmarks know
+// only this interface. How to add one: docs/architecture.md.
+#pragma once
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace blocklab {
+
+struct Loss {
+  torch::Tensor value;  // what backward runs on (weighted as the family's method says)
+  torch::Tensor plain;  // the unweighted loss, detached, for logs
+};
+
+/// A named score of a model, and which way is better.
+struct Metric {
+  std::string name;  // "accuracy", "FID", ...
+  double value = 0;
+  bool higher_is_better = true;
+  bool percent = false;  // shown as 87.93% and differences in points
+
+  std::string show() const;                   // "87.93%" / "37.2"
+  std::string show_difference(double d) const;  // "+1.29 points" / "+2.63"
+  nlohmann::json to_json() const;
+  static Metric from_json(const nlohmann::json& j);
+};
+
+/// What a family's evaluation found.
+struct Evaluation {
+  Metric headline;                   // the one number demo compares
+  std::vector<Metric> alternatives;  // the same quantity by other samplers, compared to the headline of e2e too
+  std::vector<std::string> lines;    // readable findings (per-step, per-block), printed and kept in the summary
+  nlohmann::json details;            // everything else, merged into summary.json / eval.json
+  int64_t examples = 0;
+  double ms_per_example = 0;         // inference wall time
+
+  nlohmann::json to_json() const;
+  static Evaluation from_json(const nlohmann::json& j);
+  /// Readable lines for the terminal: headline, alternatives, findings.
+  std::string report() const;
+};
+
+class Family {
+ public:
+  virtual ~Family() = default;
+  /// The model; parameters are named `shared.*` and `blocks.{K}.*` (K the block's own index).
+  virtual torch::nn::Module& model() = 0;
+  /// The training loss of one batch for block `block` (-1: end-to-end). The family draws its own
+  /// noise levels and noise from `seed` (torch's generator is also seeded with it by the caller).
+  virtual Loss loss(const Batch& batch, int block, uint64_t seed) = 0;
+  /// Scores the model on `split` of `data`; everything random comes from `seed`.
+  virtual Evaluation evaluate(const Dataset& data, Split split, uint64_t seed) = 0;
+};
+
+/// Prefix of the parameter names that belong to block b: "blocks.b.".
+std::string block_prefix(int64_t block);
+
+}  // namespace blocklab

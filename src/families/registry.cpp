@@ -1,0 +1,40 @@
+#include "families/registry.h"
+
+#include "data/image_data.h"
+#include "families/classifier/classifier.h"
+#include "util/seed.h"
+
+namespace blocklab {
+
+std::shared_ptr<const Dataset> load_dataset(const Config& cfg) {
+  switch (cfg.model.family) {
+    case FamilyKind::Classifier:
+      return std::make_shared<ImageData>(ImageData::load(cfg.data.dir, cfg.data.train_limit, cfg.data.test_limit));
+  }
+  throw std::logic_error("unknown family");
+}
+
+std::shared_ptr<const Dataset> synthetic_dataset(const Config& cfg, int64_t examples) {
+  torch::manual_seed(derive_seed(uint64_t(cfg.train.seed), Stream::Synthetic, 0));
+  switch (cfg.model.family) {
+    case FamilyKind::Classifier: {  // Fashion-MNIST's shape: 28x28 grey images, 10 classes
+      auto split = [&] {
+        return ImageSplit{torch::randint(0, 256, {examples, 1, 28, 28}, torch::kUInt8),
+                          torch::arange(examples, torch::kInt64) % 10, "synthetic labels"};
+      };
+      return std::make_shared<ImageData>(split(), split(), "synthetic images");
+    }
+  }
+  throw std::logic_error("unknown family");
+}
+
+std::unique_ptr<Family> make_family(const Config& cfg, std::shared_ptr<const Dataset> data, const torch::Device& device) {
+  torch::manual_seed(derive_seed(uint64_t(cfg.train.seed), Stream::Init, 0));
+  switch (cfg.model.family) {
+    case FamilyKind::Classifier:
+      return std::make_unique<DenoisingClassifier>(cfg, data->shape(), device);
+  }
+  throw std::logic_error("unknown family");
+}
+
+}  // namespace blocklab
