@@ -26,6 +26,9 @@ namespace blocklab {
 namespace {
 
 using test::Contains;
+using test::expect_one_line_error;
+using test::quote;
+using test::run_cli;
 using test::TempDir;
 using test::ThrowsUserError;
 namespace fs = std::filesystem;
@@ -316,57 +319,6 @@ TEST(Checkpoint, MismatchedOrForeignFilesNameThePath) {
 }
 
 // ------------------------------------------------------------------------------------- CLI
-
-struct CliResult {
-  int exit_code = -1;
-  std::string err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-// Runs the CLI with `args` (already quoted), capturing stderr.
-CliResult run_cli(const std::string& args, const TempDir& scratch) {
-  CliResult r;
-  const auto bin = test::blocklab_bin();
-  if (bin.empty()) {
-    ADD_FAILURE() << "blocklab binary not found: set BLOCKLAB_BIN or build it next to the test binary";
-    return r;
-  }
-  const auto err_file = scratch.file("stderr.txt");
-  const std::string cmd = quote(bin) + " " + args + " >/dev/null 2>" + quote(err_file);
-  const int status = std::system(cmd.c_str());
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = test::read_bytes(err_file);
-  return r;
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string l; std::getline(in, l);)
-    if (!l.empty()) out.push_back(l);
-  return out;
-}
-
-// A failed command: non-zero exit, one "error: " line naming `needle`, no C++ stack trace.
-void expect_one_line_error(const CliResult& r, const std::vector<std::string>& needles, bool only_line) {
-  EXPECT_NE(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.exit_code, 1) << "a user error exits with 1: " << r.err;
-  const auto lines = lines_of(r.err);
-  ASSERT_FALSE(lines.empty());
-  if (only_line) EXPECT_EQ(lines.size(), 1u) << r.err;
-  int errors = 0;
-  for (const auto& l : lines) errors += l.rfind("error: ", 0) == 0;
-  EXPECT_EQ(errors, 1) << r.err;
-  EXPECT_EQ(lines.back().rfind("error: ", 0), 0u) << r.err;
-  for (const auto& n : needles) EXPECT_TRUE(Contains(lines.back(), n));
-  EXPECT_FALSE(Contains(r.err, "Exception raised from")) << "stack trace in: " << r.err;
-  EXPECT_FALSE(Contains(r.err, "frame #")) << "stack trace in: " << r.err;
-}
 
 TEST(Cli, UnknownConfigKeyIsOneLineError) {
   TempDir dir;

@@ -13,6 +13,7 @@ struct TrainArgs {
   bool resume = false, plain = false;
   std::string tag = "train";
   long long stop_after = -1;
+  long long parent_pid = 0;  // end with this process (demo's children): a parent-death signal
 };
 int cmd_train(const TrainArgs& a);
 
@@ -22,6 +23,7 @@ struct DemoArgs {
   std::string out = "runs/demo";
   std::vector<std::string> overrides;
   bool sequential = false;
+  bool force = false;  // replace a demo in `out` that ran with other settings
 };
 int cmd_demo(const DemoArgs& a);
 

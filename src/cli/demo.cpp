@@ -1,16 +1,21 @@
 // `blocklab demo`: the default recipe trained end-to-end and block-wise at equal compute, each
 // in its own process (so peak memory is each run's own), side by side on the two cores unless
-// --sequential, then one table of the family's headline metric, memory and time.
+// --sequential, then one table of the family's headline metric, memory and time. A signal to the
+// demo reaches its children (each saves a checkpoint); if the demo dies, they end with it.
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "families/family.h"
+#include "io/atomic_file.h"
 #include "io/config.h"
 #include "io/run_dir.h"
 #include "train/synthetic.h"
@@ -23,9 +28,18 @@ extern char** environ;
 namespace blocklab {
 namespace {
 
+// The children, for the signal handler, which forwards what the demo receives.
+volatile pid_t g_children[2] = {0, 0};
+volatile std::sig_atomic_t g_signal = 0;
+void forward_signal(int sig) {
+  g_signal = sig;
+  for (pid_t pid : g_children)
+    if (pid > 0) ::kill(pid, sig);
+}
+
 pid_t spawn_train(const std::string& config, const std::string& mode, const std::string& out) {
   std::vector<std::string> args = {"blocklab", "train", config, "--set", "model.mode=" + mode, "--out", out,
-                                   "--plain-progress", "--tag", mode};
+                                   "--plain-progress", "--tag", mode, "--parent-pid", std::to_string(::getpid())};
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);
@@ -35,33 +49,58 @@ pid_t spawn_train(const std::string& config, const std::string& mode, const std:
   return pid;
 }
 
-void wait_ok(pid_t pid, const std::string& mode) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    throw UserError(fmt::format("demo: the {} run failed (see its messages above)", mode));
+// Waits for the children (in spawn order); false if a signal stopped the demo.
+bool wait_all(const std::vector<pid_t>& pids, const std::vector<std::string>& modes) {
+  std::string failed;
+  for (size_t i = 0; i < pids.size(); ++i) {
+    int status = 0;
+    while (::waitpid(pids[i], &status, 0) < 0 && errno == EINTR) {
+    }
+    g_children[i] = 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed += (failed.empty() ? "" : " and ") + modes[i];
+  }
+  if (g_signal) return false;
+  if (!failed.empty()) throw UserError(fmt::format("demo: the {} run failed (see its messages above)", failed));
+  return true;
 }
 
 }  // namespace
 
 int cmd_demo(const DemoArgs& a) {
-  std::filesystem::create_directories(a.out);
   const Config cfg = Config::load("", a.overrides);  // the built-in default recipe (the shipped configs restate it)
   RunDir dir(a.out);
+  const auto lock = dir.lock();  // one demo per directory
+  if (dir.has("demo-config.toml") && read_file(dir.file("demo-config.toml")) != cfg.to_toml() && !a.force)
+    throw UserError(fmt::format("{}: holds a demo that ran with other settings (see its demo-config.toml); pass --force "
+                                "to replace it, or choose another --out",
+                                a.out));
+  // A fresh demo each time: nothing of an earlier one survives to be mixed with the new files.
+  for (const auto& mode : {"e2e", "blocks"}) std::filesystem::remove_all(std::filesystem::path(a.out) / mode);
   dir.write_text("demo-config.toml", cfg.to_toml());
-  for (const auto& mode : {"e2e", "blocks"})
-    std::filesystem::remove(std::filesystem::path(a.out) / mode / "checkpoint.safetensors");  // a fresh demo each time
 
   fmt::print(stderr, "demo: training end-to-end and blocks (B={}) at equal compute, {} in {}\n", cfg.model.blocks,
              a.sequential ? "one after the other" : "side by side", a.out);
   const std::string config = dir.file("demo-config.toml");
-  std::vector<std::string> modes = {"e2e", "blocks"};
+  const std::vector<std::string> modes = {"e2e", "blocks"};
+  g_signal = 0;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, forward_signal);
+  bool finished = true;
   if (a.sequential) {
-    for (const auto& m : modes) wait_ok(spawn_train(config, m, dir.file(m)), m);
+    for (size_t i = 0; i < modes.size() && finished; ++i) {
+      g_children[0] = spawn_train(config, modes[i], dir.file(modes[i]));
+      finished = wait_all({g_children[0]}, {modes[i]});
+    }
   } else {
     std::vector<pid_t> pids;
-    for (const auto& m : modes) pids.push_back(spawn_train(config, m, dir.file(m)));
-    for (size_t i = 0; i < modes.size(); ++i) wait_ok(pids[i], modes[i]);
+    for (size_t i = 0; i < modes.size(); ++i) {
+      pids.push_back(spawn_train(config, modes[i], dir.file(modes[i])));
+      g_children[i] = pids.back();
+    }
+    finished = wait_all(pids, modes);
+  }
+  if (!finished) {
+    fmt::print(stderr, "demo: {}; the runs saved checkpoints in {}/e2e and {}/blocks\n", strsignal(g_signal), a.out, a.out);
+    return 128 + g_signal;
   }
 
   // Step times side by side would mislead (the two vCPUs share one core and slow each other

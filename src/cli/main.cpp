@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   t->add_flag("--plain-progress", train.plain, "periodic progress lines instead of a bar");
   t->add_option("--tag", train.tag, "prefix of progress lines")->group("");
   t->add_option("--stop-after", train.stop_after, "stop with a checkpoint after N steps")->group("");
+  t->add_option("--parent-pid", train.parent_pid, "end (with a checkpoint) when this process ends")->group("");
   t->footer("Config keys (section.key, default, meaning):\n" + Config::describe());
 
   std::string run_dir;
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
   d->add_option("--out", demo.out, "output directory (default runs/demo)");
   d->add_option("--set", demo.overrides, "override a key of the default recipe (repeatable)");
   d->add_flag("--sequential", demo.sequential, "run the two trainings one after the other, not side by side");
+  d->add_flag("--force", demo.force, "replace a demo in --out that ran with other settings");
 
   auto* bench = app.add_subcommand("bench", "benchmarks");
   bench->require_subcommand(1);
@@ -84,8 +86,14 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::CallForAllHelp& help) {
+    return app.exit(help);
   } catch (const CLI::ParseError& err) {
-    return app.exit(err);
+    // A usage error is a user error: one line, exit 1 (README), not CLI11's own codes.
+    fmt::print(stderr, "error: {} (see `blocklab --help`)\n", err.what());
+    return 1;
   }
   try {
     if (*t) return cmd_train(train);

@@ -1,4 +1,8 @@
 // `blocklab train` and `blocklab eval`.
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -15,6 +19,11 @@
 namespace blocklab {
 
 int cmd_train(const TrainArgs& a) {
+  if (a.parent_pid > 0) {
+    // Started by demo: SIGTERM (checkpoint, exit) when the parent dies, even by SIGKILL.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != pid_t(a.parent_pid)) return 128 + SIGTERM;  // it died before prctl took effect
+  }
   const Config cfg = Config::load(a.config, a.overrides);
   TrainOptions opts;
   opts.out_dir = !a.out.empty() ? a.out
@@ -31,21 +40,27 @@ int cmd_train(const TrainArgs& a) {
              to_string(cfg.model.family), to_string(cfg.model.mode), cfg.model.layers, cfg.model.blocks,
              cfg.model.hidden, cfg.train.threads, blas_core(), opts.out_dir);
   const auto summary = train(cfg, opts);
-  // Interrupted (Ctrl-C) with a checkpoint saved: the conventional exit status of SIGINT.
-  const bool interrupted = summary.contains("stopped_at") && a.stop_after < 0;
-  return interrupted ? 130 : 0;
+  // Stopped by a signal with a checkpoint saved: the conventional exit status, 128 + signal.
+  return summary.contains("signal") ? 128 + summary["signal"].get<int>() : 0;
 }
 
 int cmd_eval(const std::string& run_dir, const std::vector<std::string>& overrides) {
   RunDir run(run_dir, /*create=*/false);
-  const Config cfg = Config::load(run.file("config.toml"), overrides);
+  const Config cfg = Config::load_for_evaluation(run.file("config.toml"), overrides);
   set_threads(cfg.train.threads);
   const torch::Device device(resolve_device(cfg.train.device));
   if (!run.has("model.safetensors"))
     throw UserError(fmt::format("{}: no model.safetensors (is the run finished?)", run_dir));
+  std::map<std::string, std::string> meta;
+  const auto weights = load_safetensors(run.file("model.safetensors"), &meta);
+  const auto run_config = Config::load(run.file("config.toml"), {}).to_toml();
+  if (meta["config"] != run_config)
+    throw UserError(fmt::format("{}: weights of another run ({}); {}/config.toml is {}", run.file("model.safetensors"),
+                                meta["config"].empty() ? std::string("no config recorded") : describe_weights(meta["config"]),
+                                run_dir, describe_weights(run_config)));
   const auto data = load_dataset(cfg);
   auto family = make_family(cfg, data, device);
-  load_weights(family->model(), load_safetensors(run.file("model.safetensors")), run.file("model.safetensors"));
+  load_weights(family->model(), weights, run.file("model.safetensors"));
   const auto evaluation = family->evaluate(*data, Split::Test, uint64_t(cfg.train.seed));
   run.write_json("eval.json", evaluation.to_json());
   fmt::print("{}", evaluation.report());

@@ -46,6 +46,7 @@ struct Field {
   std::function<void(const Config&, toml::table&)> emit;
   std::function<std::string(const Config&)> show;
   std::optional<FamilyKind> family;
+  bool evaluation = false;  // may change at `blocklab eval` (the sampler, the test data, the machine)
   std::string section() const { return key.substr(0, key.find('.')); }
 };
 
@@ -147,6 +148,11 @@ Field of_family(Field f, FamilyKind family) {
   return f;
 }
 
+Field at_evaluation(Field f) {
+  f.evaluation = true;
+  return f;
+}
+
 #define BL_FIELD(T, key, member, ...) field<T>(key, [](Config& c) -> T& { return c.member; }, __VA_ARGS__)
 #define BL_CHOICE(key, member, help, names) \
   choice(key, [](Config& c) -> auto& { return c.member; }, help, names)
@@ -174,8 +180,8 @@ const std::vector<Field>& fields() {
                 kWeightings),
       BL_CHOICE("diffusion.sigma_sampling", diffusion.sigma_sampling,
                 "sigma within a block's range: lognormal (paper) or log_uniform", kWithinRange),
-      BL_FIELD(int, "diffusion.inference_steps", diffusion.inference_steps,
-               "denoising steps at inference (0: one per block)", between(0, 100000)),
+      at_evaluation(BL_FIELD(int, "diffusion.inference_steps", diffusion.inference_steps,
+                             "denoising steps at inference (0: one per block)", between(0, 1000))),
       BL_FIELD(double, "train.epochs", train.epochs, "epochs of updates (per block in blocks mode)",
                between(1e-9, 1e6)),
       BL_FIELD(int, "train.batch_size", train.batch_size, "examples per step", between(1, 1 << 20)),
@@ -190,14 +196,16 @@ const std::vector<Field>& fields() {
       BL_FIELD(int64_t, "train.seed", train.seed, "seed of data order, init and noise", at_least<int64_t>(0)),
       BL_FIELD(int, "train.log_every", train.log_every, "steps between metrics lines", at_least(1)),
       BL_FIELD(int, "train.checkpoint_every", train.checkpoint_every, "steps between checkpoints", at_least(1)),
-      BL_FIELD(int, "train.threads", train.threads, "intra-op CPU threads", between(1, 256)),
-      BL_FIELD(std::string, "train.device", train.device, "cpu or cuda",
-               Check<std::string>([](const std::string& v) {
-                 return v == "cpu" || v == "cuda" ? "" : fmt::format("must be \"cpu\" or \"cuda\", got \"{}\"", v);
-               })),
-      BL_FIELD(std::string, "data.dir", data.dir, "folder with the data files (IDX images for the classifier)"),
+      at_evaluation(BL_FIELD(int, "train.threads", train.threads, "intra-op CPU threads", between(1, 256))),
+      at_evaluation(BL_FIELD(std::string, "train.device", train.device, "cpu or cuda",
+                             Check<std::string>([](const std::string& v) {
+                               return v == "cpu" || v == "cuda" ? ""
+                                                                : fmt::format("must be \"cpu\" or \"cuda\", got \"{}\"", v);
+                             }))),
+      at_evaluation(BL_FIELD(std::string, "data.dir", data.dir, "folder with the data files (IDX images for the classifier)")),
       BL_FIELD(int, "data.train_limit", data.train_limit, "use the first N training examples (0: all)", at_least(0)),
-      BL_FIELD(int, "data.test_limit", data.test_limit, "evaluate on the first N test examples (0: all)", at_least(0)),
+      at_evaluation(BL_FIELD(int, "data.test_limit", data.test_limit, "evaluate on the first N test examples (0: all)",
+                             at_least(0))),
       of_family(BL_FIELD(int, "classifier.patch", classifier.patch, "patch size in pixels (must divide the image sides)",
                          between(1, 4096)),
                 FamilyKind::Classifier),
@@ -209,10 +217,10 @@ const std::vector<Field>& fields() {
       of_family(BL_FIELD(double, "classifier.label_smoothing", classifier.label_smoothing,
                          "cross-entropy label smoothing", between(0.0, 0.99)),
                 FamilyKind::Classifier),
-      of_family(BL_FIELD(double, "classifier.inference_temperature", classifier.inference_temperature,
-                         "softmax temperature of the embedding passed between steps (1: E[y|z]; 0: argmax)",
-                         between(0.0, 1e6)),
-                FamilyKind::Classifier),
+      at_evaluation(of_family(BL_FIELD(double, "classifier.inference_temperature", classifier.inference_temperature,
+                                       "softmax temperature of the embedding passed between steps (1: E[y|z]; 0: argmax)",
+                                       between(0.0, 1e6)),
+                              FamilyKind::Classifier)),
   };
   return table;
 }
@@ -276,6 +284,20 @@ void Config::set(const std::string& assignment) {
     parsed = toml::table{{"v", value}};  // a bare word: take it as a string
   }
   assign(*this, key, *parsed.get("v"), "--set");
+}
+
+Config Config::load_for_evaluation(const std::string& path, const std::vector<std::string>& overrides) {
+  std::string allowed;
+  for (const auto& f : fields())
+    if (f.evaluation) allowed += (allowed.empty() ? "" : ", ") + f.key;
+  for (const auto& s : overrides) {
+    const auto key = s.substr(0, s.find('='));
+    const Field* f = find_field(key);
+    if (f && !f->evaluation)
+      throw UserError(fmt::format("--set {}: {} defines the trained weights and cannot change at evaluation (these can: {})",
+                                  s, key, allowed));
+  }
+  return load(path, overrides);
 }
 
 void Config::validate() const {

@@ -89,6 +89,9 @@ struct Config {
   /// The one way commands get a config: a file (or the built-in defaults when `path` is empty),
   /// then `--set` overrides in order, then validate().
   static Config load(const std::string& path, const std::vector<std::string>& overrides);
+  /// load() for `blocklab eval`: overrides may change only what evaluation reads (the sampler, the
+  /// test data, threads, device), never what defines the weights. UserError naming the key.
+  static Config load_for_evaluation(const std::string& path, const std::vector<std::string>& overrides);
   /// Applies `section.key=value` (value in TOML syntax; bare words are strings).
   void set(const std::string& assignment);
   /// Cross-field checks (B divides L, heads divide hidden, a family's keys only with that family,

@@ -1,5 +1,12 @@
 #include "io/run_dir.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -33,6 +40,37 @@ nlohmann::json RunDir::read_json(const std::string& name) const {
   } catch (const nlohmann::json::exception& e) {
     throw UserError(fmt::format("{}: not valid JSON ({})", file(name), e.what()));
   }
+}
+
+std::shared_ptr<void> RunDir::lock() const {
+  const auto path = file(".lock");
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw UserError(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    const auto n = ::pread(fd, pid, sizeof(pid) - 1, 0);
+    ::close(fd);
+    throw UserError(fmt::format("{}: another blocklab process (pid {}) is training in this run directory", root_,
+                                n > 0 ? std::string(pid, size_t(n)) : std::string("unknown")));
+  }
+  const auto me = std::to_string(::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != ssize_t(me.size())) {
+    ::close(fd);
+    throw UserError(fmt::format("{}: cannot write: {}", path, std::strerror(errno)));
+  }
+  // Holding the lock, no live process of ours writes here: a temporary whose writer is gone is a
+  // leftover of a crash (kill -9 during an atomic write).
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(root_, ec)) {
+    const auto name = entry.path().filename().string();
+    const auto at = name.rfind(".tmp.");
+    if (at == std::string::npos) continue;
+    const auto pid_text = name.substr(at + 5);
+    if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+    const long pid = std::strtol(pid_text.c_str(), nullptr, 10);
+    if (pid != ::getpid() && ::kill(pid_t(pid), 0) != 0 && errno == ESRCH) fs::remove(entry.path(), ec);
+  }
+  return std::shared_ptr<void>(nullptr, [fd](void*) { ::close(fd); });
 }
 
 void RunDir::append_metrics(const nlohmann::json& line) const {

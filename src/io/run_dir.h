@@ -4,7 +4,9 @@
 //   checkpoint.safetensors  model + optimizer + step (for --resume)
 //   model.safetensors  final weights (loads with Python's safetensors)
 //   summary.json       results of the run
+//   .lock              held (flock) by the process training in the directory
 #pragma once
+#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -27,6 +29,11 @@ class RunDir {
   void truncate_metrics(int64_t step) const;
 
   const std::string& root() const { return root_; }
+
+  /// Takes the directory's advisory lock for the life of the returned handle (the kernel drops it
+  /// when the process dies), then removes temporaries that dead processes left (`*.tmp.<pid>`).
+  /// UserError naming the holder's pid if another process trains here.
+  std::shared_ptr<void> lock() const;
 
  private:
   std::string root_;

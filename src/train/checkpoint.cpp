@@ -1,6 +1,7 @@
 #include "train/checkpoint.h"
 
 #include <fmt/format.h>
+#include <toml++/toml.h>
 
 #include "util/error.h"
 
@@ -38,14 +39,32 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model, co
                    {{"step", std::to_string(state.step)},
                     {"train_seconds", nlohmann::json(state.train_seconds).dump()},
                     {"window", state.window.dump()},
+                    {"config", state.config},
                     {"format", "blocklab-checkpoint-2"}});
 }
 
-CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW& opt) {
+std::string describe_weights(const std::string& config_toml) {
+  try {
+    const auto t = toml::parse(config_toml);
+    return fmt::format("{} mode, B={}, L={}, d={}, seed {}", t["model"]["mode"].value_or(std::string("?")),
+                       t["model"]["blocks"].value_or(int64_t(0)), t["model"]["layers"].value_or(int64_t(0)),
+                       t["model"]["hidden"].value_or(int64_t(0)), t["train"]["seed"].value_or(int64_t(0)));
+  } catch (const toml::parse_error&) {
+    return "an unreadable config";
+  }
+}
+
+CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW& opt,
+                                const std::string& expected_config) {
   std::map<std::string, std::string> meta;
   auto all = load_safetensors(path, &meta);
   if (!meta.count("step")) throw UserError(fmt::format("{}: not a blocklab checkpoint (no step)", path));
+  if (!expected_config.empty() && meta["config"] != expected_config)
+    throw UserError(fmt::format("{}: a checkpoint of another run ({}); this run is {}", path,
+                                meta["config"].empty() ? std::string("no config recorded") : describe_weights(meta["config"]),
+                                describe_weights(expected_config)));
   CheckpointState state;
+  state.config = meta["config"];
   try {
     size_t used = 0;
     state.step = std::stoll(meta.at("step"), &used);

@@ -18,6 +18,7 @@ struct CheckpointState {
   int64_t step = 0;           // steps taken
   double train_seconds = 0;   // training wall time up to `step`, over all invocations
   nlohmann::json window;      // the trainer's metric accumulators since the last logged line
+  std::string config;         // the run's resolved config (TOML): what the weights belong to
 };
 
 /// Parameters (and buffers) by their addresses, `shared.head.weight`, `blocks.0.layers.1...`.
@@ -27,7 +28,12 @@ void load_weights(torch::nn::Module& model, const TensorMap& weights, const std:
 
 void save_checkpoint(const std::string& path, const torch::nn::Module& model, const AdamW& opt,
                      const CheckpointState& state);
-/// Restores model and optimizer; UserError naming the file on anything missing or malformed.
-CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW& opt);
+/// Restores model and optimizer. UserError naming the file on anything missing or malformed, and,
+/// when `expected_config` is given, on a checkpoint of another run (nothing is loaded then).
+CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW& opt,
+                                const std::string& expected_config = "");
+
+/// "mode e2e, B=3, L=6, seed 0": what a resolved config's weights are, for messages.
+std::string describe_weights(const std::string& config_toml);
 
 }  // namespace blocklab

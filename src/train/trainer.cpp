@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -21,8 +22,11 @@ namespace blocklab {
 
 namespace {
 
-volatile std::sig_atomic_t g_interrupted = 0;
-void on_interrupt(int) { g_interrupted = 1; }
+// The signals that end a run politely: Ctrl-C, and what `timeout`, batch schedulers, `docker
+// stop` and Kubernetes send (SIGTERM), or a closed terminal (SIGHUP). Each saves a checkpoint.
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
+volatile std::sig_atomic_t g_signal = 0;
+void on_signal(int sig) { g_signal = sig; }
 
 // Losses since the last metrics line, one accumulator per block (one in end-to-end mode): block
 // losses are weighted differently and must not be averaged together.
@@ -68,6 +72,7 @@ class Trainer {
         window_(cfg.blocks_mode() ? cfg.model.blocks : 1) {}
 
   nlohmann::json run() {
+    const auto lock = run_.lock();  // one trainer per run directory; held until run() returns
     CheckpointState state;
     if (opts_.resume) {
       if (!run_.has("checkpoint.safetensors"))
@@ -77,7 +82,10 @@ class Trainer {
         throw UserError(fmt::format("{}: --resume with a config that differs from the run's config.toml; "
                                     "resume with `blocklab train {}/config.toml --out {} --resume`",
                                     run_.root(), run_.root(), run_.root()));
-      state = load_checkpoint(run_.file("checkpoint.safetensors"), family_->model(), opt_);
+      state = load_checkpoint(run_.file("checkpoint.safetensors"), family_->model(), opt_, cfg_.to_toml());
+      if (state.step > total_)
+        throw UserError(fmt::format("{}: checkpoint at step {}, beyond this run's {} steps",
+                                    run_.file("checkpoint.safetensors"), state.step, total_));
       window_.load(state.window, run_.file("checkpoint.safetensors"));
       run_.truncate_metrics(state.step);
       fmt::print(stderr, "{}: resuming from step {} of {}\n", opts_.tag, state.step, total_);
@@ -86,7 +94,8 @@ class Trainer {
     }
     run_.write_text("config.toml", cfg_.to_toml());
     const double seconds = fit(state);
-    if (g_interrupted || (opts_.stop_after >= 0 && step_ < total_)) return {{"stopped_at", step_}};
+    if (g_signal) return {{"stopped_at", step_}, {"signal", int(g_signal)}};
+    if (opts_.stop_after >= 0 && step_ < total_) return {{"stopped_at", step_}};
     save_safetensors(run_.file("model.safetensors"), named_tensors(family_->model()),
                      {{"config", cfg_.to_toml()}, {"format", "blocklab-model-1"}});
     return summarize(seconds);
@@ -95,13 +104,15 @@ class Trainer {
  private:
   // Runs steps [state.step, total); returns training seconds (this invocation's plus earlier ones').
   double fit(const CheckpointState& state) {
-    auto previous = std::signal(SIGINT, on_interrupt);
+    g_signal = 0;
+    std::vector<void (*)(int)> previous;
+    for (int sig : kStopSignals) previous.push_back(std::signal(sig, on_signal));
     Progress progress(total_, opts_.tag, state.step, opts_.plain_progress);
     const auto t0 = std::chrono::steady_clock::now();
     auto elapsed = [&] {
       return state.train_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
-    for (step_ = state.step; step_ < total_ && !g_interrupted;) {
+    for (step_ = state.step; step_ < total_ && !g_signal;) {
       const auto s = guarded_step(step_);
       ++step_;
       window_.add(std::max(s.block, 0), s.loss, s.plain);
@@ -111,12 +122,13 @@ class Trainer {
         if (step_ == opts_.stop_after) break;
       }
     }
-    std::signal(SIGINT, previous);
-    if (g_interrupted) {
+    if (g_signal) {
       checkpoint(elapsed());
-      fmt::print(stderr, "\n{}: interrupted at step {}; checkpoint saved, continue with --resume\n", opts_.tag, step_);
-      return elapsed();
+      fmt::print(stderr, "\n{}: {} at step {}; checkpoint saved, continue with --resume\n", opts_.tag,
+                 strsignal(g_signal), step_);
     }
+    for (size_t i = 0; i < previous.size(); ++i) std::signal(kStopSignals[i], previous[i]);
+    if (g_signal) return elapsed();
     progress.finish();
     return elapsed();
   }
@@ -150,7 +162,8 @@ class Trainer {
   }
 
   void checkpoint(double seconds) {
-    save_checkpoint(run_.file("checkpoint.safetensors"), family_->model(), opt_, {step_, seconds, window_.to_json()});
+    save_checkpoint(run_.file("checkpoint.safetensors"), family_->model(), opt_,
+                    {step_, seconds, window_.to_json(), cfg_.to_toml()});
   }
 
   nlohmann::json summarize(double train_seconds) {

@@ -16,8 +16,10 @@ struct TrainOptions {
   int64_t stop_after = -1;     // stop (with a checkpoint) after this many steps; for tests of resume
 };
 
-/// Trains, checkpoints, evaluates and writes summary.json; returns the summary.
-/// UserError on bad data or a diverging run (after which the last checkpoint is intact).
+/// Trains, checkpoints, evaluates and writes summary.json; returns the summary. Stopped early (by
+/// SIGINT, SIGTERM or SIGHUP, after a checkpoint, or by stop_after) it returns {"stopped_at": step}
+/// and, for a signal, {"signal": number}. UserError on bad data, a run directory another process
+/// trains in, or a diverging run (after which the last checkpoint is intact).
 nlohmann::json train(const Config& cfg, const TrainOptions& opts);
 
 }  // namespace blocklab
