@@ -131,6 +131,32 @@ TEST(Idx, GarbageAndWrongMagicNameTheFile) {
   EXPECT_TRUE(ThrowsUserError([&] { read_idx(zero, 3); }, {zero}));
 }
 
+TEST(Idx, CorruptGzipAndHugeHeadersAreRefusedBeforeAllocating) {
+  TempDir dir;
+  const auto full = test::idx_bytes({10, 28, 28}, counting(10 * 28 * 28));
+  const auto whole = dir.file("whole.gz");
+  test::write_gz(whole, full);
+  auto bytes = test::read_bytes(whole);
+  // Flip one bit of the stored CRC-32 (the gzip trailer's first 4 of its last 8 bytes): the data
+  // decompresses fine, only the integrity check can tell.
+  bytes[bytes.size() - 8] = char(bytes[bytes.size() - 8] ^ 1);
+  const auto crc = dir.file("crc.gz");
+  test::write_bytes(crc, bytes);
+  EXPECT_TRUE(ThrowsUserError([&] { read_idx(crc, 3); }, {crc, "corrupt"}));
+  // The stored length (ISIZE, the last 4 bytes) is checked too.
+  bytes = test::read_bytes(whole);
+  bytes[bytes.size() - 1] = char(bytes[bytes.size() - 1] ^ 1);
+  const auto len = dir.file("length.gz");
+  test::write_bytes(len, bytes);
+  EXPECT_TRUE(ThrowsUserError([&] { read_idx(len, 3); }, {len, "corrupt"}));
+  // Headers claiming 2^31 x 2^31 x 2^31 or 2^24 images of a small file: refused by size, naming the file.
+  for (const auto& dims : std::vector<std::vector<uint32_t>>{{1u << 31, 1u << 31, 1u << 31}, {1u << 24, 28, 28}}) {
+    const auto huge = dir.file("huge");
+    test::write_bytes(huge, test::idx_bytes(dims, counting(100)));
+    EXPECT_TRUE(ThrowsUserError([&] { read_idx(huge, 3); }, {huge, "truncated"}));
+  }
+}
+
 TEST(Idx, ImageLabelCountMismatchNamesBothFiles) {
   TempDir dir;
   test::write_idx(dir.file("train-images-idx3-ubyte.gz"), {10, 28, 28}, counting(10 * 28 * 28), true);
@@ -269,6 +295,18 @@ TEST(Safetensors, CorruptFilesThrowUserErrorNamingTheFile) {
   expect_bad("reversed-offsets", with_header(R"({"x":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", data));
   expect_bad("three-offsets", with_header(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8,8]}})", data));
   expect_bad("string-shape", with_header(R"({"x":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", data));
+  // Strictly the format: the tensors tile the data section from 0 to its end.
+  expect_bad("overlap", with_header(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                    R"("y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                                    std::string(12, '\0')));
+  expect_bad("gap", with_header(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                R"("y":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})",
+                                std::string(20, '\0')));
+  expect_bad("trailing", with_header(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", std::string(16, '\0')));
+  expect_bad("not-from-zero", with_header(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                                          std::string(16, '\0')));
+  EXPECT_NO_THROW(parse_safetensors(
+      with_header(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", std::string(8, '\0')), "exact"));
 }
 
 TEST(Safetensors, CorruptHeaderValuesThrowUserError) {

@@ -198,6 +198,15 @@ TEST(Checkpoint, MetadataIsValidatedAndAFailedResumeDestroysNothing) {
     EXPECT_EQ(test::read_bytes(dir.file("run/metrics.jsonl")), metrics) << "a refused resume changed metrics.jsonl";
     EXPECT_FALSE(fs::exists(dir.file("run/summary.json")));
   }
+  // Exactly the expected tensors: an unknown extra tensor of any kind is refused.
+  for (const char* extra : {"model.shared.unknown", "optim.shared.head.weight.momentum", "notes"}) {
+    test::write_bytes(checkpoint, original);
+    std::map<std::string, std::string> meta;
+    auto tensors = load_safetensors(checkpoint, &meta);
+    tensors[extra] = torch::zeros({1});
+    save_safetensors(checkpoint, tensors, meta);
+    EXPECT_TRUE(ThrowsUserError([&] { train(cfg, resume); }, {checkpoint, "unexpected"})) << extra;
+  }
   // A checkpoint of another run (another seed) is refused, naming both.
   test::write_bytes(checkpoint, original);
   Config other = cfg;

@@ -2,7 +2,9 @@
 
 #include <zlib.h>
 
+#include <cstring>
 #include <filesystem>
+#include <vector>
 #include <fmt/format.h>
 
 #include "util/error.h"
@@ -17,19 +19,24 @@ struct GzFile {
   }
 };
 
-// Reads exactly n bytes or reports how many were there.
-void read_exact(gzFile f, void* dst, size_t n, const std::string& path, const char* what) {
-  size_t got = 0;
-  auto* out = static_cast<char*>(dst);
-  while (got < n) {
-    const unsigned chunk = unsigned(std::min<size_t>(n - got, 1u << 30));
-    const int r = gzread(f, out + got, chunk);
-    if (r < 0) throw UserError(fmt::format("{}: cannot read {}: corrupt or not a gzip/IDX file", path, what));
+// The whole decompressed stream (a plain file passes through unchanged). Reading to the end makes
+// zlib check every gzip member's CRC-32 and length: a corrupt file fails here, not later as pixels.
+std::string read_stream(const std::string& path) {
+  GzFile gz{gzopen(path.c_str(), "rb")};
+  if (!gz.f) throw UserError(fmt::format("{}: cannot open file", path));
+  std::string out;
+  std::vector<char> chunk(size_t(1) << 20);
+  for (;;) {
+    const int r = gzread(gz.f, chunk.data(), unsigned(chunk.size()));
+    if (r < 0) {
+      int code = 0;
+      const char* why = gzerror(gz.f, &code);
+      throw UserError(fmt::format("{}: corrupt file ({})", path, why && *why ? why : "read error"));
+    }
     if (r == 0) break;
-    got += size_t(r);
+    out.append(chunk.data(), size_t(r));
   }
-  if (got != n)
-    throw UserError(fmt::format("{}: truncated {} (expected {} bytes, found {})", path, what, n, got));
+  return out;
 }
 
 uint32_t big_endian(const unsigned char* b) {
@@ -47,28 +54,33 @@ std::string find_file(const std::string& dir, const std::string& name) {
 }  // namespace
 
 torch::Tensor read_idx(const std::string& path, int expected_dims) {
-  GzFile gz{gzopen(path.c_str(), "rb")};
-  if (!gz.f) throw UserError(fmt::format("{}: cannot open file", path));
-  unsigned char magic[4];
-  read_exact(gz.f, magic, 4, path, "header");
+  const std::string bytes = read_stream(path);
+  const size_t header = 4 + 4 * size_t(expected_dims);
+  if (bytes.size() < header)
+    throw UserError(fmt::format("{}: truncated header ({} bytes, expected {})", path, bytes.size(), header));
+  const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
   // Magic: two zero bytes, type code 0x08 (unsigned byte), number of dimensions.
-  if (magic[0] != 0 || magic[1] != 0 || magic[2] != 0x08 || magic[3] != expected_dims)
+  if (b[0] != 0 || b[1] != 0 || b[2] != 0x08 || b[3] != expected_dims)
     throw UserError(fmt::format("{}: bad magic number 0x{:08x} (expected 0x{:08x}: IDX, unsigned bytes, {} dims)",
-                                path, big_endian(magic), 0x800u + unsigned(expected_dims), expected_dims));
-  std::vector<int64_t> shape(expected_dims);
-  int64_t total = 1;
-  for (auto& s : shape) {
-    unsigned char dim[4];
-    read_exact(gz.f, dim, 4, path, "header");
-    s = big_endian(dim);
-    if (s <= 0 || s > (int64_t(1) << 31)) throw UserError(fmt::format("{}: implausible dimension {}", path, s));
-    total *= s;
+                                path, big_endian(b), 0x800u + unsigned(expected_dims), expected_dims));
+  // The header's sizes are checked against the bytes present, with overflow checks, before any
+  // allocation: a header claiming 2^24 images in a small file is refused, not allocated.
+  std::vector<int64_t> shape(static_cast<size_t>(expected_dims));
+  const size_t data = bytes.size() - header;
+  size_t total = 1;
+  for (int i = 0; i < expected_dims; ++i) {
+    const int64_t s = big_endian(b + 4 + 4 * i);
+    if (s <= 0) throw UserError(fmt::format("{}: dimension {} is 0", path, i));
+    if (total > data / size_t(s))
+      throw UserError(fmt::format("{}: truncated: the header claims more than the {} bytes after it", path, data));
+    total *= size_t(s);
+    shape[size_t(i)] = s;
   }
+  if (total != data)
+    throw UserError(fmt::format("{}: header claims {} bytes of data, the file holds {}{}", path, total, data,
+                                total < data ? ": trailing bytes, not a well-formed IDX file" : " (truncated)"));
   auto t = torch::empty(shape, torch::kUInt8);
-  read_exact(gz.f, t.data_ptr<uint8_t>(), size_t(total), path, "data");
-  unsigned char extra;
-  if (gzread(gz.f, &extra, 1) > 0)
-    throw UserError(fmt::format("{}: trailing bytes after {} items: not a well-formed IDX file", path, shape[0]));
+  std::memcpy(t.data_ptr<uint8_t>(), b + header, total);
   return t;
 }
 

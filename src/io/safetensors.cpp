@@ -1,5 +1,6 @@
 #include "io/safetensors.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -71,6 +72,7 @@ TensorMap parse_safetensors(const std::string& bytes, const std::string& name,
   }
   const size_t data_start = 8 + n, data_size = bytes.size() - data_start;
   TensorMap out;
+  std::vector<std::pair<size_t, size_t>> spans;  // every tensor's [begin, end) in the data section
   for (const auto& [key, info] : header.items()) {
     try {
       if (key == "__metadata__") {
@@ -91,6 +93,7 @@ TensorMap parse_safetensors(const std::string& bytes, const std::string& name,
       }
       if (offsets.size() != 2 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != nbytes || offsets[1] > data_size)
         throw bad(fmt::format("tensor {}: data offsets do not match its shape or the file size", key));
+      spans.emplace_back(offsets[0], offsets[1]);
       auto t = torch::empty(shape, torch::TensorOptions().dtype(it->first));
       std::memcpy(t.data_ptr(), bytes.data() + data_start + offsets[0], nbytes);
       out.emplace(key, t);
@@ -98,6 +101,14 @@ TensorMap parse_safetensors(const std::string& bytes, const std::string& name,
       throw bad(fmt::format("tensor {}: {}", key, e.what()));
     }
   }
+  // The format leaves no holes and no overlaps: the tensors tile the data section from 0 to the end.
+  std::sort(spans.begin(), spans.end());
+  size_t end = 0;
+  for (const auto& [b, e] : spans) {
+    if (b != end) throw bad(b < end ? "tensors overlap" : "a gap between tensors");
+    end = e;
+  }
+  if (end != data_size) throw bad(fmt::format("{} bytes after the last tensor", data_size - end));
   return out;
 }
 

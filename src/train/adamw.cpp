@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -71,6 +72,11 @@ TensorMap AdamW::state_dict() const {
 }
 
 void AdamW::load_state_dict(const TensorMap& state, const std::string& source) {
+  std::set<std::string> known;
+  for (const auto& [name, p] : params_)
+    for (const char* leaf : {".exp_avg", ".exp_avg_sq", ".step"}) known.insert(name + leaf);
+  for (const auto& [key, t] : state)
+    if (!known.count(key)) throw UserError(fmt::format("{}: unexpected optimizer state {}", source, key));
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto& [name, p] = params_[i];
     auto it = state.find(name + ".step");

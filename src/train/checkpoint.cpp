@@ -78,6 +78,7 @@ CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& mode
   for (auto& [name, t] : all) {
     if (name.rfind("model.", 0) == 0) weights[name.substr(6)] = t;
     else if (name.rfind("optim.", 0) == 0) optim[name.substr(6)] = t;
+    else throw UserError(fmt::format("{}: unexpected tensor {} (neither model. nor optim.)", path, name));
   }
   load_weights(model, weights, path);
   opt.load_state_dict(optim, path);
