@@ -154,6 +154,16 @@ TEST(Data, ImageSizeChannelsAndClassesComeFromTheData) {
   EXPECT_EQ(task.vit()->forward(batch.x).sizes(), (std::vector<int64_t>{4, 4}));
 }
 
+TEST(Data, AModelTooLargeForTheMachineIsRefusedBeforeAllocating) {
+  Config cfg = test::tiny_config("blocks", "");
+  cfg.model.layers = 1023;
+  cfg.model.blocks = 1;
+  cfg.model.hidden = 65536;
+  cfg.model.heads = 1;
+  EXPECT_TRUE(ThrowsUserError([&] { DenoisingClassifier(cfg, test::fashion_shape(), torch::kCPU); },
+                              {"model.layers = 1023", "model.hidden = 65536", "GiB"}));
+}
+
 TEST(SyntheticTraining, TrainsAtTheConfiguredLearningRate) {
   Config cfg = test::tiny_config("blocks", "");
   cfg.train.lr = 2e-3;

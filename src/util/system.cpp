@@ -1,6 +1,7 @@
 #include "util/system.h"
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <torch/torch.h>
 
@@ -20,6 +21,8 @@ void set_threads(int threads) {
   using SetThreads = void (*)(int);
   if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(threads);
 }
+
+int64_t physical_memory_bytes() { return int64_t(::sysconf(_SC_PHYS_PAGES)) * int64_t(::sysconf(_SC_PAGESIZE)); }
 
 std::string resolve_device(const std::string& requested) {
   if (requested == "cpu") return "cpu";

@@ -1,5 +1,6 @@
 // Facts about the machine a run is on, recorded in every summary.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace blocklab {
@@ -8,6 +9,8 @@ namespace blocklab {
 std::string blas_core();
 /// Applies the thread count (intra-op and, when loaded, OpenBLAS).
 void set_threads(int threads);
+/// Physical memory of this machine, bytes.
+int64_t physical_memory_bytes();
 /// "cpu" or "cuda:N", validated: UserError if CUDA is asked for and not available.
 std::string resolve_device(const std::string& requested);
 

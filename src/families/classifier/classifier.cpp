@@ -7,6 +7,7 @@
 
 #include "schedule/precond.h"
 #include "util/error.h"
+#include "util/system.h"
 
 namespace blocklab {
 
@@ -29,6 +30,15 @@ ViTOptions vit_options(const Config& cfg, const DataShape& shape) {
   o.cond_dim = cfg.model.cond_dim;
   o.classes = shape.classes;
   o.label_beside_cls = cfg.classifier.label_token == LabelToken::BesideCls;
+  // Refuse a model that cannot fit before allocating it: weights, gradients and AdamW's two
+  // moments are four fp32 copies of the parameters (the layers dominate: attention 4d^2, MLP
+  // 2 r d^2, adaLN 6 d c per layer).
+  const double d = double(o.hidden), per_layer = 4 * d * d + 2 * double(o.mlp_ratio) * d * d + 6 * d * double(o.cond_dim);
+  const double bytes = 4.0 * 4.0 * per_layer * double(o.layers);
+  if (bytes > double(physical_memory_bytes()))
+    throw UserError(fmt::format("model.layers = {}, model.hidden = {}: about {:.0f} GiB of weights, gradients and AdamW "
+                                "state, more than this machine's {:.0f} GiB",
+                                o.layers, o.hidden, bytes / double(1 << 30), double(physical_memory_bytes()) / double(1 << 30)));
   return o;
 }
 
