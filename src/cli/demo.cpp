@@ -30,9 +30,9 @@ namespace {
 
 // The children, for the signal handler, which forwards what the demo receives.
 volatile pid_t g_children[2] = {0, 0};
-volatile std::sig_atomic_t g_signal = 0;
+volatile std::sig_atomic_t g_demo_signal = 0;
 void forward_signal(int sig) {
-  g_signal = sig;
+  g_demo_signal = sig;
   for (pid_t pid : g_children)
     if (pid > 0) ::kill(pid, sig);
 }
@@ -59,7 +59,7 @@ bool wait_all(const std::vector<pid_t>& pids, const std::vector<std::string>& mo
     g_children[i] = 0;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed += (failed.empty() ? "" : " and ") + modes[i];
   }
-  if (g_signal) return false;
+  if (g_demo_signal) return false;
   if (!failed.empty()) throw UserError(fmt::format("demo: the {} run failed (see its messages above)", failed));
   return true;
 }
@@ -82,7 +82,7 @@ int cmd_demo(const DemoArgs& a) {
              a.sequential ? "one after the other" : "side by side", a.out);
   const std::string config = dir.file("demo-config.toml");
   const std::vector<std::string> modes = {"e2e", "blocks"};
-  g_signal = 0;
+  g_demo_signal = 0;
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, forward_signal);
   bool finished = true;
   if (a.sequential) {
@@ -99,8 +99,8 @@ int cmd_demo(const DemoArgs& a) {
     finished = wait_all(pids, modes);
   }
   if (!finished) {
-    fmt::print(stderr, "demo: {}; the runs saved checkpoints in {}/e2e and {}/blocks\n", strsignal(g_signal), a.out, a.out);
-    return 128 + g_signal;
+    fmt::print(stderr, "demo: {}; the runs saved checkpoints in {}/e2e and {}/blocks\n", strsignal(g_demo_signal), a.out, a.out);
+    return 128 + g_demo_signal;
   }
 
   // Step times side by side would mislead (the two vCPUs share one core and slow each other
