@@ -83,7 +83,10 @@ TEST(Config, UnknownKeyIsNamed) {
   const auto top = write_config(dir, "t.toml", "lr = 0.1\n");
   EXPECT_TRUE(ThrowsUserError([&] { Config::from_file(top); }, {top, "lr"}));
   Config c;
-  EXPECT_TRUE(ThrowsUserError([&] { c.set("train.learning_rate=0.1"); }, {"train.learning_rate"}));
+  std::string msg;
+  EXPECT_TRUE(ThrowsUserError([&] { c.set("train.learning_rate=0.1"); }, {"train.learning_rate", "`blocklab train --help`"},
+                              &msg));
+  EXPECT_FALSE(Contains(msg, "--help-config")) << "points to an option that does not exist: " << msg;
   EXPECT_TRUE(ThrowsUserError([&] { c.set("lr=0.1"); }, {"lr"}));
 }
 

@@ -162,6 +162,10 @@ TEST(Data, AModelTooLargeForTheMachineIsRefusedBeforeAllocating) {
   cfg.model.heads = 1;
   EXPECT_TRUE(ThrowsUserError([&] { DenoisingClassifier(cfg, test::fashion_shape(), torch::kCPU); },
                               {"model.layers = 1023", "model.hidden = 65536", "GiB"}));
+  Config big_batch = test::tiny_config("blocks", "");
+  big_batch.train.batch_size = 1 << 20;
+  EXPECT_TRUE(ThrowsUserError([&] { DenoisingClassifier(big_batch, test::fashion_shape(), torch::kCPU); },
+                              {"train.batch_size = 1048576", "GiB"}));
 }
 
 TEST(SyntheticTraining, TrainsAtTheConfiguredLearningRate) {
