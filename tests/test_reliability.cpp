@@ -25,13 +25,6 @@ using test::run_cli;
 using test::TempDir;
 using test::ThrowsUserError;
 
-TrainOptions quiet(const std::string& dir) {
-  TrainOptions o;
-  o.out_dir = dir;
-  o.plain_progress = true;
-  return o;
-}
-
 // Starts `blocklab ARGS` in the background (stdout and stderr to `log`); returns its pid.
 pid_t start_cli(const std::string& args, const std::string& log) {
   const std::string cmd = "exec " + quote(test::blocklab_bin()) + " " + args + " >" + quote(log) + " 2>&1";
@@ -80,7 +73,7 @@ TEST(Signals, SigtermAndSighupCheckpointAndResumeEndsByteIdentical) {
   const Config cfg = slow_config();
   const auto cfg_path = dir.file("slow.toml");
   test::write_bytes(cfg_path, cfg.to_toml());
-  train(cfg, quiet(dir.file("full")));
+  train(cfg, test::train_options(dir.file("full")));
   for (int sig : {SIGTERM, SIGHUP}) {
     SCOPED_TRACE(strsignal(sig));
     const auto run = dir.file(std::string("run") + std::to_string(sig));
@@ -101,7 +94,7 @@ TEST(RunDirectory, OneTrainerAtATime) {
   const auto run = dir.file("run");
   const auto lock = RunDir(run).lock();
   std::string msg;
-  EXPECT_TRUE(ThrowsUserError([&] { train(slow_config(), quiet(run)); }, {run, std::to_string(::getpid())}, &msg));
+  EXPECT_TRUE(ThrowsUserError([&] { train(slow_config(), test::train_options(run)); }, {run, std::to_string(::getpid())}, &msg));
   EXPECT_FALSE(fs::exists(run + "/metrics.jsonl"));
   EXPECT_TRUE(ThrowsUserError([&] { RunDir(run).lock(); }, {"pid " + std::to_string(::getpid())}));
 }
@@ -181,14 +174,14 @@ TEST(Checkpoint, MetadataIsValidatedAndAFailedResumeDestroysNothing) {
   cfg.train.epochs = 1;
   cfg.train.log_every = 5;
   cfg.data.test_limit = 20;
-  auto opts = quiet(dir.file("run"));
+  auto opts = test::train_options(dir.file("run"));
   opts.stop_after = 7;
   train(cfg, opts);
   const auto checkpoint = dir.file("run/checkpoint.safetensors");
   const auto metrics = test::read_bytes(dir.file("run/metrics.jsonl"));
   ASSERT_FALSE(metrics.empty());
   const auto original = test::read_bytes(checkpoint);
-  auto resume = quiet(dir.file("run"));
+  auto resume = test::train_options(dir.file("run"));
   resume.resume = true;
   for (const auto& [step, needle] : std::vector<std::pair<std::string, std::string>>{
            {"100000", "beyond"}, {"-3", "metadata"}, {"seven", "metadata"}, {"7x", "metadata"}}) {
@@ -224,9 +217,9 @@ TEST(Eval, RefusesWeightsOfAnotherRunAndOverridesThatDefineTheWeights) {
   cfg.train.epochs = 1;
   cfg.data.train_limit = 64;
   cfg.data.test_limit = 20;
-  train(cfg, quiet(dir.file("blocks")));
+  train(cfg, test::train_options(dir.file("blocks")));
   cfg.set("model.mode=e2e");
-  train(cfg, quiet(dir.file("e2e")));
+  train(cfg, test::train_options(dir.file("e2e")));
   const auto run = dir.file("blocks");
   auto r = run_cli("eval " + quote(run) + " --set model.mode=e2e", dir);
   expect_one_line_error(r, {"model.mode", "cannot change at evaluation"}, true);

@@ -86,18 +86,10 @@ std::vector<nlohmann::json> check_finished_run(const std::string& dir, const nlo
   return metrics;
 }
 
-TrainOptions options(const std::string& dir, const std::string& tag) {
-  TrainOptions o;
-  o.out_dir = dir;
-  o.plain_progress = true;
-  o.tag = tag;
-  return o;
-}
-
 TEST(Training, EndToEndLearnsSyntheticData) {
   TempDir out;
   const Config cfg = test::tiny_config("e2e", test::synthetic_data_dir());
-  const auto summary = train(cfg, options(out.path(), "e2e-test"));
+  const auto summary = train(cfg, test::train_options(out.path(), "e2e-test"));
   EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.5) << summary.dump(2);  // chance: 0.1
   EXPECT_EQ(summary.at("mode"), "e2e");
   EXPECT_EQ(summary.at("steps").get<int64_t>(), 4 * (600 / 32));
@@ -119,7 +111,7 @@ void check_blocks_learn(const std::string& label_token) {
   cfg.set("classifier.label_token=" + label_token);
   // One run with the reference sampler (E[y|z] between steps), one with the default (argmax).
   cfg.classifier.inference_temperature = label_token == "as_cls" ? 1.0 : 0.0;
-  const auto summary = train(cfg, options(out.path(), "blocks-test"));
+  const auto summary = train(cfg, test::train_options(out.path(), "blocks-test"));
   EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.5) << summary.dump(2);
   // Any other temperature is also scored with the reference sampler, side by side.
   if (cfg.classifier.inference_temperature == 1.0)
@@ -150,9 +142,9 @@ TEST(Training, ResumedRunIsBitIdenticalToUninterruptedRun) {
   cfg.train.epochs = 1;  // 18 steps per block, 54 in all
   cfg.train.log_every = 5;
   cfg.data.test_limit = 100;
-  const auto summary_full = train(cfg, options(full.path(), "full"));
+  const auto summary_full = train(cfg, test::train_options(full.path(), "full"));
 
-  auto stop = options(split.path(), "first-part");
+  auto stop = test::train_options(split.path(), "first-part");
   stop.stop_after = 22;  // mid-epoch, mid-round and between two metrics lines
   const auto stopped = train(cfg, stop);
   EXPECT_EQ(stopped.at("stopped_at").get<int64_t>(), 22);
@@ -165,7 +157,7 @@ TEST(Training, ResumedRunIsBitIdenticalToUninterruptedRun) {
   EXPECT_GT(std::stod(meta.at("train_seconds")), 0.0);  // the clock lives in the checkpoint, one file
   EXPECT_FALSE(fs::exists(split.file("train_seconds.json")));
 
-  auto resume = options(split.path(), "second-part");
+  auto resume = test::train_options(split.path(), "second-part");
   resume.resume = true;
   const auto summary_split = train(cfg, resume);
 
@@ -198,12 +190,12 @@ TEST(Training, ResumedRunIsBitIdenticalToUninterruptedRun) {
 TEST(Training, ResumeWithAnotherConfigIsRefused) {
   TempDir out;
   Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
-  auto opts = options(out.file("run"), "first-part");
+  auto opts = test::train_options(out.file("run"), "first-part");
   opts.stop_after = 6;
   train(cfg, opts);
   const auto checkpoint = test::read_bytes(out.file("run/checkpoint.safetensors"));
   cfg.train.lr *= 2;  // not the run's config any more
-  auto resume = options(out.file("run"), "second-part");
+  auto resume = test::train_options(out.file("run"), "second-part");
   resume.resume = true;
   EXPECT_TRUE(ThrowsUserError([&] { train(cfg, resume); }, {out.file("run"), "config.toml"}));
   EXPECT_EQ(test::read_bytes(out.file("run/checkpoint.safetensors")), checkpoint);
@@ -212,7 +204,7 @@ TEST(Training, ResumeWithAnotherConfigIsRefused) {
 TEST(Training, ResumeWithoutCheckpointNamesTheDirectory) {
   TempDir out;
   const Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
-  auto o = options(out.path(), "resume-test");
+  auto o = test::train_options(out.path(), "resume-test");
   o.resume = true;
   EXPECT_TRUE(ThrowsUserError([&] { train(cfg, o); }, {out.path(), "checkpoint"}));
 }
@@ -221,14 +213,14 @@ TEST(Training, MissingDataDirectoryNamesIt) {
   TempDir out;
   const std::string missing = out.path() + "/no-data-here";
   const Config cfg = test::tiny_config("e2e", missing);
-  EXPECT_TRUE(ThrowsUserError([&] { train(cfg, options(out.file("run"), "data-test")); }, {missing}));
+  EXPECT_TRUE(ThrowsUserError([&] { train(cfg, test::train_options(out.file("run"), "data-test")); }, {missing}));
 }
 
 TEST(Training, InvalidConfigIsRefusedBeforeTraining) {
   TempDir out;
   Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
   cfg.model.blocks = 2;  // does not divide 3 layers
-  EXPECT_TRUE(ThrowsUserError([&] { train(cfg, options(out.path(), "invalid")); }, {"model.blocks", "model.layers"}));
+  EXPECT_TRUE(ThrowsUserError([&] { train(cfg, test::train_options(out.path(), "invalid")); }, {"model.blocks", "model.layers"}));
   EXPECT_FALSE(fs::exists(out.file("metrics.jsonl")));
 }
 
@@ -241,7 +233,7 @@ TEST(Training, DivergingRunStopsWithNonFiniteError) {
   cfg.train.lr_schedule = LrSchedule::Constant;
   cfg.train.grad_clip = 0;
   std::string msg;
-  EXPECT_TRUE(ThrowsUserError([&] { train(cfg, options(out.path(), "diverge")); }, {"diverge", "train.lr"}, &msg));
+  EXPECT_TRUE(ThrowsUserError([&] { train(cfg, test::train_options(out.path(), "diverge")); }, {"diverge", "train.lr"}, &msg));
   EXPECT_TRUE(Contains(msg, "nan") || Contains(msg, "inf")) << msg;
   EXPECT_FALSE(fs::exists(out.file("summary.json")));
   EXPECT_FALSE(fs::exists(out.file("model.safetensors")));

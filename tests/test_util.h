@@ -23,6 +23,7 @@
 #include "io/config.h"
 #include "train/adamw.h"
 #include "train/step.h"
+#include "train/trainer.h"
 #include "util/error.h"
 
 namespace blocklab::test {
@@ -231,6 +232,15 @@ inline std::map<std::string, torch::Tensor> snapshot(const torch::nn::Module& m)
 }
 
 inline bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+/// Options of an in-process training run into `dir`, with plain progress lines tagged `tag`.
+inline TrainOptions train_options(const std::string& dir, const std::string& tag = "train") {
+  TrainOptions o;
+  o.out_dir = dir;
+  o.plain_progress = true;
+  o.tag = tag;
+  return o;
+}
 
 /// The block that global step `step` trains in a blocks run of B blocks and seed `seed`.
 inline int block_at(int64_t step, int B, int64_t seed) {
