@@ -11,6 +11,7 @@
 #include "data/image_data.h"
 #include "io/atomic_file.h"
 #include "io/idx.h"
+#include "io/png.h"
 #include "io/run_dir.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -441,6 +442,46 @@ TEST(DataOrder, EpochsArePermutationsAndReproducible) {
   DataOrder small(10, 32, 1);  // batch larger than the data: one batch of everything
   EXPECT_EQ(small.steps_per_epoch(), 1);
   EXPECT_EQ(small.indices(0).numel(), 10);
+}
+
+}  // namespace
+}  // namespace blocklab
+
+namespace blocklab {
+namespace {
+
+TEST(Png, RoundTripsGreyAndRgbExactly) {
+  torch::manual_seed(4);
+  for (const auto& image : {torch::randint(0, 256, {5, 7}, torch::kUInt8), torch::randint(0, 256, {4, 3, 3}, torch::kUInt8)}) {
+    const auto bytes = png_bytes(image);
+    EXPECT_EQ(bytes.substr(1, 3), "PNG");
+    EXPECT_TRUE(torch::equal(decode_png(bytes, "mem"), image));
+  }
+  test::TempDir dir;
+  const auto path = dir.file("grid.png");
+  const auto image = torch::arange(12, torch::kUInt8).reshape({3, 4});
+  write_png(path, image);
+  EXPECT_TRUE(torch::equal(decode_png(test::read_bytes(path), path), image));
+  EXPECT_TRUE(test::ThrowsUserError([&] { decode_png("not a png at all", "junk.png"); }, {"junk.png"}));
+  auto cut = png_bytes(torch::randint(0, 256, {64, 64}, torch::kUInt8));
+  cut.resize(cut.size() / 2);
+  EXPECT_TRUE(test::ThrowsUserError([&] { decode_png(cut, "cut.png"); }, {"cut.png"}));
+}
+
+TEST(Png, GridPlacesImagesInRowsWithGaps) {
+  // Three 2x2 grey images with values -1, 0, 1 over [-1, 1]: 0, 128 (127.5 rounded), 255.
+  auto images = torch::stack({torch::full({1, 2, 2}, -1.0), torch::full({1, 2, 2}, 0.0), torch::full({1, 2, 2}, 1.0)});
+  const auto grid = image_grid(images, /*columns=*/2, -1.0, 1.0, /*gap=*/1);
+  ASSERT_EQ(grid.sizes(), (std::vector<int64_t>{7, 7}));  // 2 rows and 2 columns of 2 pixels, gaps of 1
+  EXPECT_EQ(grid[1][1].item<int>(), 0);
+  EXPECT_EQ(grid[1][4].item<int>(), 128);
+  EXPECT_EQ(grid[4][1].item<int>(), 255);
+  EXPECT_EQ(grid[4][4].item<int>(), 0);  // the empty fourth cell
+  EXPECT_EQ(grid[0][0].item<int>(), 0);  // border
+  EXPECT_EQ(grid.sum().item<int64_t>(), 4 * 128 + 4 * 255);
+  const auto rgb = image_grid(torch::ones({2, 3, 4, 5}) * 2.0, 1, 0.0, 1.0, 0);  // clipped to 255
+  EXPECT_EQ(rgb.sizes(), (std::vector<int64_t>{8, 5, 3}));
+  EXPECT_EQ(rgb.min().item<int>(), 255);
 }
 
 }  // namespace
