@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "families/registry.h"
+#include "io/atomic_file.h"
 #include "io/run_dir.h"
 #include "io/safetensors.h"
 #include "train/checkpoint.h"
@@ -53,7 +54,7 @@ int cmd_eval(const std::string& run_dir, const std::vector<std::string>& overrid
     throw UserError(fmt::format("{}: no model.safetensors (is the run finished?)", run_dir));
   std::map<std::string, std::string> meta;
   const auto weights = load_safetensors(run.file("model.safetensors"), &meta);
-  const auto run_config = Config::load(run.file("config.toml"), {}).to_toml();
+  const auto run_config = read_file(run.file("config.toml"));  // as training wrote it, without the overrides
   if (meta["config"] != run_config)
     throw UserError(fmt::format("{}: weights of another run ({}); {}/config.toml is {}", run.file("model.safetensors"),
                                 meta["config"].empty() ? std::string("no config recorded") : describe_weights(meta["config"]),
