@@ -1,6 +1,7 @@
 // The subcommands of the `blocklab` tool. Each parses nothing itself (main.cpp does, with
 // CLI11) and returns the process exit code.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,34 @@ struct TrainArgs {
 int cmd_train(const TrainArgs& a);
 
 int cmd_eval(const std::string& run_dir, const std::vector<std::string>& overrides);
+
+/// What `sample` and `fd` share: the run and how to sample it (empty or 0: the run's config).
+struct SamplerArgs {
+  std::string run_dir;
+  std::vector<std::string> overrides;
+  int steps = 0;
+  std::string sampler, schedule;
+  std::optional<double> guidance;
+  long long seed = 0;
+  bool raw_weights = false;  // the raw weights instead of their moving average
+};
+
+struct SampleArgs {
+  SamplerArgs sampler;
+  long long n = 64;
+  long long label = -1;  // one class only; -1: one class per row
+  std::string out = "samples.png";
+};
+/// Writes a PNG grid of generated images.
+int cmd_sample(const SampleArgs& a);
+
+struct FdArgs {
+  SamplerArgs sampler;
+  long long n = 10000;
+  std::string save_features;
+};
+/// Fréchet distance of generated images to the test set, into summary.json.
+int cmd_fd(const FdArgs& a);
 
 struct DemoArgs {
   std::string out = "runs/demo";

@@ -37,6 +37,30 @@ int main(int argc, char** argv) {
   e->add_option("run_dir", run_dir, "run directory written by `blocklab train`")->required();
   e->add_option("--set", eval_overrides, "override a key, e.g. diffusion.inference_steps=4");
 
+  // sample and fd: the run and its sampler.
+  auto sampler_options = [](CLI::App* c, SamplerArgs& a) {
+    c->add_option("run_dir", a.run_dir, "run directory of a dit run")->required();
+    c->add_option("--steps", a.steps, "denoising steps (default: the run's diffusion.inference_steps)")
+        ->check(CLI::Range(1, 1000));
+    c->add_option("--sampler", a.sampler, "euler or heun (default: the run's dit.sampler)");
+    c->add_option("--schedule", a.schedule, "cdf (equal-probability levels) or karras (rho=7)");
+    c->add_option("--guidance", a.guidance, "classifier-free guidance scale (1: none)");
+    c->add_option("--seed", a.seed, "seed of the sampling noise")->check(CLI::NonNegativeNumber);
+    c->add_flag("--raw-weights", a.raw_weights, "use the raw weights, not their moving average");
+    c->add_option("--set", a.overrides, "override an evaluation key (repeatable)");
+  };
+  SampleArgs sample;
+  auto* sa = app.add_subcommand("sample", "generate images from a dit run into a PNG grid, one class per row");
+  sampler_options(sa, sample.sampler);
+  sa->add_option("--n", sample.n, "images (one class per row: rounded up to fill the rows)")->check(CLI::Range(1, 100000));
+  sa->add_option("--class", sample.label, "only this class")->check(CLI::NonNegativeNumber);
+  sa->add_option("--out", sample.out, "PNG file to write");
+  FdArgs fd;
+  auto* fa = app.add_subcommand("fd", "Fréchet distance of a dit run's images to the test set, into summary.json");
+  sampler_options(fa, fd.sampler);
+  fa->add_option("--n", fd.n, "images to generate")->check(CLI::Range(8, 1000000));
+  fa->add_option("--save-features", fd.save_features, "also write both feature matrices to this safetensors file");
+
   DemoArgs demo;
   auto* d = app.add_subcommand("demo", "train the default recipe end-to-end and block-wise, then compare");
   d->add_option("--out", demo.out, "output directory (default runs/demo)");
@@ -99,6 +123,8 @@ int main(int argc, char** argv) {
     if (*t) return cmd_train(train);
     if (*e) return cmd_eval(run_dir, eval_overrides);
     if (*d) return cmd_demo(demo);
+    if (*sa) return cmd_sample(sample);
+    if (*fa) return cmd_fd(fd);
     if (*bs) return cmd_bench_step(bstep);
     if (*pl) return cmd_profile_linear(plin);
     if (*pr) {

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/run_loader.h"
 #include "families/registry.h"
 #include "io/atomic_file.h"
 #include "io/run_dir.h"
@@ -46,24 +47,9 @@ int cmd_train(const TrainArgs& a) {
 }
 
 int cmd_eval(const std::string& run_dir, const std::vector<std::string>& overrides) {
-  RunDir run(run_dir, /*create=*/false);
-  const Config cfg = Config::load_for_evaluation(run.file("config.toml"), overrides);
-  set_threads(cfg.train.threads);
-  const torch::Device device(resolve_device(cfg.train.device));
-  if (!run.has("model.safetensors"))
-    throw UserError(fmt::format("{}: no model.safetensors (is the run finished?)", run_dir));
-  std::map<std::string, std::string> meta;
-  const auto weights = load_safetensors(run.file("model.safetensors"), &meta);
-  const auto run_config = read_file(run.file("config.toml"));  // as training wrote it, without the overrides
-  if (meta["config"] != run_config)
-    throw UserError(fmt::format("{}: weights of another run ({}); {}/config.toml is {}", run.file("model.safetensors"),
-                                meta["config"].empty() ? std::string("no config recorded") : describe_weights(meta["config"]),
-                                run_dir, describe_weights(run_config)));
-  const auto data = load_dataset(cfg);
-  auto family = make_family(cfg, data, device);
-  load_weights(family->model(), weights, run.file("model.safetensors"));
-  const auto evaluation = family->evaluate(*data, Split::Test, uint64_t(cfg.train.seed));
-  run.write_json("eval.json", evaluation.to_json());
+  auto r = load_run(run_dir, overrides, WeightsChoice::Average);
+  const auto evaluation = r.family->evaluate(*r.data, Split::Test, uint64_t(r.cfg.train.seed));
+  r.run.write_json("eval.json", evaluation.to_json());
   fmt::print("{}", evaluation.report());
   return 0;
 }

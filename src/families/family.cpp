@@ -52,4 +52,14 @@ std::string Evaluation::report() const {
 
 std::string block_prefix(int64_t block) { return "blocks." + std::to_string(block) + "."; }
 
+torch::Tensor weighted_loss(const torch::Tensor& per_example, const torch::Tensor& weight, Weighting how) {
+  switch (how) {
+    case Weighting::PerSample: return (weight * per_example).mean();  // E[lambda(sigma) loss] (paper Eq. 6)
+    case Weighting::BatchMean: return weight.mean() * per_example.mean();  // the reference code's broadcast (docs/method.md)
+    case Weighting::Normalized: return (weight * per_example).sum() / weight.sum().detach();
+    case Weighting::None: return per_example.mean();
+  }
+  throw std::logic_error("unknown weighting");
+}
+
 }  // namespace blocklab

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "io/config.h"
 
 namespace blocklab {
 
@@ -60,5 +61,9 @@ class Family {
 
 /// Prefix of the parameter names that belong to block b: "blocks.b.".
 std::string block_prefix(int64_t block);
+
+/// The batch's training loss from per-example losses [N] and their weights lambda(sigma) [N], as
+/// diffusion.weighting says (paper Eq. 6 is PerSample; docs/gap-study.md compares the others).
+torch::Tensor weighted_loss(const torch::Tensor& per_example, const torch::Tensor& weight, Weighting how);
 
 }  // namespace blocklab

@@ -2,6 +2,7 @@
 
 #include "data/image_data.h"
 #include "families/classifier/classifier.h"
+#include "families/dit/generator.h"
 #include "util/seed.h"
 
 namespace blocklab {
@@ -9,6 +10,7 @@ namespace blocklab {
 std::shared_ptr<const Dataset> load_dataset(const Config& cfg) {
   switch (cfg.model.family) {
     case FamilyKind::Classifier:
+    case FamilyKind::Dit:
       return std::make_shared<ImageData>(ImageData::load(cfg.data.dir, cfg.data.train_limit, cfg.data.test_limit));
   }
   throw std::logic_error("unknown family");
@@ -17,7 +19,8 @@ std::shared_ptr<const Dataset> load_dataset(const Config& cfg) {
 std::shared_ptr<const Dataset> synthetic_dataset(const Config& cfg, int64_t examples) {
   torch::manual_seed(derive_seed(uint64_t(cfg.train.seed), Stream::Synthetic, 0));
   switch (cfg.model.family) {
-    case FamilyKind::Classifier: {  // Fashion-MNIST's shape: 28x28 grey images, 10 classes
+    case FamilyKind::Classifier:
+    case FamilyKind::Dit: {  // Fashion-MNIST's shape: 28x28 grey images, 10 classes
       auto split = [&] {
         return ImageSplit{torch::randint(0, 256, {examples, 1, 28, 28}, torch::kUInt8),
                           torch::arange(examples, torch::kInt64) % 10, "synthetic labels"};
@@ -33,6 +36,10 @@ std::unique_ptr<Family> make_family(const Config& cfg, std::shared_ptr<const Dat
   switch (cfg.model.family) {
     case FamilyKind::Classifier:
       return std::make_unique<DenoisingClassifier>(cfg, data->shape(), device);
+    case FamilyKind::Dit: {
+      const auto& images = dynamic_cast<const ImageData&>(*data);
+      return std::make_unique<ImageGenerator>(cfg, data->shape(), images.mean(), images.std(), device);
+    }
   }
   throw std::logic_error("unknown family");
 }

@@ -19,7 +19,9 @@ template <typename E>
 using Names = std::vector<std::pair<const char*, E>>;
 
 const Names<Mode> kModes = {{"e2e", Mode::E2E}, {"blocks", Mode::Blocks}};
-const Names<FamilyKind> kFamilies = {{"classifier", FamilyKind::Classifier}};
+const Names<FamilyKind> kFamilies = {{"classifier", FamilyKind::Classifier}, {"dit", FamilyKind::Dit}};
+const Names<Sampler> kSamplers = {{"euler", Sampler::Euler}, {"heun", Sampler::Heun}};
+const Names<SigmaSchedule> kSchedules = {{"cdf", SigmaSchedule::Cdf}, {"karras", SigmaSchedule::Karras}};
 const Names<Weighting> kWeightings = {{"per_sample", Weighting::PerSample},
                                       {"batch_mean", Weighting::BatchMean},
                                       {"normalized", Weighting::Normalized},
@@ -159,7 +161,7 @@ Field at_evaluation(Field f) {
 
 const std::vector<Field>& fields() {
   static const std::vector<Field> table = {
-      BL_CHOICE("model.family", model.family, "the kind of model: classifier (ViT)", kFamilies),
+      BL_CHOICE("model.family", model.family, "the kind of model: classifier (ViT) or dit (image generator)", kFamilies),
       BL_CHOICE("model.mode", model.mode, "e2e: backprop through all layers; blocks: DiffusionBlocks", kModes),
       BL_FIELD(int, "model.layers", model.layers, "transformer layers L", between(1, 1024)),
       BL_FIELD(int, "model.blocks", model.blocks, "blocks B (must divide L)", between(1, 1024)),
@@ -181,7 +183,8 @@ const std::vector<Field>& fields() {
       BL_CHOICE("diffusion.sigma_sampling", diffusion.sigma_sampling,
                 "sigma within a block's range: lognormal (paper) or log_uniform", kWithinRange),
       at_evaluation(BL_FIELD(int, "diffusion.inference_steps", diffusion.inference_steps,
-                             "denoising steps at inference (0: one per block)", between(0, 1000))),
+                             "denoising steps at inference (0: the family's default, one per block or 32 for dit)",
+                             between(0, 1000))),
       BL_FIELD(double, "train.epochs", train.epochs, "epochs of updates (per block in blocks mode)",
                between(1e-9, 1e6)),
       BL_FIELD(int, "train.batch_size", train.batch_size, "examples per step", between(1, 1 << 20)),
@@ -202,6 +205,9 @@ const std::vector<Field>& fields() {
                                return v == "cpu" || v == "cuda" ? ""
                                                                 : fmt::format("must be \"cpu\" or \"cuda\", got \"{}\"", v);
                              }))),
+      BL_FIELD(double, "train.ema_decay", train.ema_decay,
+               "EMA of the weights, what sampling uses (0: off; -1: the family's default, 0.999 for dit, off otherwise)",
+               between(-1.0, 0.999999)),
       at_evaluation(BL_FIELD(std::string, "data.dir", data.dir, "folder with the data files (IDX images for the classifier)")),
       BL_FIELD(int, "data.train_limit", data.train_limit, "use the first N training examples (0: all)", at_least(0)),
       at_evaluation(BL_FIELD(int, "data.test_limit", data.test_limit, "evaluate on the first N test examples (0: all)",
@@ -221,6 +227,26 @@ const std::vector<Field>& fields() {
                                        "softmax temperature of the embedding passed between steps (1: E[y|z]; 0: argmax)",
                                        between(0.0, 1e6)),
                               FamilyKind::Classifier)),
+      of_family(BL_FIELD(int, "dit.patch", dit.patch, "patch size in pixels (must divide the image sides)",
+                         between(1, 4096)),
+                FamilyKind::Dit),
+      of_family(BL_FIELD(double, "dit.label_dropout", dit.label_dropout,
+                         "fraction of training labels replaced by 'no label' (classifier-free guidance)", between(0.0, 1.0)),
+                FamilyKind::Dit),
+      at_evaluation(of_family(BL_CHOICE("dit.sampler", dit.sampler, "euler or heun (EDM's second order)", kSamplers),
+                              FamilyKind::Dit)),
+      at_evaluation(of_family(BL_CHOICE("dit.schedule", dit.schedule,
+                                        "sampling levels: cdf (equal probability, each block ~n/B steps) or karras (rho=7)",
+                                        kSchedules),
+                              FamilyKind::Dit)),
+      at_evaluation(of_family(BL_FIELD(double, "dit.guidance", dit.guidance,
+                                       "classifier-free guidance scale (1: conditional model, no guidance)",
+                                       between(0.0, 100.0)),
+                              FamilyKind::Dit)),
+      at_evaluation(of_family(BL_FIELD(int, "dit.eval_samples", dit.eval_samples,
+                                       "images generated for the Fréchet distance at the end of training",
+                                       between(2, 1000000)),
+                              FamilyKind::Dit)),
   };
   return table;
 }
@@ -244,6 +270,16 @@ void assign(Config& c, const std::string& key, const toml::node& node, const std
 
 const char* to_string(Mode m) { return name_of(kModes, m); }
 const char* to_string(FamilyKind f) { return name_of(kFamilies, f); }
+
+int Config::inference_steps() const {
+  if (diffusion.inference_steps > 0) return diffusion.inference_steps;
+  return model.family == FamilyKind::Dit ? 32 : model.blocks;
+}
+
+double Config::ema_decay() const {
+  if (train.ema_decay >= 0) return train.ema_decay;
+  return model.family == FamilyKind::Dit ? 0.999 : 0.0;
+}
 
 Config Config::from_file(const std::string& path) {
   toml::table root;

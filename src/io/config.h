@@ -12,11 +12,12 @@
 #include <vector>
 
 #include "schedule/noise.h"
+#include "schedule/sampler.h"
 
 namespace blocklab {
 
 enum class Mode { E2E, Blocks };
-enum class FamilyKind { Classifier };
+enum class FamilyKind { Classifier, Dit };
 enum class Weighting { PerSample, BatchMean, Normalized, None };
 enum class LrSchedule { Cosine, Constant };
 enum class Decay { All, Matrices };
@@ -60,6 +61,7 @@ struct TrainConfig {
   int checkpoint_every = 1000;  // steps between checkpoints (and one at the end)
   int threads = 1;              // intra-op threads; 1 is the robust default on 2 shared cores
   std::string device = "cpu";   // "cpu" or "cuda"
+  double ema_decay = -1;        // exponential moving average of the weights; 0 off, -1 the family's default
 };
 
 struct DataConfig {
@@ -77,12 +79,24 @@ struct ClassifierConfig {
                                        // 1 is E[y|z] (the reference sampler), 0 the argmax class's embedding
 };
 
+/// [dit]: the class-conditional DiT image generator (paper §5.2; docs/method.md).
+struct DitConfig {
+  int patch = 4;                    // patch size in pixels; must divide the image sides
+  double label_dropout = 0.1;       // training labels replaced by "no label", for classifier-free guidance
+  // Sampling (all may change at `blocklab eval`, `sample`, `fd`):
+  Sampler sampler = Sampler::Euler;
+  SigmaSchedule schedule = SigmaSchedule::Cdf;  // cdf: equal-probability levels (App. H); karras: EDM's rho = 7
+  double guidance = 1.0;            // classifier-free guidance scale; 1 is the plain conditional model
+  int eval_samples = 1000;          // images generated for the Fréchet distance at the end of training
+};
+
 struct Config {
   ModelConfig model;
   DiffusionConfig diffusion;
   TrainConfig train;
   DataConfig data;
   ClassifierConfig classifier;
+  DitConfig dit;
 
   /// Loads a TOML file over the defaults. UserError naming file and key on any problem.
   static Config from_file(const std::string& path);
@@ -103,7 +117,11 @@ struct Config {
   /// One line per key: name, default, help (for --help and docs).
   static std::string describe();
 
-  int inference_steps() const { return diffusion.inference_steps > 0 ? diffusion.inference_steps : model.blocks; }
+  /// Denoising steps at inference: the config's, or the family's default (the classifier one per
+  /// block, the paper's B; the DiT 32).
+  int inference_steps() const;
+  /// The EMA decay in use: the config's, or the family's default (the DiT 0.999, the classifier off).
+  double ema_decay() const;
   bool blocks_mode() const { return model.mode == Mode::Blocks; }
 
   /// Family sections that a file or --set assigned to (validate() refuses another family's).

@@ -19,11 +19,13 @@ NoiseEmbedderImpl::NoiseEmbedderImpl(int64_t cond_dim) {
                                                      torch::nn::Linear(cond_dim, cond_dim)));
 }
 
-torch::Tensor NoiseEmbedderImpl::forward(const torch::Tensor& c_noise) {
-  return torch::silu(mlp->forward(sinusoidal_embedding(c_noise, kFrequencyDim)));
+torch::Tensor NoiseEmbedderImpl::embed(const torch::Tensor& c_noise) {
+  return mlp->forward(sinusoidal_embedding(c_noise, kFrequencyDim));
 }
 
-AdaLNImpl::AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks_) : chunks(chunks_) {
+torch::Tensor NoiseEmbedderImpl::forward(const torch::Tensor& c_noise) { return torch::silu(embed(c_noise)); }
+
+AdaLNImpl::AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks_, AdaLNStyle style_) : chunks(chunks_), style(style_) {
   proj = register_module("proj", torch::nn::Linear(cond_dim, chunks * hidden));
   torch::NoGradGuard no_grad;
   proj->weight.zero_();
@@ -31,11 +33,12 @@ AdaLNImpl::AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks_) : chunks
 }
 
 std::vector<torch::Tensor> AdaLNImpl::forward(const torch::Tensor& cond) {
-  return torch::silu(proj->forward(cond)).unsqueeze(1).chunk(chunks, /*dim=*/2);
+  auto m = style == AdaLNStyle::SiluAfter ? torch::silu(proj->forward(cond)) : proj->forward(torch::silu(cond));
+  return m.unsqueeze(1).chunk(chunks, /*dim=*/2);
 }
 
 TransformerLayerImpl::TransformerLayerImpl(const TransformerLayerOptions& o) : opt(o) {
-  ada = register_module("ada", AdaLN(o.cond_dim, o.hidden, 6));
+  ada = register_module("ada", AdaLN(o.cond_dim, o.hidden, 6, o.ada_style));
   qkv = register_module("qkv", torch::nn::Linear(o.hidden, 3 * o.hidden));
   proj = register_module("proj", torch::nn::Linear(o.hidden, o.hidden));
   fc1 = register_module("fc1", torch::nn::Linear(o.hidden, o.mlp_ratio * o.hidden));
@@ -57,6 +60,22 @@ torch::Tensor TransformerLayerImpl::forward(const torch::Tensor& x, const torch:
   auto h = x + m[2] * attention(ln(x) * (1 + m[1]) + m[0]);
   auto mlp_in = ln(h) * (1 + m[4]) + m[3];
   return h + m[5] * fc2->forward(torch::gelu(fc1->forward(mlp_in)));
+}
+
+BlockImpl::BlockImpl(const TransformerLayerOptions& o, int64_t num_layers) {
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < num_layers; ++i) layers->push_back(TransformerLayer(o));
+}
+
+torch::Tensor BlockImpl::forward(torch::Tensor x, const torch::Tensor& cond) {
+  for (const auto& layer : *layers) x = layer->as<TransformerLayer>()->forward(x, cond);
+  return x;
+}
+
+Block held_block(const torch::nn::ModuleDict& blocks, int64_t b) {
+  const auto key = std::to_string(b);
+  TORCH_CHECK(blocks->contains(key), "block ", b, " is not held by this model");
+  return Block(std::dynamic_pointer_cast<BlockImpl>(blocks->operator[](key)));
 }
 
 }  // namespace blocklab

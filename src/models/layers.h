@@ -12,23 +12,30 @@ torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim, double m
 struct NoiseEmbedderImpl : torch::nn::Module {
   static constexpr int64_t kFrequencyDim = 256;  // as DiT and the reference code
   explicit NoiseEmbedderImpl(int64_t cond_dim);
-  torch::Tensor forward(const torch::Tensor& c_noise);  // [N] -> [N, cond_dim]
+  torch::Tensor forward(const torch::Tensor& c_noise);  // SiLU(embed(c_noise)): [N] -> [N, cond_dim]
+  torch::Tensor embed(const torch::Tensor& c_noise);    // the MLP's output, before the SiLU (DiT adds the label here)
   torch::nn::Sequential mlp{nullptr};
 };
 TORCH_MODULE(NoiseEmbedder);
 
-/// Zero-initialized modulation: SiLU(Linear(cond)) split into `chunks` vectors of width d.
-/// The SiLU after the Linear follows the authors' released code (docs/method.md).
+/// Where adaLN's SiLU sits: after the Linear, as the DiffusionBlocks authors' released ViT code
+/// (docs/method.md), or before it, as DiT (Peebles & Xie 2023) and every DiT since.
+enum class AdaLNStyle { SiluAfter, SiluBefore };
+
+/// Zero-initialized modulation of the condition, split into `chunks` vectors of width d:
+/// SiLU(Linear(cond)) or Linear(SiLU(cond)) (AdaLNStyle). Zero either way at initialization.
 struct AdaLNImpl : torch::nn::Module {
-  AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks);
+  AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks, AdaLNStyle style = AdaLNStyle::SiluAfter);
   std::vector<torch::Tensor> forward(const torch::Tensor& cond);  // each [N, 1, d]
   torch::nn::Linear proj{nullptr};
   int64_t chunks;
+  AdaLNStyle style;
 };
 TORCH_MODULE(AdaLN);
 
 struct TransformerLayerOptions {
   int64_t hidden, heads, mlp_ratio, cond_dim;
+  AdaLNStyle ada_style = AdaLNStyle::SiluAfter;
 };
 
 /// h = x + g1 * Attn(LN(x)(1+s1)+b1);  out = h + g2 * MLP(LN(h)(1+s2)+b2). Identity at init.
@@ -42,5 +49,17 @@ struct TransformerLayerImpl : torch::nn::Module {
   torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(TransformerLayer);
+
+/// One block of DiffusionBlocks: `num_layers` consecutive transformer layers
+/// (parameters `layers.{i}.*`, so a model's are `blocks.{b}.layers.{i}.*`).
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(const TransformerLayerOptions& o, int64_t num_layers);
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& cond);
+  torch::nn::ModuleList layers{nullptr};
+};
+TORCH_MODULE(Block);
+
+/// Block b of a model's `blocks` dictionary (keyed "0", "1", ...); a logic error if it is not held.
+Block held_block(const torch::nn::ModuleDict& blocks, int64_t b);
 
 }  // namespace blocklab

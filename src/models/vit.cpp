@@ -20,31 +20,17 @@ SharedIOImpl::SharedIOImpl(const ViTOptions& o) {
   head->bias.zero_();
 }
 
-BlockImpl::BlockImpl(const ViTOptions& o, int64_t num_layers) {
-  layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < num_layers; ++i)
-    layers->push_back(TransformerLayer(TransformerLayerOptions{o.hidden, o.heads, o.mlp_ratio, o.cond_dim}));
-}
-
-torch::Tensor BlockImpl::forward(torch::Tensor x, const torch::Tensor& cond) {
-  for (const auto& layer : *layers) x = layer->as<TransformerLayer>()->forward(x, cond);
-  return x;
-}
-
 ViTImpl::ViTImpl(const ViTOptions& o) : opt(o) {
   TORCH_CHECK(o.blocks >= 1 && o.layers % o.blocks == 0, "model.blocks must divide model.layers");
   shared = register_module("shared", SharedIO(o));
   blocks = register_module("blocks", torch::nn::ModuleDict());
   for (int64_t b = 0; b < o.blocks; ++b)
     if (o.held.empty() || std::find(o.held.begin(), o.held.end(), b) != o.held.end())
-      blocks->update({{std::to_string(b), Block(o, o.layers / o.blocks).ptr()}});
+      blocks->update({{std::to_string(b),
+                       Block(TransformerLayerOptions{o.hidden, o.heads, o.mlp_ratio, o.cond_dim}, o.layers / o.blocks).ptr()}});
 }
 
-Block ViTImpl::block(int64_t b) {
-  const auto key = std::to_string(b);
-  TORCH_CHECK(blocks->contains(key), "block ", b, " is not held by this model");
-  return Block(std::dynamic_pointer_cast<BlockImpl>(blocks->operator[](key)));
-}
+Block ViTImpl::block(int64_t b) { return held_block(blocks, b); }
 
 torch::Tensor ViTImpl::condition(const torch::Tensor& c_noise) { return shared->noise_embed->forward(c_noise); }
 

@@ -41,13 +41,6 @@ struct SharedIOImpl : torch::nn::Module {
 };
 TORCH_MODULE(SharedIO);
 
-struct BlockImpl : torch::nn::Module {
-  BlockImpl(const ViTOptions& o, int64_t num_layers);
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& cond);
-  torch::nn::ModuleList layers{nullptr};
-};
-TORCH_MODULE(Block);
-
 struct ViTImpl : torch::nn::Module {
   explicit ViTImpl(const ViTOptions& o);
 

@@ -261,9 +261,7 @@ PeakTable PeakTable::from_json(const nlohmann::json& j, const std::string& sourc
 
 std::string default_peak_path() {
   if (const char* p = std::getenv("BLOCKLAB_PEAK"); p && *p) return p;
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/blocklab/peak.json";
-  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/blocklab/peak.json";
-  return ".blocklab-peak.json";
+  return cache_dir() + "/peak.json";
 }
 
 PeakTable load_peak(const std::string& path) {

@@ -10,6 +10,9 @@
 namespace blocklab {
 
 enum class Sampler { Euler, Heun };
+/// Which noise levels a sampler visits: equal-probability (CDF-uniform) levels of the training
+/// distribution, so each block serves about n/B steps (paper App. H), or EDM's rho schedule.
+enum class SigmaSchedule { Cdf, Karras };
 
 /// EDM's schedule (Eq. 5): n levels from sigma_max down to sigma_min, spaced uniformly in sigma^(1/rho).
 std::vector<double> karras_sigmas(int n, double sigma_min, double sigma_max, double rho = 7.0);

@@ -30,10 +30,12 @@ void load_weights(torch::nn::Module& model, const TensorMap& weights, const std:
 }
 
 void save_checkpoint(const std::string& path, const torch::nn::Module& model, const AdamW& opt,
-                     const CheckpointState& state) {
+                     const CheckpointState& state, const Ema* ema) {
   TensorMap all;
   for (const auto& [name, t] : named_tensors(model)) all["model." + name] = t;
   for (const auto& [name, t] : opt.state_dict()) all["optim." + name] = t;
+  if (ema)
+    for (const auto& [name, t] : ema->state()) all["ema." + name] = t;
   // JSON numbers print the shortest text that reads back to the same double: exact round trips.
   save_safetensors(path, all,
                    {{"step", std::to_string(state.step)},
@@ -55,7 +57,7 @@ std::string describe_weights(const std::string& config_toml) {
 }
 
 CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW& opt,
-                                const std::string& expected_config) {
+                                const std::string& expected_config, Ema* ema) {
   std::map<std::string, std::string> meta;
   auto all = load_safetensors(path, &meta);
   if (!meta.count("step")) throw UserError(fmt::format("{}: not a blocklab checkpoint (no step)", path));
@@ -74,14 +76,16 @@ CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& mode
   } catch (const std::exception&) {
     throw UserError(fmt::format("{}: malformed checkpoint metadata (step \"{}\")", path, meta.at("step")));
   }
-  TensorMap weights, optim;
+  TensorMap weights, optim, averages;
   for (auto& [name, t] : all) {
     if (name.rfind("model.", 0) == 0) weights[name.substr(6)] = t;
     else if (name.rfind("optim.", 0) == 0) optim[name.substr(6)] = t;
-    else throw UserError(fmt::format("{}: unexpected tensor {} (neither model. nor optim.)", path, name));
+    else if (ema && name.rfind("ema.", 0) == 0) averages[name.substr(4)] = t;
+    else throw UserError(fmt::format("{}: unexpected tensor {} (not model., optim. or ema. of this run)", path, name));
   }
   load_weights(model, weights, path);
   opt.load_state_dict(optim, path);
+  if (ema) ema->load(averages, path);
   return state;
 }
 

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <optional>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -12,6 +13,7 @@
 #include "io/safetensors.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/ema.h"
 #include "train/step.h"
 #include "util/error.h"
 #include "util/memory.h"
@@ -69,7 +71,9 @@ class Trainer {
         opt_(make_optimizer(family_->model(), cfg)),
         total_(total_steps(cfg, order_.steps_per_epoch())),
         stepper_(*family_, opt_, cfg_, total_),
-        window_(cfg.blocks_mode() ? cfg.model.blocks : 1) {}
+        window_(cfg.blocks_mode() ? cfg.model.blocks : 1) {
+    if (cfg.ema_decay() > 0) ema_ = std::make_unique<Ema>(family_->model(), cfg.ema_decay());
+  }
 
   nlohmann::json run() {
     const auto lock = run_.lock();  // one trainer per run directory; held until run() returns
@@ -82,7 +86,7 @@ class Trainer {
         throw UserError(fmt::format("{}: --resume with a config that differs from the run's config.toml; "
                                     "resume with `blocklab train {}/config.toml --out {} --resume`",
                                     run_.root(), run_.root(), run_.root()));
-      state = load_checkpoint(run_.file("checkpoint.safetensors"), family_->model(), opt_, cfg_.to_toml());
+      state = load_checkpoint(run_.file("checkpoint.safetensors"), family_->model(), opt_, cfg_.to_toml(), ema_.get());
       if (state.step > total_)
         throw UserError(fmt::format("{}: checkpoint at step {}, beyond this run's {} steps",
                                     run_.file("checkpoint.safetensors"), state.step, total_));
@@ -96,8 +100,9 @@ class Trainer {
     const double seconds = fit(state);
     if (g_signal) return {{"stopped_at", step_}, {"signal", int(g_signal)}};
     if (opts_.stop_after >= 0 && step_ < total_) return {{"stopped_at", step_}};
-    save_safetensors(run_.file("model.safetensors"), named_tensors(family_->model()),
-                     {{"config", cfg_.to_toml()}, {"format", "blocklab-model-1"}});
+    const std::map<std::string, std::string> meta = {{"config", cfg_.to_toml()}, {"format", "blocklab-model-1"}};
+    save_safetensors(run_.file("model.safetensors"), named_tensors(family_->model()), meta);
+    if (ema_) save_safetensors(run_.file("ema.safetensors"), ema_->weights(), meta);
     return summarize(seconds);
   }
 
@@ -114,6 +119,7 @@ class Trainer {
     };
     for (step_ = state.step; step_ < total_ && !g_signal;) {
       const auto s = guarded_step(step_);
+      if (ema_) ema_->update(opt_, s.block);
       ++step_;
       window_.add(std::max(s.block, 0), s.loss, s.plain);
       if (step_ % cfg_.train.log_every == 0 || step_ == total_) log(s, elapsed(), progress);
@@ -163,11 +169,18 @@ class Trainer {
 
   void checkpoint(double seconds) {
     save_checkpoint(run_.file("checkpoint.safetensors"), family_->model(), opt_,
-                    {step_, seconds, window_.to_json(), cfg_.to_toml()});
+                    {step_, seconds, window_.to_json(), cfg_.to_toml()}, ema_.get());
   }
 
   nlohmann::json summarize(double train_seconds) {
     fmt::print(stderr, "{}: evaluating on {} test examples\n", opts_.tag, data_->size(Split::Test));
+    // With an EMA, the averaged weights are the model; the raw weights' figure is kept beside
+    // them once, so the average's effect is known.
+    std::optional<Evaluation> raw;
+    if (ema_) {
+      raw = family_->evaluate(*data_, Split::Test, uint64_t(cfg_.train.seed));
+      ema_->swap();
+    }
     const auto evaluation = family_->evaluate(*data_, Split::Test, uint64_t(cfg_.train.seed));
     int64_t params = 0;
     for (const auto& p : family_->model().parameters()) params += p.numel();
@@ -185,6 +198,11 @@ class Trainer {
               {"threads", at::get_num_threads()},
               {"blas", blas_core()},
               {"train_examples", data_->size(Split::Train)}});
+    if (raw) {
+      s["raw_weights"] = raw->to_json();
+      s["ema_decay"] = ema_->decay();
+      fmt::print(stderr, "{}: raw weights (no EMA): {}", opts_.tag, raw->report());
+    }
     if (cfg_.blocks_mode()) {
       s["block_steps"] = nlohmann::json::array();
       for (int b = 0; b < cfg_.model.blocks; ++b) s["block_steps"].push_back(opt_.max_steps_under(block_prefix(b)));
@@ -205,6 +223,7 @@ class Trainer {
   int64_t total_;
   StepRunner stepper_;
   MetricsWindow window_;
+  std::unique_ptr<Ema> ema_;  // when train.ema_decay (or the family's default) asks for one
   int64_t step_ = 0;
 };
 

@@ -24,6 +24,13 @@ void set_threads(int threads) {
 
 int64_t physical_memory_bytes() { return int64_t(::sysconf(_SC_PHYS_PAGES)) * int64_t(::sysconf(_SC_PAGESIZE)); }
 
+std::string cache_dir() {
+  if (const char* p = std::getenv("BLOCKLAB_CACHE"); p && *p) return p;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/blocklab";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/blocklab";
+  return ".blocklab-cache";
+}
+
 std::string resolve_device(const std::string& requested) {
   if (requested == "cpu") return "cpu";
   if (requested == "cuda") {

@@ -11,6 +11,9 @@ std::string blas_core();
 void set_threads(int threads);
 /// Physical memory of this machine, bytes.
 int64_t physical_memory_bytes();
+/// Where blocklab keeps what it measures or trains once per machine (the peak table, the Fréchet
+/// feature network): $BLOCKLAB_CACHE, else $XDG_CACHE_HOME/blocklab, else ~/.cache/blocklab.
+std::string cache_dir();
 /// "cpu" or "cuda:N", validated: UserError if CUDA is asked for and not available.
 std::string resolve_device(const std::string& requested);
 

@@ -131,13 +131,7 @@ Loss DenoisingClassifier::block_loss(const Batch& b, int block, const torch::Ten
   auto z = y + sigma.unsqueeze(1) * torch::randn_like(y);
   auto ce = cross_entropy(denoise_logits(b.x, z, sigma, block), b.y);  // [N]
   auto w = precondition(sigma, cfg_.diffusion.noise.sigma_data).weight;  // lambda(sigma) [N]
-  torch::Tensor loss;
-  switch (cfg_.diffusion.weighting) {
-    case Weighting::PerSample: loss = (w * ce).mean(); break;   // the paper's E[lambda(sigma) CE] (Eq. 6)
-    case Weighting::BatchMean: loss = w.mean() * ce.mean(); break;  // the reference code's broadcast (docs/method.md)
-    case Weighting::Normalized: loss = (w * ce).sum() / w.sum().detach(); break;
-    case Weighting::None: loss = ce.mean(); break;
-  }
+  auto loss = weighted_loss(ce, w, cfg_.diffusion.weighting);
   return {loss, ce.mean().detach()};
 }
 

@@ -1,0 +1,202 @@
+#include "families/dit/generator.h"
+
+#include <chrono>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "data/image_data.h"
+#include "eval/fd.h"
+#include "schedule/precond.h"
+#include "util/error.h"
+#include "util/progress.h"
+#include "util/seed.h"
+#include "util/system.h"
+
+namespace blocklab {
+
+DiTOptions dit_options(const Config& cfg, const DataShape& shape) {
+  const int64_t p = cfg.dit.patch;
+  if (shape.height % p != 0 || shape.width % p != 0)
+    throw UserError(fmt::format("{}x{} images: dit.patch = {} must divide both sides", shape.height, shape.width, p));
+  DiTOptions o;
+  o.height = shape.height;
+  o.width = shape.width;
+  o.channels = shape.channels;
+  o.patch = p;
+  o.hidden = cfg.model.hidden;
+  o.heads = cfg.model.heads;
+  o.layers = cfg.model.layers;
+  o.blocks = cfg.model.blocks;
+  o.mlp_ratio = cfg.model.mlp_ratio;
+  o.cond_dim = cfg.model.cond_dim;
+  o.classes = shape.classes;
+  // Refuse what cannot fit before allocating: weights, gradients and AdamW's moments (four fp32
+  // copies), and the activations an end-to-end step keeps (per layer and token about (10 + 2 r) d
+  // floats plus the attention matrices).
+  const double d = double(o.hidden), tokens = double(o.num_patches());
+  const double per_layer = 4 * d * d + 2 * double(o.mlp_ratio) * d * d + 6 * d * double(o.cond_dim);
+  const double weights = 16.0 * per_layer * double(o.layers);
+  const double saved = 4.0 * double(cfg.train.batch_size) * tokens * double(o.layers) *
+                       ((10.0 + 2.0 * double(o.mlp_ratio)) * d + double(o.heads) * tokens);
+  const double memory = double(physical_memory_bytes()), gib = double(1 << 30);
+  if (weights > memory)
+    throw UserError(fmt::format("model.layers = {}, model.hidden = {}: about {:.0f} GiB of weights, gradients and AdamW "
+                                "state, more than this machine's {:.0f} GiB",
+                                o.layers, o.hidden, weights / gib, memory / gib));
+  if (saved > memory)
+    throw UserError(fmt::format("train.batch_size = {}: a step would keep about {:.0f} GiB of activations for backward, "
+                                "more than this machine's {:.0f} GiB",
+                                cfg.train.batch_size, saved / gib, memory / gib));
+  return o;
+}
+
+SamplingOptions SamplingOptions::of(const Config& cfg) {
+  return {cfg.inference_steps(), cfg.dit.sampler, cfg.dit.schedule, cfg.dit.guidance};
+}
+
+nlohmann::json SamplingOptions::to_json() const {
+  return {{"steps", steps},
+          {"sampler", sampler == Sampler::Euler ? "euler" : "heun"},
+          {"schedule", schedule == SigmaSchedule::Cdf ? "cdf" : "karras"},
+          {"guidance", guidance}};
+}
+
+ImageGenerator::ImageGenerator(const Config& cfg, const DataShape& shape, double pixel_mean, double pixel_std,
+                               const torch::Device& device)
+    : cfg_(cfg),
+      dit_(DiT(dit_options(cfg, shape))),
+      partition_(std::make_shared<LogNormalSigma>(cfg.diffusion.noise), cfg.model.blocks, cfg.diffusion.overlap),
+      whole_(std::make_shared<LogNormalSigma>(cfg.diffusion.noise), 1, 0.0) {
+  torch::NoGradGuard no_grad;
+  dit_->shared->pixel_mean.fill_(pixel_mean);
+  dit_->shared->pixel_std.fill_(pixel_std);
+  dit_->to(device);
+}
+
+torch::Tensor ImageGenerator::to_model(const torch::Tensor& standardized) const {
+  return standardized * cfg_.diffusion.noise.sigma_data;
+}
+
+torch::Tensor ImageGenerator::to_pixels(const torch::Tensor& x) const {
+  const auto& s = dit_->shared;
+  auto unit = x / cfg_.diffusion.noise.sigma_data * s->pixel_std + s->pixel_mean;  // [0, 1]
+  return (unit * 255.0).round().clamp(0, 255).to(torch::kUInt8).cpu();
+}
+
+torch::Tensor ImageGenerator::denoise(const torch::Tensor& z, const torch::Tensor& sigma, const torch::Tensor& labels,
+                                      int block) {
+  const auto pc = precondition(sigma, cfg_.diffusion.noise.sigma_data);  // each [N]
+  auto per_image = [](const torch::Tensor& c) { return c.view({-1, 1, 1, 1}); };
+  auto cond = dit_->condition(pc.c_noise, labels);
+  const int64_t first = block < 0 ? 0 : block, last = block < 0 ? dit_->opt.blocks : block + 1;
+  auto f = dit_->forward(per_image(pc.c_in) * z, cond, first, last);
+  return per_image(pc.c_skip) * z + per_image(pc.c_out) * f;
+}
+
+torch::Tensor ImageGenerator::sample_sigmas(int block, int64_t n, uint64_t seed, const torch::Device& device) const {
+  std::mt19937_64 rng(seed);
+  std::vector<double> sigmas(static_cast<size_t>(n));
+  // End-to-end: EDM's log-normal over the whole range. A block: its own widened range, drawn as
+  // diffusion.sigma_sampling says (the paper: the log-normal truncated to the range).
+  for (auto& s : sigmas)
+    s = block < 0 ? whole_.sample(0, WithinRange::Distribution, rng) : partition_.sample(block, cfg_.diffusion.sigma_sampling, rng);
+  return torch::tensor(sigmas, torch::kFloat64).to(device, torch::kFloat32);
+}
+
+Loss ImageGenerator::loss(const Batch& batch, int block, uint64_t seed) {
+  auto x = to_model(batch.x);
+  const int64_t n = x.size(0);
+  auto sigma = sample_sigmas(block, n, seed, x.device());
+  // Classifier-free guidance needs the unconditional model too: drop labels at random
+  // (torch's generator, seeded by the step).
+  auto drop = torch::rand({n}, x.options()) < cfg_.dit.label_dropout;
+  auto labels = torch::where(drop, torch::full_like(batch.y, dit_->opt.null_label()), batch.y);
+  auto z = x + sigma.view({-1, 1, 1, 1}) * torch::randn_like(x);
+  auto l2 = (denoise(z, sigma, labels, block) - x).pow(2).mean({1, 2, 3});  // [N]
+  auto w = precondition(sigma, cfg_.diffusion.noise.sigma_data).weight;     // lambda(sigma) [N]
+  return {weighted_loss(l2, w, cfg_.diffusion.weighting), l2.mean().detach()};
+}
+
+std::vector<double> ImageGenerator::levels(const SamplingOptions& opt) const {
+  const auto& n = cfg_.diffusion.noise;
+  if (opt.schedule == SigmaSchedule::Karras) return karras_sigmas(opt.steps, n.sigma_min, n.sigma_max);
+  return partition_.inference_levels(opt.steps);
+}
+
+int ImageGenerator::block_of(double sigma) const { return cfg_.blocks_mode() ? partition_.block_of(sigma) : -1; }
+
+torch::Tensor ImageGenerator::guided_denoise(const torch::Tensor& z, double sigma, const torch::Tensor& labels, int block,
+                                            double guidance) {
+  const int64_t n = z.size(0);
+  if (guidance == 1.0) return denoise(z, torch::full({n}, sigma, z.options()), labels, block);
+  auto null = torch::full_like(labels, dit_->opt.null_label());
+  auto d = denoise(torch::cat({z, z}), torch::full({2 * n}, sigma, z.options()), torch::cat({labels, null}), block);
+  auto conditional = d.narrow(0, 0, n), unconditional = d.narrow(0, n, n);
+  return unconditional + guidance * (conditional - unconditional);
+}
+
+Generated ImageGenerator::generate(const torch::Tensor& labels, const SamplingOptions& opt, uint64_t seed,
+                                   int64_t batch, const std::string& progress) {
+  torch::NoGradGuard no_grad;
+  const auto& o = dit_->opt;
+  const auto device = dit_->shared->pos_embed.device();
+  const auto sigmas = levels(opt);
+  const bool guided = opt.guidance != 1.0;
+  const int64_t total = labels.size(0), batches = (total + batch - 1) / batch;
+  std::vector<DenoiserCall> calls;
+  std::vector<torch::Tensor> out;
+  std::unique_ptr<Progress> bar;
+  if (!progress.empty()) bar = std::make_unique<Progress>(total, progress, 0, /*plain=*/false);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < batches; ++i) {
+    const int64_t lo = i * batch, n = std::min(batch, total - lo);
+    auto y = labels.narrow(0, lo, n).to(device);
+    auto denoise_at = [&](const torch::Tensor& z, double sigma, int block) {
+      return guided_denoise(z, sigma, y, block, opt.guidance);
+    };
+    // Noise of image j depends on (seed, its batch of `batch`) only.
+    torch::manual_seed(derive_seed(seed, Stream::Eval, uint64_t(i)));
+    auto z = torch::randn({n, o.channels, o.height, o.width}, torch::TensorOptions().device(device)) * sigmas.front();
+    calls.clear();
+    auto x = sample_ode(sigmas, z, opt.sampler, denoise_at, [this](double s) { return block_of(s); }, &calls);
+    out.push_back(to_pixels(x));
+    if (bar) bar->update(lo + n, "");
+  }
+  if (bar) bar->finish();
+  Generated g;
+  g.images = torch::cat(out);
+  g.ms_per_image = 1000.0 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(total);
+  for (const auto& c : calls) {
+    g.denoiser_calls_per_image += guided ? 2 : 1;
+    g.layer_evaluations_per_image += double((guided ? 2 : 1) * (c.block < 0 ? o.layers : o.layers / o.blocks));
+  }
+  return g;
+}
+
+Evaluation ImageGenerator::evaluate(const Dataset& data, Split split, uint64_t seed) {
+  const auto* images = dynamic_cast<const ImageData*>(&data);
+  if (!images) throw std::logic_error("the DiT family evaluates against image data");
+  const auto opt = SamplingOptions::of(cfg_);
+  const int64_t n = cfg_.dit.eval_samples;
+  auto labels = torch::arange(n, torch::kInt64) % dit_->opt.classes;
+  auto generated = generate(labels, opt, seed, 250, "generate");
+  const auto fd = frechet_report(*images, split, generated.images, labels, FrechetOptions{});
+  Evaluation e;
+  e.headline = {"FD", fd.fd, /*higher_is_better=*/false, /*percent=*/false};
+  e.alternatives.push_back({"FD extrapolated to infinitely many samples", fd.fd_infinity, false, false});
+  e.lines = fd.lines();
+  e.lines.push_back(fmt::format("sampling: {} steps ({}, {} levels, guidance {}), {:.0f} layer evaluations and {:.1f} ms per image",
+                                opt.steps, opt.to_json()["sampler"].get<std::string>(),
+                                opt.to_json()["schedule"].get<std::string>(), opt.guidance,
+                                generated.layer_evaluations_per_image, generated.ms_per_image));
+  e.details = fd.to_json();
+  e.details["fd_sampler"] = opt.to_json();
+  e.details["sampling_layer_evaluations_per_image"] = generated.layer_evaluations_per_image;
+  e.details["sampling_ms_per_image"] = generated.ms_per_image;
+  e.examples = n;
+  e.ms_per_example = generated.ms_per_image;
+  return e;
+}
+
+}  // namespace blocklab

@@ -1,0 +1,65 @@
+#include "train/ema.h"
+
+#include <fmt/format.h>
+
+#include "train/checkpoint.h"
+#include "util/error.h"
+
+namespace blocklab {
+
+Ema::Ema(const torch::nn::Module& model, double decay) : model_(model), decay_(decay) {
+  torch::NoGradGuard no_grad;
+  for (const auto& p : model.named_parameters()) {
+    // The owner is read from the name once here, so update() compares no strings.
+    int block = -1;
+    if (p.key().rfind("blocks.", 0) == 0) block = std::stoi(p.key().substr(7));
+    entries_.push_back({p.key(), p.value(), p.value().detach().clone(), block});
+  }
+}
+
+void Ema::update(const AdamW& opt, int block) {
+  torch::NoGradGuard no_grad;
+  for (auto& e : entries_) {
+    if (block >= 0 && e.block >= 0 && e.block != block) continue;
+    const double n = double(opt.steps_of(e.name));
+    const double d = std::min(decay_, (1.0 + n) / (10.0 + n));
+    e.average.mul_(d).add_(e.param.detach(), 1.0 - d);
+  }
+}
+
+TensorMap Ema::state() const {
+  TensorMap out;
+  for (const auto& e : entries_) out[e.name] = e.average;
+  return out;
+}
+
+void Ema::load(const TensorMap& state, const std::string& source) {
+  torch::NoGradGuard no_grad;
+  for (auto& e : entries_) {
+    auto it = state.find(e.name);
+    if (it == state.end()) throw UserError(fmt::format("{}: no average of {} (a checkpoint without EMA?)", source, e.name));
+    if (!it->second.sizes().equals(e.average.sizes()))
+      throw UserError(fmt::format("{}: the average of {} has shape {}, the model expects {}", source, e.name,
+                                  c10::str(it->second.sizes()), c10::str(e.average.sizes())));
+    e.average.copy_(it->second);
+  }
+  if (state.size() != entries_.size())
+    throw UserError(fmt::format("{}: {} averaged tensors for a model of {} parameters", source, state.size(), entries_.size()));
+}
+
+TensorMap Ema::weights() const {
+  auto out = named_tensors(model_);
+  for (const auto& e : entries_) out[e.name] = e.average;
+  return out;
+}
+
+void Ema::swap() {
+  torch::NoGradGuard no_grad;
+  for (auto& e : entries_) {
+    auto tmp = e.param.detach().clone();
+    e.param.copy_(e.average);
+    e.average.copy_(tmp);
+  }
+}
+
+}  // namespace blocklab
