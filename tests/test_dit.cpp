@@ -57,6 +57,31 @@ void randomize(torch::nn::Module& m) {
   for (auto& p : m.parameters()) p.normal_(0.0, 0.2);
 }
 
+TEST(Dit, ShippedRecipeAndFamilyDefaults) {
+  const auto root = test::repo_root();
+  ASSERT_FALSE(root.empty());
+  const auto cfg = Config::from_file(root + "/configs/dit-fmnist.toml");
+  EXPECT_EQ(cfg.model.family, FamilyKind::Dit);
+  EXPECT_EQ(cfg.inference_steps(), 32);
+  EXPECT_EQ(cfg.ema_decay(), 0.999);
+  EXPECT_TRUE(Contains(cfg.to_toml(), "[dit]"));
+  EXPECT_FALSE(Contains(cfg.to_toml(), "[classifier]"));
+  // Family defaults: the DiT averages its weights and samples 32 steps; the classifier neither.
+  Config c;
+  EXPECT_EQ(c.ema_decay(), 0.0);
+  EXPECT_EQ(c.inference_steps(), c.model.blocks);
+  c.set("model.family=dit");
+  EXPECT_EQ(c.ema_decay(), 0.999);
+  EXPECT_EQ(c.inference_steps(), 32);
+  c.set("train.ema_decay=0");
+  EXPECT_EQ(c.ema_decay(), 0.0);
+  // Another family's section is refused, naming it.
+  c.set("classifier.patch=4");
+  EXPECT_TRUE(test::ThrowsUserError([&] { c.validate(); }, {"[classifier]", "dit"}));
+  Config d;
+  EXPECT_TRUE(test::ThrowsUserError([&] { d.set("dit.sampler=rk4"); }, {"dit.sampler", "euler", "rk4"}));
+}
+
 TEST(Dit, UnpatchifyInvertsThePatchEmbeddingsLayout) {
   torch::manual_seed(1);
   const auto x = torch::randn({2, 3, 8, 12});
