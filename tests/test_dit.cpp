@@ -80,6 +80,18 @@ TEST(Dit, ShippedRecipeAndFamilyDefaults) {
   EXPECT_TRUE(test::ThrowsUserError([&] { c.validate(); }, {"[classifier]", "dit"}));
   Config d;
   EXPECT_TRUE(test::ThrowsUserError([&] { d.set("dit.sampler=rk4"); }, {"dit.sampler", "euler", "rk4"}));
+  // A model or a step larger than the machine is refused before anything is allocated.
+  auto big = tiny_dit("e2e");
+  big.model.hidden = 65536;
+  big.model.layers = 1024;
+  EXPECT_TRUE(test::ThrowsUserError([&] { dit_options(big, test::fashion_shape()); }, {"model.layers", "GiB"}));
+  big = tiny_dit("e2e");
+  big.train.batch_size = 1 << 20;
+  big.dit.patch = 1;
+  EXPECT_TRUE(test::ThrowsUserError([&] { dit_options(big, test::fashion_shape()); }, {"train.batch_size", "GiB"}));
+  big = tiny_dit("e2e");
+  big.dit.patch = 5;
+  EXPECT_TRUE(test::ThrowsUserError([&] { dit_options(big, test::fashion_shape()); }, {"dit.patch = 5", "28x28"}));
 }
 
 TEST(Dit, UnpatchifyInvertsThePatchEmbeddingsLayout) {

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include "util/error.h"
+#include "util/system.h"
+
 namespace blocklab {
 
 std::string Metric::show() const {
@@ -51,6 +54,25 @@ std::string Evaluation::report() const {
 }
 
 std::string block_prefix(int64_t block) { return "blocks." + std::to_string(block) + "."; }
+
+void refuse_what_cannot_fit(const Config& cfg, int64_t tokens) {
+  // Weights, gradients and AdamW's two moments are four fp32 copies of the parameters (the layers
+  // dominate: attention 4 d^2, MLP 2 r d^2, adaLN 6 d c per layer). An end-to-end step keeps per
+  // layer and token about (10 + 2 r) d floats for backward, plus the attention matrices.
+  const auto& m = cfg.model;
+  const double d = double(m.hidden), t = double(tokens), r = double(m.mlp_ratio);
+  const double weights = 16.0 * (4 * d * d + 2 * r * d * d + 6 * d * double(m.cond_dim)) * double(m.layers);
+  const double saved = 4.0 * double(cfg.train.batch_size) * t * double(m.layers) * ((10.0 + 2.0 * r) * d + double(m.heads) * t);
+  const double memory = double(physical_memory_bytes()), gib = double(1 << 30);
+  if (weights > memory)
+    throw UserError(fmt::format("model.layers = {}, model.hidden = {}: about {:.0f} GiB of weights, gradients and AdamW "
+                                "state, more than this machine's {:.0f} GiB",
+                                m.layers, m.hidden, weights / gib, memory / gib));
+  if (saved > memory)
+    throw UserError(fmt::format("train.batch_size = {}: a step would keep about {:.0f} GiB of activations for backward, "
+                                "more than this machine's {:.0f} GiB",
+                                cfg.train.batch_size, saved / gib, memory / gib));
+}
 
 torch::Tensor weighted_loss(const torch::Tensor& per_example, const torch::Tensor& weight, Weighting how) {
   switch (how) {

@@ -62,6 +62,11 @@ class Family {
 /// Prefix of the parameter names that belong to block b: "blocks.b.".
 std::string block_prefix(int64_t block);
 
+/// Refuses, before anything is allocated, a transformer of `cfg` whose weights, gradients and
+/// AdamW state, or whose end-to-end activations for `tokens` tokens per example, exceed the
+/// machine's memory. UserError naming the keys.
+void refuse_what_cannot_fit(const Config& cfg, int64_t tokens);
+
 /// The batch's training loss from per-example losses [N] and their weights lambda(sigma) [N], as
 /// diffusion.weighting says (paper Eq. 6 is PerSample; docs/gap-study.md compares the others).
 torch::Tensor weighted_loss(const torch::Tensor& per_example, const torch::Tensor& weight, Weighting how);

@@ -7,7 +7,6 @@
 
 #include "schedule/precond.h"
 #include "util/error.h"
-#include "util/system.h"
 
 namespace blocklab {
 
@@ -30,25 +29,7 @@ ViTOptions vit_options(const Config& cfg, const DataShape& shape) {
   o.cond_dim = cfg.model.cond_dim;
   o.classes = shape.classes;
   o.label_beside_cls = cfg.classifier.label_token == LabelToken::BesideCls;
-  // Refuse a model that cannot fit before allocating it: weights, gradients and AdamW's two
-  // moments are four fp32 copies of the parameters (the layers dominate: attention 4d^2, MLP
-  // 2 r d^2, adaLN 6 d c per layer).
-  const double d = double(o.hidden), per_layer = 4 * d * d + 2 * double(o.mlp_ratio) * d * d + 6 * d * double(o.cond_dim);
-  const double bytes = 4.0 * 4.0 * per_layer * double(o.layers);
-  const double memory = double(physical_memory_bytes()), gib = double(1 << 30);
-  if (bytes > memory)
-    throw UserError(fmt::format("model.layers = {}, model.hidden = {}: about {:.0f} GiB of weights, gradients and AdamW "
-                                "state, more than this machine's {:.0f} GiB",
-                                o.layers, o.hidden, bytes / gib, memory / gib));
-  // And the activations an end-to-end step saves for backward: per layer and token about
-  // (10 + 2 r) d floats, plus the attention matrices (heads x tokens per token).
-  const double tokens = double(o.lead_tokens() + o.num_patches());
-  const double saved = 4.0 * double(cfg.train.batch_size) * tokens * double(o.layers) *
-                       ((10.0 + 2.0 * double(o.mlp_ratio)) * d + double(o.heads) * tokens);
-  if (saved > memory)
-    throw UserError(fmt::format("train.batch_size = {}: a step would keep about {:.0f} GiB of activations for backward, "
-                                "more than this machine's {:.0f} GiB",
-                                cfg.train.batch_size, saved / gib, memory / gib));
+  refuse_what_cannot_fit(cfg, o.lead_tokens() + o.num_patches());
   return o;
 }
 

@@ -11,7 +11,6 @@
 #include "util/error.h"
 #include "util/progress.h"
 #include "util/seed.h"
-#include "util/system.h"
 
 namespace blocklab {
 
@@ -31,23 +30,7 @@ DiTOptions dit_options(const Config& cfg, const DataShape& shape) {
   o.mlp_ratio = cfg.model.mlp_ratio;
   o.cond_dim = cfg.model.cond_dim;
   o.classes = shape.classes;
-  // Refuse what cannot fit before allocating: weights, gradients and AdamW's moments (four fp32
-  // copies), and the activations an end-to-end step keeps (per layer and token about (10 + 2 r) d
-  // floats plus the attention matrices).
-  const double d = double(o.hidden), tokens = double(o.num_patches());
-  const double per_layer = 4 * d * d + 2 * double(o.mlp_ratio) * d * d + 6 * d * double(o.cond_dim);
-  const double weights = 16.0 * per_layer * double(o.layers);
-  const double saved = 4.0 * double(cfg.train.batch_size) * tokens * double(o.layers) *
-                       ((10.0 + 2.0 * double(o.mlp_ratio)) * d + double(o.heads) * tokens);
-  const double memory = double(physical_memory_bytes()), gib = double(1 << 30);
-  if (weights > memory)
-    throw UserError(fmt::format("model.layers = {}, model.hidden = {}: about {:.0f} GiB of weights, gradients and AdamW "
-                                "state, more than this machine's {:.0f} GiB",
-                                o.layers, o.hidden, weights / gib, memory / gib));
-  if (saved > memory)
-    throw UserError(fmt::format("train.batch_size = {}: a step would keep about {:.0f} GiB of activations for backward, "
-                                "more than this machine's {:.0f} GiB",
-                                cfg.train.batch_size, saved / gib, memory / gib));
+  refuse_what_cannot_fit(cfg, o.num_patches());
   return o;
 }
 
