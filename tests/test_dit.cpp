@@ -180,7 +180,7 @@ TEST(Dit, TheMovingAverageFollowsOnlyWhatTheStepUpdated) {
   const auto cfg = tiny_dit("blocks");
   auto gen = make_generator(cfg);
   auto opt = make_optimizer(gen.model(), cfg);
-  Ema ema(gen.model(), 0.9);
+  Ema ema(gen.model(), opt, 0.9);
   const auto before = test::snapshot(gen.model());
   StepRunner runner(gen, opt, cfg, 30);
   torch::manual_seed(6);
@@ -188,7 +188,7 @@ TEST(Dit, TheMovingAverageFollowsOnlyWhatTheStepUpdated) {
   int64_t step = 0;
   while (block_for_step(cfg, step) != 1) ++step;
   runner.run(batch, step);
-  ema.update(opt, 1);
+  ema.update(1);
   const double d = std::min(0.9, 2.0 / 11.0);  // one update: (1 + n) / (10 + n) with n = 1
   auto avg = ema.state();
   for (auto& [name, t] : avg) t = t.clone();  // state() is the live averages

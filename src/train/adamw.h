@@ -29,6 +29,7 @@ class AdamW {
   void load_state_dict(const TensorMap& state, const std::string& source);
   const std::vector<std::pair<std::string, torch::Tensor>>& params() const { return params_; }
   int64_t steps_of(const std::string& name) const;  // -1 for an unknown name
+  int64_t steps_at(size_t index) const { return state_[index].step; }  // of params()[index]
   bool decays(const std::string& name) const;       // whether weight decay reaches it
   /// The most steps any parameter whose name starts with `prefix` has taken (0 if none).
   int64_t max_steps_under(const std::string& prefix) const;

@@ -7,21 +7,25 @@
 
 namespace blocklab {
 
-Ema::Ema(const torch::nn::Module& model, double decay) : model_(model), decay_(decay) {
+Ema::Ema(const torch::nn::Module& model, const AdamW& opt, double decay) : model_(model), opt_(opt), decay_(decay) {
   torch::NoGradGuard no_grad;
+  const auto& optimized = opt.params();
   for (const auto& p : model.named_parameters()) {
-    // The owner is read from the name once here, so update() compares no strings.
+    // Owner and optimizer slot are read from the name once here, so update() compares no strings.
     int block = -1;
     if (p.key().rfind("blocks.", 0) == 0) block = std::stoi(p.key().substr(7));
-    entries_.push_back({p.key(), p.value(), p.value().detach().clone(), block});
+    size_t index = 0;
+    while (index < optimized.size() && optimized[index].first != p.key()) ++index;
+    if (index == optimized.size()) throw std::logic_error("EMA of a parameter the optimizer does not update: " + p.key());
+    entries_.push_back({p.key(), p.value(), p.value().detach().clone(), block, index});
   }
 }
 
-void Ema::update(const AdamW& opt, int block) {
+void Ema::update(int block) {
   torch::NoGradGuard no_grad;
   for (auto& e : entries_) {
     if (block >= 0 && e.block >= 0 && e.block != block) continue;
-    const double n = double(opt.steps_of(e.name));
+    const double n = double(opt_.steps_at(e.opt_index));
     const double d = std::min(decay_, (1.0 + n) / (10.0 + n));
     e.average.mul_(d).add_(e.param.detach(), 1.0 - d);
   }

@@ -14,9 +14,10 @@ namespace blocklab {
 
 class Ema {
  public:
-  Ema(const torch::nn::Module& model, double decay);
+  /// Averages `model`'s parameters, which `opt` updates (it counts each one's updates).
+  Ema(const torch::nn::Module& model, const AdamW& opt, double decay);
   /// After the optimizer step of `block` (-1: end-to-end, every parameter).
-  void update(const AdamW& opt, int block);
+  void update(int block);
   /// The averages by parameter name, and restoring them (UserError naming `source`).
   TensorMap state() const;
   void load(const TensorMap& state, const std::string& source);
@@ -30,9 +31,11 @@ class Ema {
   struct Entry {
     std::string name;
     torch::Tensor param, average;
-    int block;  // -1: shared (updated at every step)
+    int block;        // -1: shared (updated at every step)
+    size_t opt_index; // its place in the optimizer, for its update count
   };
   const torch::nn::Module& model_;
+  const AdamW& opt_;
   double decay_;
   std::vector<Entry> entries_;
 };

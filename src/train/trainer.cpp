@@ -72,7 +72,7 @@ class Trainer {
         total_(total_steps(cfg, order_.steps_per_epoch())),
         stepper_(*family_, opt_, cfg_, total_),
         window_(cfg.blocks_mode() ? cfg.model.blocks : 1) {
-    if (cfg.ema_decay() > 0) ema_ = std::make_unique<Ema>(family_->model(), cfg.ema_decay());
+    if (cfg.ema_decay() > 0) ema_ = std::make_unique<Ema>(family_->model(), opt_, cfg.ema_decay());
   }
 
   nlohmann::json run() {
@@ -119,7 +119,7 @@ class Trainer {
     };
     for (step_ = state.step; step_ < total_ && !g_signal;) {
       const auto s = guarded_step(step_);
-      if (ema_) ema_->update(opt_, s.block);
+      if (ema_) ema_->update(s.block);
       ++step_;
       window_.add(std::max(s.block, 0), s.loss, s.plain);
       if (step_ % cfg_.train.log_every == 0 || step_ == total_) log(s, elapsed(), progress);
