@@ -21,26 +21,18 @@ using test::Contains;
 using test::TempDir;
 namespace F = torch::nn::functional;
 
+// The classifier tests' tiny config (test_util.h) as a DiT: six layers, longer training.
 Config tiny_dit(const std::string& mode, const std::string& data_dir = "") {
-  Config c;
+  Config c = test::tiny_config(mode, data_dir);
   c.set("model.family=dit");
-  c.set("model.mode=" + mode);
   c.model.layers = 6;
-  c.model.blocks = 3;
-  c.model.hidden = 32;
-  c.model.heads = 2;
-  c.model.mlp_ratio = 2;
-  c.model.cond_dim = 16;
   c.dit.patch = 7;
   c.dit.eval_samples = 20;
   c.diffusion.inference_steps = 4;
   c.diffusion.sigma_sampling = WithinRange::Distribution;
-  c.train.batch_size = 32;
   c.train.epochs = 6;
   c.train.lr = 2e-3;
-  c.train.log_every = 10;
   c.train.seed = 5;
-  c.data.dir = data_dir;
   c.validate();
   return c;
 }

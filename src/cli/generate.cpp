@@ -7,7 +7,6 @@
 #include "cli/commands.h"
 #include "cli/run_loader.h"
 #include "data/image_data.h"
-#include "eval/fd.h"
 #include "families/dit/generator.h"
 #include "io/png.h"
 #include "util/error.h"
@@ -43,11 +42,8 @@ GeneratorRun open_generator(const std::string& command, const SamplerArgs& a) {
 }
 
 std::string describe(const GeneratorRun& g, const SamplerArgs& a) {
-  const auto j = g.sampling.to_json();
-  return fmt::format("{} {} mode, {} weights: {} {} steps on {} levels, guidance {}, seed {}", g.loaded.run.root(),
-                     to_string(g.loaded.cfg.model.mode), g.loaded.weights_file == "ema.safetensors" ? "EMA" : "raw",
-                     j["sampler"].get<std::string>(), g.sampling.steps, j["schedule"].get<std::string>(),
-                     g.sampling.guidance, a.seed);
+  return fmt::format("{} {} mode, {} weights: {}, seed {}", g.loaded.run.root(), to_string(g.loaded.cfg.model.mode),
+                     g.loaded.weights_file == "ema.safetensors" ? "EMA" : "raw", g.sampling.describe(), a.seed);
 }
 
 }  // namespace
@@ -80,23 +76,17 @@ int cmd_fd(const FdArgs& a) {
   auto g = open_generator("fd", a.sampler);
   const auto& data = dynamic_cast<const ImageData&>(*g.loaded.data);
   fmt::print(stderr, "fd: {} images from {}\n", a.n, describe(g, a.sampler));
-  auto labels = torch::arange(int64_t(a.n), torch::kInt64) % g.generator->dit()->opt.classes;  // every class equally
-  const auto out = g.generator->generate(labels, g.sampling, uint64_t(a.sampler.seed), 250, "fd generate");
-  const auto report = frechet_report(data, Split::Test, out.images, labels, FrechetOptions{a.save_features});
-  auto result = report.to_json();
-  result["fd_sampler"] = g.sampling.to_json();
-  result["fd_sampler"]["seed"] = a.sampler.seed;
+  auto scored = g.generator->score(data, Split::Test, a.n, g.sampling, uint64_t(a.sampler.seed),
+                                   FrechetOptions{a.save_features}, "fd generate");
+  auto& result = scored.summary;
   result["fd_sampler"]["weights"] = g.loaded.weights_file == "ema.safetensors" ? "ema" : "raw";
-  result["sampling_layer_evaluations_per_image"] = out.layer_evaluations_per_image;
-  result["sampling_ms_per_image"] = out.ms_per_image;
   auto summary = g.loaded.run.has("summary.json") ? g.loaded.run.read_json("summary.json") : nlohmann::json::object();
   // The raw weights' score sits beside the average's, not over it.
   if (a.sampler.raw_weights) summary["fd_raw_weights"] = result;
   else summary.update(result);
   g.loaded.run.write_json("summary.json", summary);
-  for (const auto& line : report.lines()) fmt::print("{}\n", line);
-  fmt::print("sampling: {:.0f} layer evaluations and {:.1f} ms per image; written to {}\n", out.layer_evaluations_per_image,
-             out.ms_per_image, g.loaded.run.file("summary.json"));
+  for (const auto& line : scored.lines) fmt::print("{}\n", line);
+  fmt::print("written to {}\n", g.loaded.run.file("summary.json"));
   return 0;
 }
 

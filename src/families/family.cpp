@@ -55,6 +55,26 @@ std::string Evaluation::report() const {
 
 std::string block_prefix(int64_t block) { return "blocks." + std::to_string(block) + "."; }
 
+ImageTransformerOptions image_transformer_options(const Config& cfg, const DataShape& shape, int64_t patch,
+                                                  const char* patch_key, int64_t extra_tokens) {
+  if (shape.height % patch != 0 || shape.width % patch != 0)
+    throw UserError(fmt::format("{}x{} images: {} = {} must divide both sides", shape.height, shape.width, patch_key, patch));
+  ImageTransformerOptions o;
+  o.height = shape.height;
+  o.width = shape.width;
+  o.channels = shape.channels;
+  o.patch = patch;
+  o.hidden = cfg.model.hidden;
+  o.heads = cfg.model.heads;
+  o.layers = cfg.model.layers;
+  o.blocks = cfg.model.blocks;
+  o.mlp_ratio = cfg.model.mlp_ratio;
+  o.cond_dim = cfg.model.cond_dim;
+  o.classes = shape.classes;
+  refuse_what_cannot_fit(cfg, extra_tokens + o.num_patches());
+  return o;
+}
+
 void refuse_what_cannot_fit(const Config& cfg, int64_t tokens) {
   // Weights, gradients and AdamW's two moments are four fp32 copies of the parameters (the layers
   // dominate: attention 4 d^2, MLP 2 r d^2, adaLN 6 d c per layer). An end-to-end step keeps per

@@ -11,6 +11,7 @@
 
 #include "data/dataset.h"
 #include "io/config.h"
+#include "models/layers.h"
 
 namespace blocklab {
 
@@ -61,6 +62,12 @@ class Family {
 
 /// Prefix of the parameter names that belong to block b: "blocks.b.".
 std::string block_prefix(int64_t block);
+
+/// The image transformer of `cfg` for images of `shape` with patch `patch` (the family's key
+/// `patch_key`, named when it does not tile the images); refuses what cannot fit in memory, for
+/// `extra_tokens` tokens beside the patches.
+ImageTransformerOptions image_transformer_options(const Config& cfg, const DataShape& shape, int64_t patch,
+                                                  const char* patch_key, int64_t extra_tokens = 0);
 
 /// Refuses, before anything is allocated, a transformer of `cfg` whose weights, gradients and
 /// AdamW state, or whose end-to-end activations for `tokens` tokens per example, exceed the

@@ -270,6 +270,8 @@ void assign(Config& c, const std::string& key, const toml::node& node, const std
 
 const char* to_string(Mode m) { return name_of(kModes, m); }
 const char* to_string(FamilyKind f) { return name_of(kFamilies, f); }
+const char* to_string(Sampler s) { return name_of(kSamplers, s); }
+const char* to_string(SigmaSchedule s) { return name_of(kSchedules, s); }
 
 int Config::inference_steps() const {
   if (diffusion.inference_steps > 0) return diffusion.inference_steps;

@@ -26,6 +26,8 @@ enum class LabelToken { AsCls, BesideCls };
 /// The option names as they appear in configs ("e2e", "classifier", ...).
 const char* to_string(Mode m);
 const char* to_string(FamilyKind f);
+const char* to_string(Sampler s);
+const char* to_string(SigmaSchedule s);
 
 struct ModelConfig {
   FamilyKind family = FamilyKind::Classifier;  // which kind of model; its own keys live in its section

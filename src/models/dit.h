@@ -16,11 +16,7 @@
 
 namespace blocklab {
 
-struct DiTOptions {
-  int64_t height = 28, width = 28, channels = 1, patch = 4;
-  int64_t hidden = 96, heads = 4, layers = 6, blocks = 3, mlp_ratio = 4, cond_dim = 96;
-  int64_t classes = 10;
-  int64_t num_patches() const { return (height / patch) * (width / patch); }
+struct DiTOptions : ImageTransformerOptions {
   int64_t patch_values() const { return channels * patch * patch; }
   int64_t null_label() const { return classes; }
   TransformerLayerOptions layer() const { return {hidden, heads, mlp_ratio, cond_dim, AdaLNStyle::SiluBefore}; }

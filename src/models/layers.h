@@ -50,6 +50,14 @@ struct TransformerLayerImpl : torch::nn::Module {
 };
 TORCH_MODULE(TransformerLayer);
 
+/// What the ViT and the DiT share: the images, their patches, and the layer stack in blocks.
+struct ImageTransformerOptions {
+  int64_t height = 28, width = 28, channels = 1, patch = 7;
+  int64_t hidden = 64, heads = 4, layers = 6, blocks = 3, mlp_ratio = 4, cond_dim = 64;
+  int64_t classes = 10;
+  int64_t num_patches() const { return (height / patch) * (width / patch); }
+};
+
 /// One block of DiffusionBlocks: `num_layers` consecutive transformer layers
 /// (parameters `layers.{i}.*`, so a model's are `blocks.{b}.layers.{i}.*`).
 struct BlockImpl : torch::nn::Module {

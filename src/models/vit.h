@@ -15,17 +15,13 @@
 
 namespace blocklab {
 
-struct ViTOptions {
-  int64_t height = 28, width = 28, channels = 1, patch = 7;
-  int64_t hidden = 64, heads = 4, layers = 6, blocks = 3, mlp_ratio = 4, cond_dim = 64;
-  int64_t classes = 10;
+struct ViTOptions : ImageTransformerOptions {
   // Where the noisy label enters in blocks mode: in the class-token slot, read out from itself
   // (the reference code), or as an extra token beside a clean class token that is read out (the
   // paper's App. B); docs/method.md.
   bool label_beside_cls = false;
   std::vector<int64_t> held;  // the blocks this model holds; empty: all of them
   int64_t lead_tokens() const { return label_beside_cls ? 2 : 1; }
-  int64_t num_patches() const { return (height / patch) * (width / patch); }
 };
 
 /// The modules every block shares.

@@ -13,23 +13,11 @@ namespace blocklab {
 namespace F = torch::nn::functional;
 
 ViTOptions vit_options(const Config& cfg, const DataShape& shape) {
-  const int64_t p = cfg.classifier.patch;
-  if (shape.height % p != 0 || shape.width % p != 0)
-    throw UserError(fmt::format("{}x{} images: classifier.patch = {} must divide both sides", shape.height, shape.width, p));
   ViTOptions o;
-  o.height = shape.height;
-  o.width = shape.width;
-  o.channels = shape.channels;
-  o.patch = p;
-  o.hidden = cfg.model.hidden;
-  o.heads = cfg.model.heads;
-  o.layers = cfg.model.layers;
-  o.blocks = cfg.model.blocks;
-  o.mlp_ratio = cfg.model.mlp_ratio;
-  o.cond_dim = cfg.model.cond_dim;
-  o.classes = shape.classes;
   o.label_beside_cls = cfg.classifier.label_token == LabelToken::BesideCls;
-  refuse_what_cannot_fit(cfg, o.lead_tokens() + o.num_patches());
+  // The lead tokens (the noisy label, and the class token beside it) count for memory too.
+  static_cast<ImageTransformerOptions&>(o) =
+      image_transformer_options(cfg, shape, cfg.classifier.patch, "classifier.patch", o.lead_tokens());
   return o;
 }
 

@@ -5,8 +5,6 @@
 
 #include <fmt/format.h>
 
-#include "data/image_data.h"
-#include "eval/fd.h"
 #include "schedule/precond.h"
 #include "util/error.h"
 #include "util/progress.h"
@@ -15,23 +13,7 @@
 namespace blocklab {
 
 DiTOptions dit_options(const Config& cfg, const DataShape& shape) {
-  const int64_t p = cfg.dit.patch;
-  if (shape.height % p != 0 || shape.width % p != 0)
-    throw UserError(fmt::format("{}x{} images: dit.patch = {} must divide both sides", shape.height, shape.width, p));
-  DiTOptions o;
-  o.height = shape.height;
-  o.width = shape.width;
-  o.channels = shape.channels;
-  o.patch = p;
-  o.hidden = cfg.model.hidden;
-  o.heads = cfg.model.heads;
-  o.layers = cfg.model.layers;
-  o.blocks = cfg.model.blocks;
-  o.mlp_ratio = cfg.model.mlp_ratio;
-  o.cond_dim = cfg.model.cond_dim;
-  o.classes = shape.classes;
-  refuse_what_cannot_fit(cfg, o.num_patches());
-  return o;
+  return {image_transformer_options(cfg, shape, cfg.dit.patch, "dit.patch")};
 }
 
 SamplingOptions SamplingOptions::of(const Config& cfg) {
@@ -39,10 +21,11 @@ SamplingOptions SamplingOptions::of(const Config& cfg) {
 }
 
 nlohmann::json SamplingOptions::to_json() const {
-  return {{"steps", steps},
-          {"sampler", sampler == Sampler::Euler ? "euler" : "heun"},
-          {"schedule", schedule == SigmaSchedule::Cdf ? "cdf" : "karras"},
-          {"guidance", guidance}};
+  return {{"steps", steps}, {"sampler", to_string(sampler)}, {"schedule", to_string(schedule)}, {"guidance", guidance}};
+}
+
+std::string SamplingOptions::describe() const {
+  return fmt::format("{}, {} steps on {} levels, guidance {}", to_string(sampler), steps, to_string(schedule), guidance);
 }
 
 ImageGenerator::ImageGenerator(const Config& cfg, const DataShape& shape, double pixel_mean, double pixel_std,
@@ -157,28 +140,34 @@ Generated ImageGenerator::generate(const torch::Tensor& labels, const SamplingOp
   return g;
 }
 
+Scored ImageGenerator::score(const ImageData& data, Split split, int64_t n, const SamplingOptions& opt, uint64_t seed,
+                             const FrechetOptions& fd, const std::string& progress) {
+  const auto labels = torch::arange(n, torch::kInt64) % dit_->opt.classes;  // every class equally
+  Scored s;
+  s.generated = generate(labels, opt, seed, 250, progress);
+  s.report = frechet_report(data, split, s.generated.images, labels, fd);
+  s.summary = s.report.to_json();
+  s.summary["fd_sampler"] = opt.to_json();
+  s.summary["fd_sampler"]["seed"] = seed;
+  s.summary["sampling_layer_evaluations_per_image"] = s.generated.layer_evaluations_per_image;
+  s.summary["sampling_ms_per_image"] = s.generated.ms_per_image;
+  s.lines = s.report.lines();
+  s.lines.push_back(fmt::format("sampling: {}: {:.0f} layer evaluations and {:.1f} ms per image", opt.describe(),
+                                s.generated.layer_evaluations_per_image, s.generated.ms_per_image));
+  return s;
+}
+
 Evaluation ImageGenerator::evaluate(const Dataset& data, Split split, uint64_t seed) {
   const auto* images = dynamic_cast<const ImageData*>(&data);
   if (!images) throw std::logic_error("the DiT family evaluates against image data");
-  const auto opt = SamplingOptions::of(cfg_);
-  const int64_t n = cfg_.dit.eval_samples;
-  auto labels = torch::arange(n, torch::kInt64) % dit_->opt.classes;
-  auto generated = generate(labels, opt, seed, 250, "generate");
-  const auto fd = frechet_report(*images, split, generated.images, labels, FrechetOptions{});
+  const auto s = score(*images, split, cfg_.dit.eval_samples, SamplingOptions::of(cfg_), seed);
   Evaluation e;
-  e.headline = {"FD", fd.fd, /*higher_is_better=*/false, /*percent=*/false};
-  e.alternatives.push_back({"FD extrapolated to infinitely many samples", fd.fd_infinity, false, false});
-  e.lines = fd.lines();
-  e.lines.push_back(fmt::format("sampling: {} steps ({}, {} levels, guidance {}), {:.0f} layer evaluations and {:.1f} ms per image",
-                                opt.steps, opt.to_json()["sampler"].get<std::string>(),
-                                opt.to_json()["schedule"].get<std::string>(), opt.guidance,
-                                generated.layer_evaluations_per_image, generated.ms_per_image));
-  e.details = fd.to_json();
-  e.details["fd_sampler"] = opt.to_json();
-  e.details["sampling_layer_evaluations_per_image"] = generated.layer_evaluations_per_image;
-  e.details["sampling_ms_per_image"] = generated.ms_per_image;
-  e.examples = n;
-  e.ms_per_example = generated.ms_per_image;
+  e.headline = {"FD", s.report.fd, /*higher_is_better=*/false, /*percent=*/false};
+  e.alternatives.push_back({"FD extrapolated to infinitely many samples", s.report.fd_infinity, false, false});
+  e.lines = s.lines;
+  e.details = s.summary;
+  e.examples = s.report.samples;
+  e.ms_per_example = s.generated.ms_per_image;
   return e;
 }
 

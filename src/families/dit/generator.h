@@ -11,6 +11,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "data/image_data.h"
+#include "eval/fd.h"
 #include "families/family.h"
 #include "models/dit.h"
 #include "schedule/noise.h"
@@ -28,6 +30,7 @@ struct SamplingOptions {
   double guidance = 1.0;  // D = D(no label) + g (D(y) - D(no label)); 1 runs the conditional model alone
   static SamplingOptions of(const Config& cfg);
   nlohmann::json to_json() const;
+  std::string describe() const;  // "euler, 32 steps on cdf levels, guidance 2"
 };
 
 /// Generated images and what they cost.
@@ -36,6 +39,15 @@ struct Generated {
   double layer_evaluations_per_image = 0;  // transformer layers run per image (CFG counts both passes)
   double denoiser_calls_per_image = 0;
   double ms_per_image = 0;
+};
+
+/// Generated images scored by Fréchet distance: the report, what sampling cost, the entries for
+/// summary.json (the report's, `fd_sampler`, the cost) and readable lines.
+struct Scored {
+  FrechetReport report;
+  Generated generated;
+  nlohmann::json summary;
+  std::vector<std::string> lines;
 };
 
 class ImageGenerator : public Family {
@@ -59,6 +71,9 @@ class ImageGenerator : public Family {
   /// to stderr when `progress` names the work.
   Generated generate(const torch::Tensor& labels, const SamplingOptions& opt, uint64_t seed, int64_t batch = 250,
                      const std::string& progress = "");
+  /// `n` images, the classes in turn, scored against `split` of `data` (src/eval/fd.h).
+  Scored score(const ImageData& data, Split split, int64_t n, const SamplingOptions& opt, uint64_t seed,
+               const FrechetOptions& fd = {}, const std::string& progress = "generate");
   /// The noise levels a sampler visits, descending from sigma_max.
   std::vector<double> levels(const SamplingOptions& opt) const;
   /// The block that serves noise level sigma at sampling; -1 (all layers) end-to-end.
