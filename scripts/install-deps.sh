@@ -6,6 +6,7 @@ packages=(
   libtorch-dev            # libtorch 1.13 C++ frontend
   libopenblas-dev         # without it libtorch's matmul falls back to reference BLAS, ~40x slower
   libjemalloc-dev         # allocator without page-fault storms on fresh activation buffers
+  libgloo-dev             # headers of the Gloo collectives that libtorch's c10d engine (blocklab launch) uses
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libpng-dev libgtest-dev
   dataset-fashion-mnist   # /usr/share/datasets/fashion-mnist
 )

@@ -196,7 +196,7 @@ TEST(Optimizer, DecayOnMatricesOnly) {
 // A change here changes the method (or its random streams); update the numbers only on purpose.
 TEST(Golden, LossesOfTheFirstStepsAreUnchanged) {
   const std::map<std::string, std::vector<double>> expected = {
-      {"e2e", {2.30258536, 2.2777369, 2.25330567, 2.23567414}},
+      {"e2e", {2.30258536, 2.2777369, 2.25345397, 2.23578262}},  // since per-block init seeds
       {"blocks", {12.1059265, 43.0175438, 27803.4648, 10.0999699}},
   };
   for (const auto& [mode, losses] : expected) {

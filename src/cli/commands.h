@@ -15,8 +15,20 @@ struct TrainArgs {
   std::string tag = "train";
   long long stop_after = -1;
   long long parent_pid = 0;  // end with this process (demo's children): a parent-death signal
+  int block = -1;            // train this block alone, in <out>/blocks/<block>
+  bool distributed = false;  // join a distributed run from the environment (torchrun, Slurm, blocklab launch)
 };
 int cmd_train(const TrainArgs& a);
+
+struct LaunchArgs {
+  int procs = 0;
+  std::string config;
+  std::vector<std::string> overrides;
+  std::string out;
+  bool resume = false;
+};
+/// Starts `procs` training processes on this machine, one per block, joined by c10d.
+int cmd_launch(const LaunchArgs& a);
 
 int cmd_eval(const std::string& run_dir, const std::vector<std::string>& overrides);
 
@@ -63,6 +75,16 @@ struct BenchStepArgs {
 };
 /// Memory and time of one training step, end-to-end against one block.
 int cmd_bench_step(const BenchStepArgs& a);
+
+struct BenchMemoryArgs {
+  std::string config;  // optional; built-in defaults with a layer-dominated shape otherwise
+  std::vector<std::string> overrides;
+  std::vector<int> blocks{2, 3, 4, 6};
+  std::string out = "runs/bench-memory";
+  std::string row;  // internal: measure this one configuration ("e2e", "shared", "resident", "independent")
+};
+/// Training memory per mode and B, one process per configuration, into <out>/memory.json.
+int cmd_bench_memory(const BenchMemoryArgs& a);
 
 struct ProfileArgs {
   std::string target;  // a TOML config or a run directory (its config.toml)

@@ -43,7 +43,7 @@ GeneratorRun open_generator(const std::string& command, const SamplerArgs& a) {
 
 std::string describe(const GeneratorRun& g, const SamplerArgs& a) {
   return fmt::format("{} {} mode, {} weights: {}, seed {}", g.loaded.run.root(), to_string(g.loaded.cfg.model.mode),
-                     g.loaded.weights_file == "ema.safetensors" ? "EMA" : "raw", g.sampling.describe(), a.seed);
+                     g.loaded.averaged ? "EMA" : "raw", g.sampling.describe(), a.seed);
 }
 
 }  // namespace
@@ -79,7 +79,7 @@ int cmd_fd(const FdArgs& a) {
   auto scored = g.generator->score(data, Split::Test, a.n, g.sampling, uint64_t(a.sampler.seed),
                                    FrechetOptions{a.save_features}, "fd generate");
   auto& result = scored.summary;
-  result["fd_sampler"]["weights"] = g.loaded.weights_file == "ema.safetensors" ? "ema" : "raw";
+  result["fd_sampler"]["weights"] = g.loaded.averaged ? "ema" : "raw";
   auto summary = g.loaded.run.has("summary.json") ? g.loaded.run.read_json("summary.json") : nlohmann::json::object();
   // The raw weights' score sits beside the average's, not over it.
   if (a.sampler.raw_weights) summary["fd_raw_weights"] = result;

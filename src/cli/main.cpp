@@ -29,7 +29,19 @@ int main(int argc, char** argv) {
   t->add_option("--tag", train.tag, "prefix of progress lines")->group("");
   t->add_option("--stop-after", train.stop_after, "stop with a checkpoint after N steps")->group("");
   t->add_option("--parent-pid", train.parent_pid, "end (with a checkpoint) when this process ends")->group("");
+  t->add_option("--block", train.block, "train only this block, in <out>/blocks/<K> (needs train.shared=independent)")
+      ->check(CLI::NonNegativeNumber);
+  t->add_flag("--distributed", train.distributed,
+              "join a distributed run: rank, world size and rendezvous from torchrun's or Slurm's variables");
   t->footer("Config keys (section.key, default, meaning):\n" + Config::describe());
+
+  LaunchArgs launch;
+  auto* la = app.add_subcommand("launch", "train every block at once, one process per block, on this machine (c10d)");
+  la->add_option("--procs", launch.procs, "processes: one per block (model.blocks)")->required()->check(CLI::PositiveNumber);
+  la->add_option("config", launch.config, "config file")->required()->check(CLI::ExistingFile);
+  la->add_option("--set", launch.overrides, "override a key: section.key=value (repeatable)");
+  la->add_option("--out", launch.out, "run directory (default runs/<config>-parallel)");
+  la->add_flag("--resume", launch.resume, "continue every block from its last checkpoint");
 
   std::string run_dir;
   std::vector<std::string> eval_overrides;
@@ -76,6 +88,15 @@ int main(int argc, char** argv) {
   bs->add_option("--set", bstep.overrides, "override a key, e.g. model.layers=12 (repeatable)");
   bs->add_option("--repeats", bstep.repeats, "measured steps per mode (and block)")->check(CLI::PositiveNumber);
 
+  BenchMemoryArgs bmem;
+  auto* bm = bench->add_subcommand("memory", "training memory: end-to-end vs block-wise (shared, resident, independent)");
+  bm->add_option("--config", bmem.config, "config file (default: the built-in recipe at L=12, d=256, batch 256)")
+      ->check(CLI::ExistingFile);
+  bm->add_option("--set", bmem.overrides, "override a key (repeatable)");
+  bm->add_option("--blocks", bmem.blocks, "values of B")->delimiter(',')->check(CLI::PositiveNumber);
+  bm->add_option("--out", bmem.out, "directory for memory.json and the rows' runs");
+  bm->add_option("--row", bmem.row, "internal: one configuration")->group("");
+
   ProfileArgs prof;
   auto* pr = app.add_subcommand("profile", "profile training steps (or `profile linear`): ops, phases, MFU, trace");
   pr->add_option("target", prof.target, "config file or run directory (uses its config.toml)");
@@ -121,11 +142,13 @@ int main(int argc, char** argv) {
   }
   try {
     if (*t) return cmd_train(train);
+    if (*la) return cmd_launch(launch);
     if (*e) return cmd_eval(run_dir, eval_overrides);
     if (*d) return cmd_demo(demo);
     if (*sa) return cmd_sample(sample);
     if (*fa) return cmd_fd(fd);
     if (*bs) return cmd_bench_step(bstep);
+    if (*bm) return cmd_bench_memory(bmem);
     if (*pl) return cmd_profile_linear(plin);
     if (*pr) {
       if (prof.target.empty()) throw UserError("profile: give a config file or a run directory (or `profile linear`)");

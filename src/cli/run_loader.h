@@ -19,7 +19,8 @@ struct LoadedRun {
   Config cfg;
   std::shared_ptr<const Dataset> data;
   std::unique_ptr<Family> family;
-  std::string weights_file;  // "ema.safetensors" or "model.safetensors"
+  std::string weights_file;  // "ema.safetensors", "model.safetensors", or per-block files
+  bool averaged = false;     // the weights are the moving average
 };
 
 /// UserError naming the directory or file when the run is unfinished, foreign or malformed.

@@ -9,6 +9,8 @@
 
 #include "cli/commands.h"
 #include "cli/run_loader.h"
+#include "dist/group.h"
+#include "dist/world_env.h"
 #include "families/registry.h"
 #include "io/atomic_file.h"
 #include "io/run_dir.h"
@@ -27,6 +29,33 @@ int cmd_train(const TrainArgs& a) {
     if (::getppid() != pid_t(a.parent_pid)) return 128 + SIGTERM;  // it died before prctl took effect
   }
   const Config cfg = Config::load(a.config, a.overrides);
+  std::unique_ptr<ProcessGroup> group;
+  std::optional<int> block;
+  if (a.block >= 0) block = a.block;
+  if (a.distributed) {
+    const auto env = world_from_environment();
+    if (!env)
+      throw UserError("--distributed: no RANK and WORLD_SIZE (torchrun, blocklab launch) or SLURM_PROCID and "
+                      "SLURM_NTASKS (Slurm) in the environment");
+    if (!cfg.blocks_mode() || env->world_size != cfg.model.blocks)
+      throw UserError(fmt::format("--distributed: {} ranks for model.mode = \"{}\", model.blocks = {}: a distributed run "
+                                  "trains one block per rank",
+                                  env->world_size, to_string(cfg.model.mode), cfg.model.blocks));
+    if (block && *block != env->rank)
+      throw UserError(fmt::format("--block {} with --distributed: rank {} trains block {}", *block, env->rank, env->rank));
+    std::signal(SIGPIPE, SIG_IGN);  // a dead peer's socket must raise an error, not kill this process
+    group = std::make_unique<ProcessGroup>(*env, cfg.train.dist_timeout, resolve_device(cfg.train.device));
+    block = env->rank;
+  } else if (block) {
+    if (!cfg.blocks_mode() || *block >= cfg.model.blocks)
+      throw UserError(fmt::format("--block {}: model.mode = \"{}\" with model.blocks = {}", *block,
+                                  to_string(cfg.model.mode), cfg.model.blocks));
+    if (cfg.train.shared != SharedModules::Independent)
+      throw UserError(fmt::format("--block {}: a block trained alone needs its own input/output modules "
+                                  "(--set train.shared=independent); synced blocks train together with "
+                                  "`blocklab launch`",
+                                  *block));
+  }
   TrainOptions opts;
   opts.out_dir = !a.out.empty() ? a.out
                                 : fmt::format("runs/{}-{}", std::filesystem::path(a.config).stem().string(),
@@ -35,9 +64,13 @@ int cmd_train(const TrainArgs& a) {
   opts.plain_progress = a.plain;
   opts.tag = a.tag;
   opts.stop_after = a.stop_after;
-  if (!a.resume && std::filesystem::exists(std::filesystem::path(opts.out_dir) / "checkpoint.safetensors"))
+  opts.only_block = block;
+  opts.group = group.get();
+  const auto own_dir = block ? std::filesystem::path(opts.out_dir) / "blocks" / std::to_string(*block)
+                             : std::filesystem::path(opts.out_dir);
+  if (!a.resume && std::filesystem::exists(own_dir / "checkpoint.safetensors"))
     throw UserError(fmt::format("{}: holds a run already; pass --resume to continue it or choose another --out",
-                                opts.out_dir));
+                                own_dir.string()));
   fmt::print(stderr, "{}: {} {} mode, L={} B={} d={}, {} thread(s), BLAS {}, run directory {}\n", a.tag,
              to_string(cfg.model.family), to_string(cfg.model.mode), cfg.model.layers, cfg.model.blocks,
              cfg.model.hidden, cfg.train.threads, blas_core(), opts.out_dir);

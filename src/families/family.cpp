@@ -71,6 +71,8 @@ ImageTransformerOptions image_transformer_options(const Config& cfg, const DataS
   o.mlp_ratio = cfg.model.mlp_ratio;
   o.cond_dim = cfg.model.cond_dim;
   o.classes = shape.classes;
+  o.seed = uint64_t(cfg.train.seed);
+  o.own_io = cfg.train.shared == SharedModules::Independent;
   refuse_what_cannot_fit(cfg, extra_tokens + o.num_patches());
   return o;
 }

@@ -31,14 +31,17 @@ std::shared_ptr<const Dataset> synthetic_dataset(const Config& cfg, int64_t exam
   throw std::logic_error("unknown family");
 }
 
-std::unique_ptr<Family> make_family(const Config& cfg, std::shared_ptr<const Dataset> data, const torch::Device& device) {
+std::unique_ptr<Family> make_family(const Config& cfg, std::shared_ptr<const Dataset> data, const torch::Device& device,
+                                    std::optional<int> only_block) {
   torch::manual_seed(derive_seed(uint64_t(cfg.train.seed), Stream::Init, 0));
+  std::vector<int64_t> held;
+  if (only_block) held.push_back(*only_block);
   switch (cfg.model.family) {
     case FamilyKind::Classifier:
-      return std::make_unique<DenoisingClassifier>(cfg, data->shape(), device);
+      return std::make_unique<DenoisingClassifier>(cfg, data->shape(), device, held);
     case FamilyKind::Dit: {
       const auto& images = dynamic_cast<const ImageData&>(*data);
-      return std::make_unique<ImageGenerator>(cfg, data->shape(), images.mean(), images.std(), device);
+      return std::make_unique<ImageGenerator>(cfg, data->shape(), images.mean(), images.std(), device, held);
     }
   }
   throw std::logic_error("unknown family");

@@ -30,6 +30,10 @@ const Names<WithinRange> kWithinRange = {{"lognormal", WithinRange::Distribution
                                          {"log_uniform", WithinRange::Uniform}};
 const Names<LrSchedule> kLrSchedules = {{"cosine", LrSchedule::Cosine}, {"constant", LrSchedule::Constant}};
 const Names<Decay> kDecays = {{"all", Decay::All}, {"matrices", Decay::Matrices}};
+const Names<BlockSchedule> kBlockSchedules = {
+    {"interleaved", BlockSchedule::Interleaved}, {"resident", BlockSchedule::Resident}, {"rounds", BlockSchedule::Rounds}};
+const Names<SharedModules> kSharedModules = {{"synced", SharedModules::Synced},
+                                             {"independent", SharedModules::Independent}};
 const Names<LabelToken> kLabelTokens = {{"as_cls", LabelToken::AsCls}, {"beside_cls", LabelToken::BesideCls}};
 
 template <typename E>
@@ -208,6 +212,19 @@ const std::vector<Field>& fields() {
       BL_FIELD(double, "train.ema_decay", train.ema_decay,
                "EMA of the weights, what sampling uses (0: off; -1: the family's default, 0.999 for dit, off otherwise)",
                between(-1.0, 0.999999)),
+      BL_CHOICE("train.schedule", train.schedule,
+                "blocks mode: interleaved (all blocks resident, shuffled rounds), resident (only the active block in "
+                "memory, runs of train.block_run updates) or rounds (every block from the same weights, shared "
+                "gradients summed: what `blocklab launch` computes)",
+                kBlockSchedules),
+      BL_CHOICE("train.shared", train.shared,
+                "blocks mode: synced (one copy of the input/output modules) or independent (a copy per block, fixed "
+                "target space, nothing exchanged)",
+                kSharedModules),
+      BL_FIELD(int, "train.block_run", train.block_run, "resident schedule: updates of a block before switching",
+               at_least(1)),
+      at_evaluation(BL_FIELD(double, "train.dist_timeout", train.dist_timeout,
+                             "seconds a rank may be dead or stuck before a distributed run stops", between(1.0, 86400.0))),
       at_evaluation(BL_FIELD(std::string, "data.dir", data.dir, "folder with the data files (IDX images for the classifier)")),
       BL_FIELD(int, "data.train_limit", data.train_limit, "use the first N training examples (0: all)", at_least(0)),
       at_evaluation(BL_FIELD(int, "data.test_limit", data.test_limit, "evaluate on the first N test examples (0: all)",
@@ -272,6 +289,8 @@ const char* to_string(Mode m) { return name_of(kModes, m); }
 const char* to_string(FamilyKind f) { return name_of(kFamilies, f); }
 const char* to_string(Sampler s) { return name_of(kSamplers, s); }
 const char* to_string(SigmaSchedule s) { return name_of(kSchedules, s); }
+const char* to_string(BlockSchedule s) { return name_of(kBlockSchedules, s); }
+const char* to_string(SharedModules s) { return name_of(kSharedModules, s); }
 
 int Config::inference_steps() const {
   if (diffusion.inference_steps > 0) return diffusion.inference_steps;
@@ -351,6 +370,13 @@ void Config::validate() const {
   if (!(diffusion.noise.sigma_min < diffusion.noise.sigma_max))
     fail(fmt::format("diffusion.sigma_min = {} must be below diffusion.sigma_max = {}", diffusion.noise.sigma_min,
                      diffusion.noise.sigma_max));
+  if (model.mode == Mode::E2E &&
+      (train.schedule != BlockSchedule::Interleaved || train.shared != SharedModules::Synced))
+    fail(fmt::format("train.schedule = \"{}\" and train.shared = \"{}\" are for blocks mode; model.mode is \"e2e\"",
+                     to_string(train.schedule), to_string(train.shared)));
+  if (train.schedule == BlockSchedule::Rounds && train.shared == SharedModules::Independent)
+    fail("train.schedule = \"rounds\" sums the shared modules' gradients; independent blocks have none to sum "
+         "(use interleaved or resident)");
   if (train.min_lr > train.lr) fail(fmt::format("train.min_lr = {} exceeds train.lr = {}", train.min_lr, train.lr));
 }
 

@@ -22,12 +22,26 @@ enum class Weighting { PerSample, BatchMean, Normalized, None };
 enum class LrSchedule { Cosine, Constant };
 enum class Decay { All, Matrices };
 enum class LabelToken { AsCls, BesideCls };
+/// Blocks mode: the order of block updates in one process, and what stays in memory.
+enum class BlockSchedule {
+  Interleaved,  // every round of B steps visits each block once, in a shuffled order; all blocks resident
+  Resident,     // only the active block resident: a block trains train.block_run updates, then the next
+  Rounds,       // every block's update of a round from the same weights, shared gradients summed: what a
+                // `blocklab launch` computes, in one process (its reference)
+};
+/// Blocks mode: the input/output modules the blocks use.
+enum class SharedModules {
+  Synced,       // one copy, trained by every block's updates (summed across ranks when blocks run in parallel)
+  Independent,  // each block owns a copy; the classifier's target space is fixed; blocks exchange nothing
+};
 
 /// The option names as they appear in configs ("e2e", "classifier", ...).
 const char* to_string(Mode m);
 const char* to_string(FamilyKind f);
 const char* to_string(Sampler s);
 const char* to_string(SigmaSchedule s);
+const char* to_string(BlockSchedule s);
+const char* to_string(SharedModules s);
 
 struct ModelConfig {
   FamilyKind family = FamilyKind::Classifier;  // which kind of model; its own keys live in its section
@@ -64,6 +78,10 @@ struct TrainConfig {
   int threads = 1;              // intra-op threads; 1 is the robust default on 2 shared cores
   std::string device = "cpu";   // "cpu" or "cuda"
   double ema_decay = -1;        // exponential moving average of the weights; 0 off, -1 the family's default
+  BlockSchedule schedule = BlockSchedule::Interleaved;  // blocks mode (docs/distributed.md)
+  SharedModules shared = SharedModules::Synced;
+  int block_run = 100;          // resident schedule: updates of one block before the next is loaded
+  double dist_timeout = 30;     // seconds a rank may be dead or stuck before the whole job stops
 };
 
 struct DataConfig {

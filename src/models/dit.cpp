@@ -29,22 +29,42 @@ DiTSharedImpl::DiTSharedImpl(const DiTOptions& o) {
 
 DiTImpl::DiTImpl(const DiTOptions& o) : opt(o) {
   TORCH_CHECK(o.blocks >= 1 && o.layers % o.blocks == 0, "model.blocks must divide model.layers");
-  shared = register_module("shared", DiTShared(o));
+  if (!o.own_io) shared = register_module("shared", DiTShared(o));
   blocks = register_module("blocks", torch::nn::ModuleDict());
-  for (int64_t b = 0; b < o.blocks; ++b) blocks->update({{std::to_string(b), Block(o.layer(), o.layers / o.blocks).ptr()}});
+  for (int64_t b = 0; b < o.blocks; ++b) {
+    if (!o.holds(b)) continue;
+    o.seed_block(b);
+    Block block(o.layer(), o.layers / o.blocks);
+    if (o.own_io) block->io = block->register_module("io", DiTShared(o).ptr());
+    blocks->update({{std::to_string(b), block.ptr()}});
+  }
 }
 
-torch::Tensor DiTImpl::condition(const torch::Tensor& c_noise, const torch::Tensor& labels) {
-  return shared->noise_embed->embed(c_noise) + shared->label_embed->forward(labels);
+DiTShared DiTImpl::io(int64_t b) {
+  if (!opt.own_io) return shared;
+  TORCH_CHECK(b >= 0, "independent blocks have no end-to-end input/output modules");
+  return DiTShared(std::dynamic_pointer_cast<DiTSharedImpl>(block(b)->io));
+}
+
+DiTShared DiTImpl::any_io() const {
+  if (!opt.own_io) return shared;
+  return DiTShared(std::dynamic_pointer_cast<DiTSharedImpl>(held_block(blocks, std::stoll(blocks->keys().front()))->io));
+}
+
+torch::Tensor DiTImpl::condition(const torch::Tensor& c_noise, const torch::Tensor& labels, int64_t first_block) {
+  auto in = io(first_block);
+  return in->noise_embed->embed(c_noise) + in->label_embed->forward(labels);
 }
 
 torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& cond, int64_t first_block,
                                int64_t last_block) {
-  auto h = shared->patch_embed->forward(x).flatten(2).transpose(1, 2) + shared->pos_embed;  // [N, P, d]
+  TORCH_CHECK(!opt.own_io || last_block == first_block + 1, "independent blocks run one at a time");
+  auto in = io(first_block);
+  auto h = in->patch_embed->forward(x).flatten(2).transpose(1, 2) + in->pos_embed;  // [N, P, d]
   for (int64_t b = first_block; b < last_block; ++b) h = block(b)->forward(h, cond);
-  auto m = shared->out_ada->forward(cond);  // shift, scale: [N, 1, d]
+  auto m = in->out_ada->forward(cond);  // shift, scale: [N, 1, d]
   h = F::layer_norm(h, F::LayerNormFuncOptions({opt.hidden}).eps(1e-6)) * (1 + m[1]) + m[0];
-  return unpatchify(shared->head->forward(h), opt.channels, opt.height, opt.width, opt.patch);
+  return unpatchify(in->head->forward(h), opt.channels, opt.height, opt.width, opt.patch);
 }
 
 }  // namespace blocklab

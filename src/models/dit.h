@@ -44,15 +44,20 @@ TORCH_MODULE(DiTShared);
 struct DiTImpl : torch::nn::Module {
   explicit DiTImpl(const DiTOptions& o);
 
-  /// The condition c [N, cond_dim] of noise input c_noise [N] and labels [N] (null_label() for none).
-  torch::Tensor condition(const torch::Tensor& c_noise, const torch::Tensor& labels);
+  /// The condition c [N, cond_dim] of noise input c_noise [N] and labels [N] (null_label() for
+  /// none), by the input modules of block `first_block`.
+  torch::Tensor condition(const torch::Tensor& c_noise, const torch::Tensor& labels, int64_t first_block);
   /// F of blocks [first, last) on the preconditioned input x [N, C, H, W]; same shape out.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cond, int64_t first_block, int64_t last_block);
 
   Block block(int64_t b) { return held_block(blocks, b); }
+  /// The input/output modules block b uses: the shared ones, or its own copy (independent blocks).
+  DiTShared io(int64_t b);
+  /// Input/output modules this model holds (any block's copy when they are independent).
+  DiTShared any_io() const;
 
   DiTOptions opt;
-  DiTShared shared{nullptr};
+  DiTShared shared{nullptr};  // null when the blocks own their input/output modules
   torch::nn::ModuleDict blocks{nullptr};  // keyed "0", "1", ...: parameters blocks.{b}.*
 };
 TORCH_MODULE(DiT);

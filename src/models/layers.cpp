@@ -1,5 +1,8 @@
 #include "models/layers.h"
 
+#include "util/seed.h"
+
+#include <algorithm>
 #include <cmath>
 
 namespace blocklab {
@@ -70,6 +73,14 @@ BlockImpl::BlockImpl(const TransformerLayerOptions& o, int64_t num_layers) {
 torch::Tensor BlockImpl::forward(torch::Tensor x, const torch::Tensor& cond) {
   for (const auto& layer : *layers) x = layer->as<TransformerLayer>()->forward(x, cond);
   return x;
+}
+
+bool ImageTransformerOptions::holds(int64_t b) const {
+  return held.empty() || std::find(held.begin(), held.end(), b) != held.end();
+}
+
+void ImageTransformerOptions::seed_block(int64_t b) const {
+  torch::manual_seed(derive_seed(seed, Stream::Init, uint64_t(1 + b)));
 }
 
 Block held_block(const torch::nn::ModuleDict& blocks, int64_t b) {

@@ -55,7 +55,18 @@ struct ImageTransformerOptions {
   int64_t height = 28, width = 28, channels = 1, patch = 7;
   int64_t hidden = 64, heads = 4, layers = 6, blocks = 3, mlp_ratio = 4, cond_dim = 64;
   int64_t classes = 10;
+  // Block b is initialized from its own seed, derived from this one (and the shared modules from
+  // torch's generator as the caller left it), so a model that holds only some blocks starts them
+  // exactly as the whole model would: one process per block trains the same network.
+  uint64_t seed = 0;
+  std::vector<int64_t> held;  // the blocks this model holds; empty: all of them
+  // Independent blocks (train.shared = independent): each block owns a copy of the input and
+  // output modules, `blocks.{b}.io.*`, and the model has no `shared.*` (docs/distributed.md).
+  bool own_io = false;
   int64_t num_patches() const { return (height / patch) * (width / patch); }
+  bool holds(int64_t b) const;
+  /// Seeds torch's generator for block b's initialization.
+  void seed_block(int64_t b) const;
 };
 
 /// One block of DiffusionBlocks: `num_layers` consecutive transformer layers
@@ -64,6 +75,7 @@ struct BlockImpl : torch::nn::Module {
   BlockImpl(const TransformerLayerOptions& o, int64_t num_layers);
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& cond);
   torch::nn::ModuleList layers{nullptr};
+  std::shared_ptr<torch::nn::Module> io;  // independent blocks: the block's own input/output modules
 };
 TORCH_MODULE(Block);
 

@@ -20,7 +20,6 @@ struct ViTOptions : ImageTransformerOptions {
   // (the reference code), or as an extra token beside a clean class token that is read out (the
   // paper's App. B); docs/method.md.
   bool label_beside_cls = false;
-  std::vector<int64_t> held;  // the blocks this model holds; empty: all of them
   int64_t lead_tokens() const { return label_beside_cls ? 2 : 1; }
 };
 
@@ -40,24 +39,29 @@ TORCH_MODULE(SharedIO);
 struct ViTImpl : torch::nn::Module {
   explicit ViTImpl(const ViTOptions& o);
 
-  /// Conditioning vector for noise embedding input c_noise [N].
-  torch::Tensor condition(const torch::Tensor& c_noise);
+  /// Conditioning vector for noise embedding input c_noise [N], of block b's input modules.
+  torch::Tensor condition(const torch::Tensor& c_noise, int64_t b);
   /// Runs blocks [first, last) over the lead tokens ([N, d] each) and the images' patches;
   /// returns the final-normed token 0, [N, d].
   torch::Tensor features(const torch::Tensor& images, const std::vector<torch::Tensor>& lead, const torch::Tensor& cond,
                          int64_t first_block, int64_t last_block);
-  /// The lead tokens of the blocks-mode denoiser for a scaled noisy label c_in z, [N, d].
-  std::vector<torch::Tensor> label_lead(const torch::Tensor& scaled_label);
-  /// Output adaLN and classifier: logits [N, K] from a denoised vector [N, d].
-  torch::Tensor classify(const torch::Tensor& d, const torch::Tensor& cond);
+  /// The lead tokens of block b's denoiser for a scaled noisy label c_in z, [N, d].
+  std::vector<torch::Tensor> label_lead(const torch::Tensor& scaled_label, int64_t b);
+  /// Block b's output adaLN and classifier: logits [N, K] from a denoised vector [N, d].
+  torch::Tensor classify(const torch::Tensor& d, const torch::Tensor& cond, int64_t b);
   /// End-to-end classifier: class token, every layer, a constant noise condition.
   torch::Tensor forward(const torch::Tensor& images);
 
   /// Block b; a logic error if this model does not hold it.
   Block block(int64_t b);
+  /// The input/output modules block b uses (b < 0: end-to-end): the shared ones, or its own copy.
+  SharedIO io(int64_t b);
 
   ViTOptions opt;
-  SharedIO shared{nullptr};
+  SharedIO shared{nullptr};  // null when the blocks own their input/output modules
+  // Independent blocks cannot learn a common target space: theirs is fixed, K random unit vectors
+  // drawn once from the run's seed (docs/distributed.md). Undefined otherwise.
+  torch::Tensor fixed_targets;  // [K, d]
   torch::nn::ModuleDict blocks{nullptr};  // keyed "0", "1", ...: parameters blocks.{b}.*
 };
 TORCH_MODULE(ViT);

@@ -22,14 +22,17 @@ double AdamW::clip_grad_norm(double max_norm) {
     if (p.grad().defined()) norms.push_back(p.grad().norm().to(torch::kFloat64));
   if (norms.empty()) return 0.0;
   const double total = torch::stack(norms).norm().item<double>();
-  if (max_norm > 0) {
-    // Scaled in every step (by exactly 1 when under the limit, which changes no bit), so a step
-    // runs the same ops whatever its gradient: the profiler copies one step's shapes to the rest.
-    const double scale = total > max_norm ? max_norm / (total + 1e-6) : 1.0;
-    for (auto& [name, p] : params_)
-      if (p.grad().defined()) p.mutable_grad().mul_(scale);
-  }
+  clip_to(total, max_norm);
   return total;
+}
+
+void AdamW::clip_to(double total, double max_norm) {
+  if (max_norm <= 0) return;
+  // Scaled in every step (by exactly 1 when under the limit, which changes no bit), so a step
+  // runs the same ops whatever its gradient: the profiler copies one step's shapes to the rest.
+  const double scale = total > max_norm ? max_norm / (total + 1e-6) : 1.0;
+  for (auto& [name, p] : params_)
+    if (p.grad().defined()) p.mutable_grad().mul_(scale);
 }
 
 void AdamW::step(double lr) {

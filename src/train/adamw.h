@@ -20,6 +20,8 @@ class AdamW {
 
   /// Global L2 norm of all defined gradients; scales them to at most max_norm if max_norm > 0.
   double clip_grad_norm(double max_norm);
+  /// Scales every defined gradient to global norm at most max_norm (if > 0), given their norm `total`.
+  void clip_to(double total, double max_norm);
   void step(double lr);
   /// Resets gradients to undefined, so that the next step sees only what backward reaches.
   void zero_grad();

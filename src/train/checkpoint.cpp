@@ -14,11 +14,13 @@ TensorMap named_tensors(const torch::nn::Module& model) {
   return out;
 }
 
-void load_weights(torch::nn::Module& model, const TensorMap& weights, const std::string& source) {
+void load_weights(torch::nn::Module& model, const TensorMap& weights, const std::string& source,
+                  const std::string& fresh_prefix) {
   torch::NoGradGuard no_grad;
   auto mine = named_tensors(model);
   for (auto& [name, t] : mine) {
     auto it = weights.find(name);
+    if (it == weights.end() && !fresh_prefix.empty() && name.rfind(fresh_prefix, 0) == 0) continue;
     if (it == weights.end()) throw UserError(fmt::format("{}: missing tensor {}", source, name));
     if (!it->second.sizes().equals(t.sizes()))
       throw UserError(fmt::format("{}: tensor {} has shape {}, the model expects {}", source, name,
@@ -29,19 +31,38 @@ void load_weights(torch::nn::Module& model, const TensorMap& weights, const std:
     if (!mine.count(name)) throw UserError(fmt::format("{}: unexpected tensor {} (another model shape?)", source, name));
 }
 
-void save_checkpoint(const std::string& path, const torch::nn::Module& model, const AdamW& opt,
-                     const CheckpointState& state, const Ema* ema) {
+TensorMap training_state(const torch::nn::Module& model, const AdamW& opt, const Ema* ema) {
   TensorMap all;
   for (const auto& [name, t] : named_tensors(model)) all["model." + name] = t;
   for (const auto& [name, t] : opt.state_dict()) all["optim." + name] = t;
   if (ema)
     for (const auto& [name, t] : ema->state()) all["ema." + name] = t;
+  return all;
+}
+
+void restore_training_state(const TensorMap& all, torch::nn::Module& model, AdamW& opt, Ema* ema,
+                            const std::string& source, const std::string& fresh_prefix) {
+  TensorMap weights, optim, averages;
+  for (auto& [name, t] : all) {
+    if (name.rfind("model.", 0) == 0) weights[name.substr(6)] = t;
+    else if (name.rfind("optim.", 0) == 0) optim[name.substr(6)] = t;
+    else if (ema && name.rfind("ema.", 0) == 0) averages[name.substr(4)] = t;
+    else throw UserError(fmt::format("{}: unexpected tensor {} (not model., optim. or ema. of this run)", source, name));
+  }
+  load_weights(model, weights, source, fresh_prefix);
+  opt.load_state_dict(optim, source);
+  if (ema) ema->load(averages, source, fresh_prefix);
+}
+
+void save_checkpoint(const std::string& path, const torch::nn::Module& model, const AdamW& opt,
+                     const CheckpointState& state, const Ema* ema) {
   // JSON numbers print the shortest text that reads back to the same double: exact round trips.
-  save_safetensors(path, all,
+  save_safetensors(path, training_state(model, opt, ema),
                    {{"step", std::to_string(state.step)},
                     {"train_seconds", nlohmann::json(state.train_seconds).dump()},
                     {"window", state.window.dump()},
                     {"config", state.config},
+                    {"held_block", std::to_string(state.held_block)},
                     {"format", "blocklab-checkpoint-2"}});
 }
 
@@ -56,10 +77,9 @@ std::string describe_weights(const std::string& config_toml) {
   }
 }
 
-CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW& opt,
-                                const std::string& expected_config, Ema* ema) {
+CheckpointState read_checkpoint(const std::string& path, const std::string& expected_config, TensorMap& tensors) {
   std::map<std::string, std::string> meta;
-  auto all = load_safetensors(path, &meta);
+  tensors = load_safetensors(path, &meta);
   if (!meta.count("step")) throw UserError(fmt::format("{}: not a blocklab checkpoint (no step)", path));
   if (!expected_config.empty() && meta["config"] != expected_config)
     throw UserError(fmt::format("{}: a checkpoint of another run ({}); this run is {}", path,
@@ -73,19 +93,18 @@ CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& mode
     if (used != meta.at("step").size() || state.step < 0) throw std::invalid_argument("step");
     if (meta.count("train_seconds")) state.train_seconds = nlohmann::json::parse(meta.at("train_seconds")).get<double>();
     if (meta.count("window")) state.window = nlohmann::json::parse(meta.at("window"));
+    if (meta.count("held_block")) state.held_block = std::stoi(meta.at("held_block"));
   } catch (const std::exception&) {
     throw UserError(fmt::format("{}: malformed checkpoint metadata (step \"{}\")", path, meta.at("step")));
   }
-  TensorMap weights, optim, averages;
-  for (auto& [name, t] : all) {
-    if (name.rfind("model.", 0) == 0) weights[name.substr(6)] = t;
-    else if (name.rfind("optim.", 0) == 0) optim[name.substr(6)] = t;
-    else if (ema && name.rfind("ema.", 0) == 0) averages[name.substr(4)] = t;
-    else throw UserError(fmt::format("{}: unexpected tensor {} (not model., optim. or ema. of this run)", path, name));
-  }
-  load_weights(model, weights, path);
-  opt.load_state_dict(optim, path);
-  if (ema) ema->load(averages, path);
+  return state;
+}
+
+CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW& opt,
+                                const std::string& expected_config, Ema* ema) {
+  TensorMap all;
+  const auto state = read_checkpoint(path, expected_config, all);
+  restore_training_state(all, model, opt, ema, path);
   return state;
 }
 

@@ -37,17 +37,20 @@ TensorMap Ema::state() const {
   return out;
 }
 
-void Ema::load(const TensorMap& state, const std::string& source) {
+void Ema::load(const TensorMap& state, const std::string& source, const std::string& fresh_prefix) {
   torch::NoGradGuard no_grad;
+  size_t found = 0;
   for (auto& e : entries_) {
     auto it = state.find(e.name);
+    if (it == state.end() && !fresh_prefix.empty() && e.name.rfind(fresh_prefix, 0) == 0) continue;
+    ++found;
     if (it == state.end()) throw UserError(fmt::format("{}: no average of {} (a checkpoint without EMA?)", source, e.name));
     if (!it->second.sizes().equals(e.average.sizes()))
       throw UserError(fmt::format("{}: the average of {} has shape {}, the model expects {}", source, e.name,
                                   c10::str(it->second.sizes()), c10::str(e.average.sizes())));
     e.average.copy_(it->second);
   }
-  if (state.size() != entries_.size())
+  if (state.size() != found)
     throw UserError(fmt::format("{}: {} averaged tensors for a model of {} parameters", source, state.size(), entries_.size()));
 }
 

@@ -20,7 +20,8 @@ class Ema {
   void update(int block);
   /// The averages by parameter name, and restoring them (UserError naming `source`).
   TensorMap state() const;
-  void load(const TensorMap& state, const std::string& source);
+  /// Averages of parameters under `fresh_prefix` may be missing (they keep the initial weights).
+  void load(const TensorMap& state, const std::string& source, const std::string& fresh_prefix = "");
   /// The model's tensors with the averages in place of the parameters: what sampling loads.
   TensorMap weights() const;
   /// Exchanges the model's parameters and the averages (twice restores both).

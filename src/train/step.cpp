@@ -29,9 +29,13 @@ AdamW make_optimizer(torch::nn::Module& model, const Config& cfg) {
   return AdamW(params, options, decay);
 }
 
+int64_t updates_per_block(const Config& cfg, int64_t steps_per_epoch) {
+  return std::max<int64_t>(1, int64_t(std::ceil(cfg.train.epochs * double(steps_per_epoch))));
+}
+
 int64_t total_steps(const Config& cfg, int64_t steps_per_epoch) {
-  const auto e2e = std::max<int64_t>(1, int64_t(std::ceil(cfg.train.epochs * double(steps_per_epoch))));
-  return cfg.blocks_mode() ? e2e * cfg.model.blocks : e2e;
+  const auto n = updates_per_block(cfg, steps_per_epoch);
+  return cfg.blocks_mode() ? n * cfg.model.blocks : n;
 }
 
 int block_for_step(const Config& cfg, int64_t step) {
@@ -44,39 +48,69 @@ int block_for_step(const Config& cfg, int64_t step) {
   return order[size_t(step % blocks)];
 }
 
-StepRunner::StepRunner(Family& family, AdamW& opt, const Config& cfg, int64_t total_steps)
-    : family_(family), opt_(opt), cfg_(cfg), total_(total_steps) {}
+StepRunner::StepRunner(Family& family, AdamW& opt, const Config& cfg, int64_t lr_steps, AllReduce all_reduce)
+    : family_(family), opt_(opt), cfg_(cfg), lr_steps_(lr_steps), all_reduce_(std::move(all_reduce)) {}
 
 StepStats StepRunner::run(const Batch& batch, int64_t step) {
-  // Named ranges for the profiler (profile/range.h): a branch each when no profiler runs.
-  Range data("data");
-  const uint64_t seed = derive_seed(uint64_t(cfg_.train.seed), Stream::Step, uint64_t(step));
-  torch::manual_seed(seed);
   const int block = block_for_step(cfg_, step);
-  data.end();
-  Range forward([&] { return block >= 0 ? fmt::format("forward/block{}", block) : std::string("forward/e2e"); });
-  Loss loss = family_.loss(batch, block, seed);
-  forward.end();
-  if (after_forward) after_forward();
-  auto where = [&] { return block >= 0 ? fmt::format("step {} (block {})", step, block) : fmt::format("step {}", step); };
-  Range check("loss");
-  const double loss_value = loss.value.item<double>();
-  if (!std::isfinite(loss_value)) throw UserError(fmt::format("loss is {} at {}", loss_value, where()));
-  check.end();
-  Range backward("backward");
-  loss.value.backward();
-  backward.end();
+  return run({batch}, {{block, block < 0 ? step : step / cfg_.model.blocks, step, step}}).front();
+}
+
+std::vector<StepStats> StepRunner::run(const std::vector<Batch>& batches, const std::vector<Update>& updates) {
+  // Several updates from the same weights, or one whose shared gradients other processes add to:
+  // the shared modules' gradients are summed (train/grad_sync.h).
+  const bool synced = updates.size() > 1 || all_reduce_;
+  if (synced && !shared_) shared_ = std::make_unique<SharedGradients>(opt_);
+  std::vector<StepStats> stats;
+  torch::Tensor summed;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const auto& u = updates[i];
+    // Named ranges for the profiler (profile/range.h): a branch each when no profiler runs.
+    Range data("data");
+    const uint64_t seed = derive_seed(uint64_t(cfg_.train.seed), Stream::Step, uint64_t(u.data_step));
+    torch::manual_seed(seed);
+    data.end();
+    const int block = u.block;
+    Range forward([&] { return block >= 0 ? fmt::format("forward/block{}", block) : std::string("forward/e2e"); });
+    Loss loss = family_.loss(batches[i], block, seed);
+    forward.end();
+    if (after_forward) after_forward();
+    Range check("loss");
+    const double loss_value = loss.value.item<double>();
+    if (!std::isfinite(loss_value)) {
+      opt_.zero_grad();
+      throw UserError(fmt::format("loss is {} at step {}{}", loss_value, u.data_step,
+                                  block >= 0 ? fmt::format(" (block {}, its update {})", block, u.n) : ""));
+    }
+    check.end();
+    Range backward("backward");
+    loss.value.backward();
+    if (synced) {
+      auto buffer = shared_->take(block_prefix(block));
+      summed = summed.defined() ? summed + buffer : buffer;
+    }
+    backward.end();
+    stats.push_back({loss_value, loss.plain.item<double>(), block, 0, 0});
+  }
   Range optimizer("optimizer");
-  const double grad_norm = opt_.clip_grad_norm(cfg_.train.grad_clip);
+  double grad_norm;
+  if (synced) {
+    if (all_reduce_) all_reduce_(summed);
+    grad_norm = shared_->restore(summed);
+    opt_.clip_to(grad_norm, cfg_.train.grad_clip);
+  } else {
+    grad_norm = opt_.clip_grad_norm(cfg_.train.grad_clip);
+  }
   if (!std::isfinite(grad_norm)) {
     opt_.zero_grad();
-    throw UserError(fmt::format("gradient norm is {} at {}", grad_norm, where()));
+    throw UserError(fmt::format("gradient norm is {} at step {}", grad_norm, updates.front().data_step));
   }
-  const double lr = learning_rate(cfg_.train, step, total_);
+  const double lr = learning_rate(cfg_.train, updates.front().lr_step, lr_steps_);
   opt_.step(lr);
   opt_.zero_grad();
   optimizer.end();
-  return {loss_value, loss.plain.item<double>(), block, lr, grad_norm};
+  for (auto& s : stats) s.lr = lr, s.grad_norm = grad_norm;
+  return stats;
 }
 
 }  // namespace blocklab

@@ -2,10 +2,13 @@
 // The trainer feeds it batches; `blocklab bench step` and the profiler time it alone.
 #pragma once
 #include <functional>
+#include <memory>
 
 #include "families/family.h"
 #include "io/config.h"
 #include "train/adamw.h"
+#include "train/grad_sync.h"
+#include "train/plan.h"
 
 namespace blocklab {
 
@@ -17,10 +20,16 @@ struct StepStats {
 
 class StepRunner {
  public:
-  StepRunner(Family& family, AdamW& opt, const Config& cfg, int64_t total_steps);
+  /// `lr_steps`: the steps the learning-rate schedule spans. `all_reduce`: set in a process of a
+  /// distributed run whose blocks share synchronised modules (their gradients are summed across
+  /// processes every step).
+  StepRunner(Family& family, AdamW& opt, const Config& cfg, int64_t lr_steps, AllReduce all_reduce = nullptr);
 
-  /// Trains on `batch` as global step `step`; all randomness comes from (seed, step).
-  /// Throws UserError if the loss or the gradient norm is not finite (nothing is updated then).
+  /// One optimizer step over `updates` (one block's, the network's, or a synchronous round's),
+  /// update i on batches[i]; all randomness comes from (seed, data step). One StepStats per update.
+  /// Throws UserError if a loss or the gradient norm is not finite (nothing is updated then).
+  std::vector<StepStats> run(const std::vector<Batch>& batches, const std::vector<Update>& updates);
+  /// The interleaved (or end-to-end) schedule's step `step`: benchmarks and the profiler.
   StepStats run(const Batch& batch, int64_t step);
 
   /// Called between forward and backward (memory benchmarks read the saved activations here).
@@ -30,14 +39,19 @@ class StepRunner {
   Family& family_;
   AdamW& opt_;
   const Config& cfg_;
-  int64_t total_;
+  int64_t lr_steps_;
+  AllReduce all_reduce_;
+  std::unique_ptr<SharedGradients> shared_;  // when several updates' shared gradients are summed
 };
 
 /// The optimizer of `model` under `cfg`: AdamW with the config's weight decay, on every
 /// parameter or on Linear/Conv matrices only (train.decay).
 AdamW make_optimizer(torch::nn::Module& model, const Config& cfg);
 
-/// Blocks mode trains B times the steps of end-to-end for the same epochs (equal compute).
+/// Updates per block (end-to-end: steps) for the config's epochs: blocks mode trains B times the
+/// steps of end-to-end for the same epochs (equal compute).
+int64_t updates_per_block(const Config& cfg, int64_t steps_per_epoch);
+/// Steps of the interleaved (or end-to-end) schedule: updates_per_block times B in blocks mode.
 int64_t total_steps(const Config& cfg, int64_t steps_per_epoch);
 
 /// The block trained at global step `step` (-1 end-to-end): every round of B steps visits each

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <filesystem>
 #include <csignal>
 #include <optional>
 #include <cstring>
@@ -12,9 +13,12 @@
 #include "io/run_dir.h"
 #include "io/safetensors.h"
 #include "train/adamw.h"
+#include "train/assemble.h"
 #include "train/checkpoint.h"
 #include "train/ema.h"
+#include "train/plan.h"
 #include "train/step.h"
+#include "dist/group.h"
 #include "util/error.h"
 #include "util/memory.h"
 #include "util/progress.h"
@@ -58,84 +62,156 @@ struct MetricsWindow {
   }
 };
 
+// What is in memory: the family (every block, or one), its optimizer and weight average.
+struct Held {
+  std::unique_ptr<Family> family;
+  std::unique_ptr<AdamW> opt;
+  std::unique_ptr<Ema> ema;
+  std::unique_ptr<StepRunner> stepper;
+  int block = -1;  // the one block held; -1: all of them
+};
+
 class Trainer {
  public:
   Trainer(const Config& cfg, const TrainOptions& opts)
       : cfg_(cfg),
         opts_(opts),
-        run_(opts.out_dir),
+        root_(opts.out_dir),
+        run_(opts.only_block ? root_.file(fmt::format("blocks/{}", *opts.only_block)) : opts.out_dir),
         device_(resolve_device(cfg.train.device)),
         data_(load_dataset(cfg)),
         order_(data_->size(Split::Train), cfg.train.batch_size, uint64_t(cfg.train.seed)),
-        family_(make_family(cfg, data_, device_)),
-        opt_(make_optimizer(family_->model(), cfg)),
-        total_(total_steps(cfg, order_.steps_per_epoch())),
-        stepper_(*family_, opt_, cfg_, total_),
-        window_(cfg.blocks_mode() ? cfg.model.blocks : 1) {
-    if (cfg.ema_decay() > 0) ema_ = std::make_unique<Ema>(family_->model(), opt_, cfg.ema_decay());
-  }
+        plan_(cfg, updates_per_block(cfg, order_.steps_per_epoch()), opts.only_block),
+        window_(cfg.blocks_mode() ? cfg.model.blocks : 1),
+        baseline_rss_(current_rss_bytes()),
+        baseline_tensors_(TensorMemoryTracker::current_bytes()) {}
 
   nlohmann::json run() {
-    const auto lock = run_.lock();  // one trainer per run directory; held until run() returns
+    const auto lock = run_.lock();  // one trainer per run directory (per block directory); held until run() returns
+    if (opts_.only_block && root_.has("config.toml") && read_file(root_.file("config.toml")) != cfg_.to_toml())
+      throw UserError(fmt::format("{}: holds a run with another config.toml; train block {} of the same config",
+                                  root_.root(), *opts_.only_block));
     CheckpointState state;
     if (opts_.resume) {
       if (!run_.has("checkpoint.safetensors"))
         throw UserError(fmt::format("{}: --resume but no checkpoint.safetensors there", run_.root()));
       // Continuing under another config would silently mix two runs.
-      if (run_.has("config.toml") && read_file(run_.file("config.toml")) != cfg_.to_toml())
+      if (root_.has("config.toml") && read_file(root_.file("config.toml")) != cfg_.to_toml())
         throw UserError(fmt::format("{}: --resume with a config that differs from the run's config.toml; "
                                     "resume with `blocklab train {}/config.toml --out {} --resume`",
-                                    run_.root(), run_.root(), run_.root()));
-      state = load_checkpoint(run_.file("checkpoint.safetensors"), family_->model(), opt_, cfg_.to_toml(), ema_.get());
-      if (state.step > total_)
-        throw UserError(fmt::format("{}: checkpoint at step {}, beyond this run's {} steps",
-                                    run_.file("checkpoint.safetensors"), state.step, total_));
-      window_.load(state.window, run_.file("checkpoint.safetensors"));
+                                    root_.root(), root_.root(), root_.root()));
+      const auto path = run_.file("checkpoint.safetensors");
+      TensorMap saved;
+      state = read_checkpoint(path, cfg_.to_toml(), saved);
+      hold(resident() ? state.held_block : first_block());
+      restore_training_state(saved, held_.family->model(), *held_.opt, held_.ema.get(), path);
+      if (state.step > plan_.size())
+        throw UserError(fmt::format("{}: checkpoint at step {}, beyond this run's {} steps", path, state.step, plan_.size()));
+      window_.load(state.window, path);
       run_.truncate_metrics(state.step);
-      fmt::print(stderr, "{}: resuming from step {} of {}\n", opts_.tag, state.step, total_);
+      fmt::print(stderr, "{}: resuming from step {} of {}\n", opts_.tag, state.step, plan_.size());
     } else {
       run_.truncate_metrics(-1);
+      for (int b = 0; b < cfg_.model.blocks; ++b) std::filesystem::remove(offload_file(b));  // a crashed start's
+      hold(first_block());
     }
-    run_.write_text("config.toml", cfg_.to_toml());
+    if (opts_.group) agree_on_start(state.step);
+    root_.write_text("config.toml", cfg_.to_toml());
     const double seconds = fit(state);
-    if (g_signal) return {{"stopped_at", step_}, {"signal", int(g_signal)}};
-    if (opts_.stop_after >= 0 && step_ < total_) return {{"stopped_at", step_}};
-    const std::map<std::string, std::string> meta = {{"config", cfg_.to_toml()}, {"format", "blocklab-model-1"}};
-    save_safetensors(run_.file("model.safetensors"), named_tensors(family_->model()), meta);
-    if (ema_) save_safetensors(run_.file("ema.safetensors"), ema_->weights(), meta);
-    return summarize(seconds);
+    if (g_signal) return {{"stopped_at", pos_}, {"signal", int(g_signal)}};
+    if (opts_.stop_after >= 0 && pos_ < plan_.size()) return {{"stopped_at", pos_}, {"memory", memory()}};
+    return finish(seconds);
   }
 
  private:
-  // Runs steps [state.step, total); returns training seconds (this invocation's plus earlier ones').
+  bool resident() const {
+    return !opts_.only_block && cfg_.blocks_mode() && cfg_.train.schedule == BlockSchedule::Resident;
+  }
+  int first_block() const { return opts_.only_block ? *opts_.only_block : resident() ? plan_.at(0)[0].block : -1; }
+  std::string offload_file(int b) const { return root_.file(fmt::format("blocks/{}/state.safetensors", b)); }
+
+  // Builds the family holding `block` (-1: every block), its optimizer, average and step runner.
+  void hold(int block) {
+    held_ = Held{};  // the previous model goes first: memory holds one block at a time
+    held_.block = block;
+    held_.family = make_family(cfg_, data_, device_, block >= 0 ? std::optional<int>(block) : std::nullopt);
+    held_.opt = std::make_unique<AdamW>(make_optimizer(held_.family->model(), cfg_));
+    if (cfg_.ema_decay() > 0) held_.ema = std::make_unique<Ema>(held_.family->model(), *held_.opt, cfg_.ema_decay());
+    AllReduce all_reduce;
+    if (opts_.group && cfg_.train.shared == SharedModules::Synced)
+      all_reduce = [this](torch::Tensor& t) {
+        const auto t0 = std::chrono::steady_clock::now();
+        opts_.group->all_reduce(t, fmt::format("update {}", pos_));
+        allreduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      };
+    held_.stepper = std::make_unique<StepRunner>(*held_.family, *held_.opt, cfg_, plan_.lr_steps(), all_reduce);
+  }
+
+  // Resident schedule: block `block` replaces the one in memory, whose state (weights, AdamW
+  // moments, average) goes to its file; the shared modules' state carries over. Returns whether
+  // anything changed.
+  bool activate(int block) {
+    if (held_.block == block) return false;
+    const int previous = held_.block;
+    auto state = training_state(held_.family->model(), *held_.opt, held_.ema.get());
+    std::filesystem::create_directories(root_.file(fmt::format("blocks/{}", previous)));
+    save_safetensors(offload_file(previous), owned_by_block(state, previous), {{"config", cfg_.to_toml()}});
+    auto carried = owned_by_block(state, previous, /*inside=*/false);
+    state.clear();
+    hold(block);
+    if (std::filesystem::exists(offload_file(block)))
+      for (auto& [name, t] : load_safetensors(offload_file(block))) carried[name] = t;
+    // A block that has not trained yet keeps its initialization (and has no AdamW state).
+    restore_training_state(carried, held_.family->model(), *held_.opt, held_.ema.get(), offload_file(block),
+                           block_prefix(block));
+    return true;
+  }
+
+  // Ranks of a synchronised run must continue from the same update, or their sums would mix steps.
+  void agree_on_start(int64_t position) {
+    auto& g = *opts_.group;
+    auto starts = torch::zeros({g.size()}, torch::kFloat64);
+    starts[g.rank()] = double(position);
+    g.all_reduce(starts, "the resume positions");
+    for (int r = 0; r < g.size(); ++r)
+      if (int64_t(starts[r].item<double>()) != position && cfg_.train.shared == SharedModules::Synced)
+        throw UserError(fmt::format("rank {} continues from update {}, rank {} from update {}: the checkpoints of a "
+                                    "synchronised run must be of the same update",
+                                    g.rank(), position, r, int64_t(starts[r].item<double>())));
+  }
+
+  // Runs positions [state.step, plan size); returns training seconds (this invocation's plus earlier ones').
   double fit(const CheckpointState& state) {
     g_signal = 0;
     std::vector<void (*)(int)> previous;
     for (int sig : kStopSignals) previous.push_back(std::signal(sig, on_signal));
-    Progress progress(total_, opts_.tag, state.step, opts_.plain_progress);
+    Progress progress(plan_.size(), opts_.tag, state.step, opts_.plain_progress);
     const auto t0 = std::chrono::steady_clock::now();
     auto elapsed = [&] {
       return state.train_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
-    for (step_ = state.step; step_ < total_ && !g_signal;) {
-      const auto s = guarded_step(step_);
-      if (ema_) ema_->update(s.block);
-      ++step_;
-      window_.add(std::max(s.block, 0), s.loss, s.plain);
-      if (step_ % cfg_.train.log_every == 0 || step_ == total_) log(s, elapsed(), progress);
-      if (step_ % cfg_.train.checkpoint_every == 0 || step_ == total_ || step_ == opts_.stop_after) {
+    for (pos_ = state.step; pos_ < plan_.size() && !g_signal;) {
+      const auto updates = plan_.at(pos_);
+      // A checkpoint right after each switch keeps it consistent with the blocks' files.
+      if (resident() && activate(updates.front().block)) checkpoint(elapsed());
+      const auto stats = guarded_step(updates);
+      if (held_.ema) held_.ema->update(updates.size() > 1 ? -1 : updates.front().block);
+      ++pos_;
+      for (const auto& s : stats) window_.add(std::max(s.block, 0), s.loss, s.plain);
+      if (opts_.group) opts_.group->publish("progress", std::to_string(pos_));
+      if (pos_ % cfg_.train.log_every == 0 || pos_ == plan_.size()) log(stats.back(), elapsed(), progress);
+      if (pos_ % cfg_.train.checkpoint_every == 0 || pos_ == plan_.size() || pos_ == opts_.stop_after) {
         checkpoint(elapsed());
-        if (step_ == opts_.stop_after) break;
+        if (pos_ == opts_.stop_after) break;
       }
     }
     if (g_signal) {
       checkpoint(elapsed());
       fmt::print(stderr, "\n{}: {} at step {}; checkpoint saved, continue with --resume\n", opts_.tag,
-                 strsignal(g_signal), step_);
+                 strsignal(g_signal), pos_);
     }
     for (size_t i = 0; i < previous.size(); ++i) std::signal(kStopSignals[i], previous[i]);
-    if (g_signal) return elapsed();
-    progress.finish();
+    if (!g_signal) progress.finish();
     return elapsed();
   }
 
@@ -146,19 +222,21 @@ class Trainer {
     for (size_t b = 0; b < window_.slots.size(); ++b) {
       auto& w = window_.slots[b];
       if (w.steps == 0) continue;
-      nlohmann::json line = {{"step", step_}, {"loss", w.loss / double(w.steps)}, {"plain_loss", w.plain / double(w.steps)},
+      nlohmann::json line = {{"step", pos_}, {"loss", w.loss / double(w.steps)}, {"plain_loss", w.plain / double(w.steps)},
                              {"steps", w.steps}, {"lr", last.lr}, {"grad_norm", last.grad_norm}, {"seconds", seconds}};
       if (cfg_.blocks_mode()) line["block"] = b;
       run_.append_metrics(line);
       plain += w.plain, steps += w.steps;
       w = {};
     }
-    progress.update(step_, fmt::format("plain loss {:.4f} lr {:.2e}", plain / double(std::max<int64_t>(steps, 1)), last.lr));
+    progress.update(pos_, fmt::format("plain loss {:.4f} lr {:.2e}", plain / double(std::max<int64_t>(steps, 1)), last.lr));
   }
 
-  StepStats guarded_step(int64_t step) {
+  std::vector<StepStats> guarded_step(const std::vector<Update>& updates) {
+    std::vector<Batch> batches;
+    for (const auto& u : updates) batches.push_back(data_->batch(Split::Train, order_.indices(u.data_step), device_));
     try {
-      return stepper_.run(data_->batch(Split::Train, order_.indices(step), device_), step);
+      return held_.stepper->run(batches, updates);
     } catch (const UserError& e) {  // a non-finite loss or gradient: stop, say what is safe
       throw UserError(fmt::format("{}: {}; training stopped. {} Try a lower train.lr.", opts_.tag, e.what(),
                                   run_.has("checkpoint.safetensors")
@@ -168,63 +246,148 @@ class Trainer {
   }
 
   void checkpoint(double seconds) {
-    save_checkpoint(run_.file("checkpoint.safetensors"), family_->model(), opt_,
-                    {step_, seconds, window_.to_json(), cfg_.to_toml()}, ema_.get());
+    save_checkpoint(run_.file("checkpoint.safetensors"), held_.family->model(), *held_.opt,
+                    {pos_, seconds, window_.to_json(), cfg_.to_toml(), held_.block}, held_.ema.get());
   }
 
-  nlohmann::json summarize(double train_seconds) {
+  // What training held in memory: the process against its state before any model existed (libtorch
+  // and the data loaded), and the tensors of the model in memory by kind (the tracker's peak, when
+  // `bench memory` installed it, gives the activations and temporaries of a step beside them).
+  nlohmann::json memory() const {
+    auto bytes = [](const torch::Tensor& t) { return int64_t(t.numel() * t.element_size()); };
+    int64_t params = 0, optimizer = 0, average = 0, trained = 0;
+    for (const auto& p : held_.family->model().parameters()) params += bytes(p);
+    for (const auto& [name, t] : held_.opt->state_dict()) optimizer += bytes(t);
+    if (held_.ema)
+      for (const auto& [name, t] : held_.ema->state()) average += bytes(t);
+    // Gradients exist for what one step trains: the network, or the shared modules and one block.
+    for (int b = cfg_.blocks_mode() ? 0 : -1; b < (cfg_.blocks_mode() ? cfg_.model.blocks : 0); ++b) {
+      int64_t sum = 0;
+      for (const auto& [name, p] : held_.opt->params())
+        if (b < 0 || name.rfind("blocks.", 0) != 0 || name.rfind(block_prefix(b), 0) == 0) sum += bytes(p);
+      trained = std::max(trained, sum);
+    }
+    nlohmann::json m = {{"baseline_rss_bytes", baseline_rss_},
+                        {"peak_rss_bytes", peak_rss_bytes()},
+                        {"parameter_bytes", params},
+                        {"gradient_bytes", trained},
+                        {"optimizer_bytes", optimizer},
+                        {"average_bytes", average}};
+    if (TensorMemoryTracker::installed())
+      m["activation_bytes"] = std::max<int64_t>(
+          0, TensorMemoryTracker::peak_bytes() - baseline_tensors_ - params - trained - optimizer - average);
+    return m;
+  }
+
+  // Writes the final weights (and their average) into the run directory, evaluates, summarizes.
+  nlohmann::json finish(double train_seconds) {
+    const std::map<std::string, std::string> meta = {{"config", cfg_.to_toml()}, {"format", "blocklab-model-1"}};
+    auto weights = named_tensors(held_.family->model());
+    std::optional<TensorMap> average;
+    if (held_.ema) average = held_.ema->weights();
+    if (opts_.only_block) {
+      // One block of a larger run: its files, then (in a distributed run) rank 0 assembles the model.
+      save_safetensors(run_.file("model.safetensors"), weights, meta);
+      if (average) save_safetensors(run_.file("ema.safetensors"), *average, meta);
+      const int block = *opts_.only_block;
+      if (!opts_.group) {
+        fmt::print(stderr, "{}: block {} trained; `blocklab eval {}` assembles the model once every block is\n",
+                   opts_.tag, block, root_.root());
+        return {{"block", block}, {"steps", plan_.size()}};
+      }
+      held_ = Held{};
+      if (cfg_.train.shared == SharedModules::Synced) opts_.group->barrier("at the end of training");
+      else opts_.group->wait_for_all("trained");
+      if (opts_.group->rank() != 0) return {{"block", block}, {"steps", plan_.size()}};
+      std::vector<std::string> files, averages;
+      for (int b = 0; b < cfg_.model.blocks; ++b) {
+        files.push_back(root_.file(fmt::format("blocks/{}/model.safetensors", b)));
+        averages.push_back(root_.file(fmt::format("blocks/{}/ema.safetensors", b)));
+      }
+      weights = assemble_blocks(files, cfg_.to_toml());
+      if (average) average = assemble_blocks(averages, cfg_.to_toml());
+    } else if (resident()) {
+      // The block in memory, and the others' last state from their files.
+      for (int b = 0; b < cfg_.model.blocks; ++b) {
+        if (b == held_.block) continue;
+        for (auto& [name, t] : load_safetensors(offload_file(b))) {
+          if (name.rfind("model.", 0) == 0) weights[name.substr(6)] = t;
+          if (average && name.rfind("ema.", 0) == 0) (*average)[name.substr(4)] = t;
+        }
+      }
+      held_ = Held{};
+    }
+    save_safetensors(root_.file("model.safetensors"), weights, meta);
+    if (average) save_safetensors(root_.file("ema.safetensors"), *average, meta);
+    if (!held_.family) hold(-1);  // the whole model, for evaluation
+    return summarize(weights, average ? &*average : nullptr, train_seconds);
+  }
+
+  nlohmann::json summarize(const TensorMap& weights, const TensorMap* average, double train_seconds) {
+    auto& family = *held_.family;
     fmt::print(stderr, "{}: evaluating on {} test examples\n", opts_.tag, data_->size(Split::Test));
     // With an EMA, the averaged weights are the model; the raw weights' figure is kept beside
     // them once, so the average's effect is known.
     std::optional<Evaluation> raw;
-    if (ema_) {
-      raw = family_->evaluate(*data_, Split::Test, uint64_t(cfg_.train.seed));
-      ema_->swap();
+    load_weights(family.model(), weights, root_.file("model.safetensors"));
+    if (average) {
+      raw = family.evaluate(*data_, Split::Test, uint64_t(cfg_.train.seed));
+      load_weights(family.model(), *average, root_.file("ema.safetensors"));
     }
-    const auto evaluation = family_->evaluate(*data_, Split::Test, uint64_t(cfg_.train.seed));
+    const auto evaluation = family.evaluate(*data_, Split::Test, uint64_t(cfg_.train.seed));
     int64_t params = 0;
-    for (const auto& p : family_->model().parameters()) params += p.numel();
+    for (const auto& p : family.model().parameters()) params += p.numel();
+    const int64_t steps = plan_.updates() * (cfg_.blocks_mode() ? cfg_.model.blocks : 1);
     nlohmann::json s = evaluation.to_json();
     s.update({{"family", to_string(cfg_.model.family)},
               {"mode", to_string(cfg_.model.mode)},
               {"blocks", cfg_.model.blocks},
               {"layers", cfg_.model.layers},
               {"params", params},
-              {"steps", total_},
+              {"steps", steps},
               {"train_seconds", train_seconds},
-              {"ms_per_step", 1000.0 * train_seconds / double(total_)},
+              {"ms_per_step", 1000.0 * train_seconds / double(steps)},
               {"peak_rss_bytes", peak_rss_bytes()},
+              {"baseline_rss_bytes", baseline_rss_},
               {"device", device_.str()},
               {"threads", at::get_num_threads()},
               {"blas", blas_core()},
               {"train_examples", data_->size(Split::Train)}});
     if (raw) {
       s["raw_weights"] = raw->to_json();
-      s["ema_decay"] = ema_->decay();
+      s["ema_decay"] = cfg_.ema_decay();
       fmt::print(stderr, "{}: raw weights (no EMA): {}", opts_.tag, raw->report());
     }
     if (cfg_.blocks_mode()) {
-      s["block_steps"] = nlohmann::json::array();
-      for (int b = 0; b < cfg_.model.blocks; ++b) s["block_steps"].push_back(opt_.max_steps_under(block_prefix(b)));
+      s["block_steps"] = std::vector<int64_t>(size_t(cfg_.model.blocks), plan_.updates());
+      s["schedule"] = to_string(cfg_.train.schedule);
+      s["shared"] = to_string(cfg_.train.shared);
+      if (resident()) s["block_run"] = cfg_.train.block_run;
     }
-    run_.write_json("summary.json", s);
+    if (opts_.group) {
+      s["processes"] = opts_.group->size();
+      s["schedule"] = "parallel";
+      s["allreduce_seconds"] = allreduce_seconds_;
+      s["allreduce_share"] = allreduce_seconds_ / train_seconds;
+    }
+    root_.write_json("summary.json", s);
     fmt::print(stderr, "{}: {}", opts_.tag, evaluation.report());
     return s;
   }
 
   Config cfg_;
   TrainOptions opts_;
-  RunDir run_;
+  RunDir root_;  // the run
+  RunDir run_;   // where this process trains: the run, or blocks/K of it
   torch::Device device_;
   std::shared_ptr<const Dataset> data_;
   DataOrder order_;
-  std::unique_ptr<Family> family_;
-  AdamW opt_;
-  int64_t total_;
-  StepRunner stepper_;
+  Plan plan_;
   MetricsWindow window_;
-  std::unique_ptr<Ema> ema_;  // when train.ema_decay (or the family's default) asks for one
-  int64_t step_ = 0;
+  Held held_;
+  int64_t pos_ = 0;  // positions of the plan done
+  int64_t baseline_rss_, baseline_tensors_;  // after the data loaded, before any model
+  double allreduce_seconds_ = 0;
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The training loop, end-to-end or block-wise, from a validated config to a run directory.
 #pragma once
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -8,12 +9,17 @@
 
 namespace blocklab {
 
+class ProcessGroup;
+
 struct TrainOptions {
   std::string out_dir;
   bool resume = false;         // continue from out_dir/checkpoint.safetensors
   bool plain_progress = false; // periodic lines instead of a bar
   std::string tag = "train";   // prefix of progress lines and messages
   int64_t stop_after = -1;     // stop (with a checkpoint) after this many steps; for tests of resume
+  std::optional<int> only_block;  // train this block alone (`--block K`, or a rank of a distributed run),
+                                  // in out_dir/blocks/K
+  ProcessGroup* group = nullptr;  // a distributed run: the block is the rank's (docs/distributed.md)
 };
 
 /// Trains, checkpoints, evaluates and writes summary.json; returns the summary. Stopped early (by

@@ -8,6 +8,8 @@ namespace blocklab {
 
 /// Peak resident set size of this process so far, bytes.
 int64_t peak_rss_bytes();
+/// Resident set size of this process now, bytes.
+int64_t current_rss_bytes();
 
 /// Counts the bytes of every CPU tensor allocation once installed (by wrapping libtorch's CPU
 /// allocator). CUDA tensors are not seen; on CUDA use the caching allocator's statistics.

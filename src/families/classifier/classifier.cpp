@@ -12,12 +12,13 @@ namespace blocklab {
 
 namespace F = torch::nn::functional;
 
-ViTOptions vit_options(const Config& cfg, const DataShape& shape) {
+ViTOptions vit_options(const Config& cfg, const DataShape& shape, const std::vector<int64_t>& held) {
   ViTOptions o;
   o.label_beside_cls = cfg.classifier.label_token == LabelToken::BesideCls;
   // The lead tokens (the noisy label, and the class token beside it) count for memory too.
   static_cast<ImageTransformerOptions&>(o) =
       image_transformer_options(cfg, shape, cfg.classifier.patch, "classifier.patch", o.lead_tokens());
+  o.held = held;
   return o;
 }
 
@@ -46,8 +47,9 @@ ChainResult run_chain(const Partition& partition, int steps, torch::Tensor z,
   return out;
 }
 
-DenoisingClassifier::DenoisingClassifier(const Config& cfg, const DataShape& shape, const torch::Device& device)
-    : DenoisingClassifier(cfg, ViT(vit_options(cfg, shape))) {
+DenoisingClassifier::DenoisingClassifier(const Config& cfg, const DataShape& shape, const torch::Device& device,
+                                         const std::vector<int64_t>& held)
+    : DenoisingClassifier(cfg, ViT(vit_options(cfg, shape, held))) {
   vit_->to(device);
 }
 
@@ -57,12 +59,14 @@ DenoisingClassifier::DenoisingClassifier(const Config& cfg, ViT vit)
       partition_(std::make_shared<LogNormalSigma>(cfg.diffusion.noise), cfg.model.blocks, cfg.diffusion.overlap) {}
 
 torch::Tensor DenoisingClassifier::target(const torch::Tensor& labels) {
+  if (vit_->opt.own_io) return vit_->fixed_targets.index_select(0, labels);
   return F::normalize(vit_->shared->label_embed->forward(labels), F::NormalizeFuncOptions().dim(-1));
 }
 
 torch::Tensor DenoisingClassifier::embeddings() {
   // The normalized table: the chain moves z towards the targets training used. (The reference
   // code passes the unnormalized table here; docs/method.md.)
+  if (vit_->opt.own_io) return vit_->fixed_targets;
   return F::normalize(vit_->shared->label_embed->weight, F::NormalizeFuncOptions().dim(-1));
 }
 
@@ -74,8 +78,8 @@ torch::Tensor DenoisingClassifier::cross_entropy(const torch::Tensor& logits, co
 DenoisingClassifier::Denoised DenoisingClassifier::denoise_with_cond(const torch::Tensor& images, const torch::Tensor& z,
                                                                      const torch::Tensor& sigma, int block) {
   const auto pc = precondition(sigma, cfg_.diffusion.noise.sigma_data);
-  auto cond = vit_->condition(pc.c_noise);
-  auto h = vit_->features(images, vit_->label_lead(pc.c_in.unsqueeze(1) * z), cond, block, block + 1);
+  auto cond = vit_->condition(pc.c_noise, block);
+  auto h = vit_->features(images, vit_->label_lead(pc.c_in.unsqueeze(1) * z, block), cond, block, block + 1);
   return {pc.c_out.unsqueeze(1) * h + pc.c_skip.unsqueeze(1) * z, cond};
 }
 
@@ -87,7 +91,7 @@ torch::Tensor DenoisingClassifier::denoise(const torch::Tensor& images, const to
 torch::Tensor DenoisingClassifier::denoise_logits(const torch::Tensor& images, const torch::Tensor& z,
                                                   const torch::Tensor& sigma, int block) {
   auto out = denoise_with_cond(images, z, sigma, block);
-  return vit_->classify(out.d, out.cond);
+  return vit_->classify(out.d, out.cond, block);
 }
 
 Loss DenoisingClassifier::e2e_loss(const Batch& b) {

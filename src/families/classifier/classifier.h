@@ -38,12 +38,13 @@ ChainResult run_chain(const Partition& partition, int steps, torch::Tensor z,
                       const torch::Tensor& embeddings, double temperature);
 
 /// The ViT of a config for data of `shape`. UserError if the patch does not tile the images.
-ViTOptions vit_options(const Config& cfg, const DataShape& shape);
+ViTOptions vit_options(const Config& cfg, const DataShape& shape, const std::vector<int64_t>& held = {});
 
 class DenoisingClassifier : public Family {
  public:
-  /// A fresh ViT for data of `shape` on `device`.
-  DenoisingClassifier(const Config& cfg, const DataShape& shape, const torch::Device& device);
+  /// A fresh ViT for data of `shape` on `device`, holding the blocks `held` (empty: all).
+  DenoisingClassifier(const Config& cfg, const DataShape& shape, const torch::Device& device,
+                      const std::vector<int64_t>& held = {});
   /// Around a ViT built elsewhere (tests; a model assembled from saved blocks).
   DenoisingClassifier(const Config& cfg, ViT vit);
 

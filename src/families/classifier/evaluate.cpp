@@ -22,7 +22,7 @@ EvalReport evaluate_classifier(DenoisingClassifier& task, const Config& cfg, con
                                uint64_t seed) {
   torch::NoGradGuard no_grad;
   task.model().eval();
-  const torch::Device device = task.vit()->shared->head->weight.device();
+  const torch::Device device = task.model().parameters().front().device();
   const int64_t n = data.size(split);
   const bool blocks = cfg.blocks_mode();
   const int steps = cfg.inference_steps(), B = cfg.model.blocks;

@@ -12,8 +12,10 @@
 
 namespace blocklab {
 
-DiTOptions dit_options(const Config& cfg, const DataShape& shape) {
-  return {image_transformer_options(cfg, shape, cfg.dit.patch, "dit.patch")};
+DiTOptions dit_options(const Config& cfg, const DataShape& shape, const std::vector<int64_t>& held) {
+  DiTOptions o{image_transformer_options(cfg, shape, cfg.dit.patch, "dit.patch")};
+  o.held = held;
+  return o;
 }
 
 SamplingOptions SamplingOptions::of(const Config& cfg) {
@@ -29,14 +31,17 @@ std::string SamplingOptions::describe() const {
 }
 
 ImageGenerator::ImageGenerator(const Config& cfg, const DataShape& shape, double pixel_mean, double pixel_std,
-                               const torch::Device& device)
+                               const torch::Device& device, const std::vector<int64_t>& held)
     : cfg_(cfg),
-      dit_(DiT(dit_options(cfg, shape))),
+      dit_(DiT(dit_options(cfg, shape, held))),
       partition_(std::make_shared<LogNormalSigma>(cfg.diffusion.noise), cfg.model.blocks, cfg.diffusion.overlap),
       whole_(std::make_shared<LogNormalSigma>(cfg.diffusion.noise), 1, 0.0) {
   torch::NoGradGuard no_grad;
-  dit_->shared->pixel_mean.fill_(pixel_mean);
-  dit_->shared->pixel_std.fill_(pixel_std);
+  for (const auto& m : dit_->modules(/*include_self=*/false))
+    if (auto io = std::dynamic_pointer_cast<DiTSharedImpl>(m)) {  // the shared modules, or each block's copy
+      io->pixel_mean.fill_(pixel_mean);
+      io->pixel_std.fill_(pixel_std);
+    }
   dit_->to(device);
 }
 
@@ -45,7 +50,7 @@ torch::Tensor ImageGenerator::to_model(const torch::Tensor& standardized) const 
 }
 
 torch::Tensor ImageGenerator::to_pixels(const torch::Tensor& x) const {
-  const auto& s = dit_->shared;
+  auto s = dit_->any_io();
   auto unit = x / cfg_.diffusion.noise.sigma_data * s->pixel_std + s->pixel_mean;  // [0, 1]
   return (unit * 255.0).round().clamp(0, 255).to(torch::kUInt8).cpu();
 }
@@ -54,7 +59,7 @@ torch::Tensor ImageGenerator::denoise(const torch::Tensor& z, const torch::Tenso
                                       int block) {
   const auto pc = precondition(sigma, cfg_.diffusion.noise.sigma_data);  // each [N]
   auto per_image = [](const torch::Tensor& c) { return c.view({-1, 1, 1, 1}); };
-  auto cond = dit_->condition(pc.c_noise, labels);
+  auto cond = dit_->condition(pc.c_noise, labels, block < 0 ? 0 : block);
   const int64_t first = block < 0 ? 0 : block, last = block < 0 ? dit_->opt.blocks : block + 1;
   auto f = dit_->forward(per_image(pc.c_in) * z, cond, first, last);
   return per_image(pc.c_skip) * z + per_image(pc.c_out) * f;
@@ -106,7 +111,7 @@ Generated ImageGenerator::generate(const torch::Tensor& labels, const SamplingOp
                                    int64_t batch, const std::string& progress) {
   torch::NoGradGuard no_grad;
   const auto& o = dit_->opt;
-  const auto device = dit_->shared->pos_embed.device();
+  const auto device = dit_->any_io()->pos_embed.device();
   const auto sigmas = levels(opt);
   const bool guided = opt.guidance != 1.0;
   const int64_t total = labels.size(0), batches = (total + batch - 1) / batch;

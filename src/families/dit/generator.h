@@ -21,7 +21,7 @@
 namespace blocklab {
 
 /// The DiT of a config for images of `shape`. UserError if the patch does not tile the images.
-DiTOptions dit_options(const Config& cfg, const DataShape& shape);
+DiTOptions dit_options(const Config& cfg, const DataShape& shape, const std::vector<int64_t>& held = {});
 
 struct SamplingOptions {
   int steps = 32;
@@ -54,7 +54,7 @@ class ImageGenerator : public Family {
  public:
   /// A fresh DiT for images of `shape` whose training pixels have `pixel_mean` and `pixel_std` (in [0, 1]).
   ImageGenerator(const Config& cfg, const DataShape& shape, double pixel_mean, double pixel_std,
-                 const torch::Device& device);
+                 const torch::Device& device, const std::vector<int64_t>& held = {});
 
   torch::nn::Module& model() override { return *dit_; }
   Loss loss(const Batch& batch, int block, uint64_t seed) override;
