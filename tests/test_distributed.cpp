@@ -18,6 +18,7 @@
 #include "train/checkpoint.h"
 #include "train/plan.h"
 #include "train/step.h"
+#include "util/seed.h"
 
 namespace blocklab {
 namespace {
@@ -134,6 +135,61 @@ TEST(Assemble, RefusesBlocksWhoseSharedModulesDiffer) {
   save_safetensors(files[1], tensors, meta);
   EXPECT_TRUE(ThrowsUserError([&] { assemble_blocks(files, cfg.to_toml()); }, {files[1], "shared.head.bias"}));
   EXPECT_TRUE(ThrowsUserError([&] { assemble_blocks({files[1], files[0]}, cfg.to_toml()); }, {"not block 0's"}));
+}
+
+TEST(SharedGradients, ARoundSumsSharedGradientsAndClipsOnTheWholeUpdatesNorm) {
+  // A synchronous round of two blocks, against the formula computed by hand from each block's own
+  // backward: ||g||^2 = ||g_block0||^2 + ||g_block1||^2 + ||g_shared0 + g_shared1||^2.
+  Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
+  cfg.model.layers = 2;
+  cfg.model.blocks = 2;
+  cfg.set("train.schedule=rounds");
+  cfg.train.grad_clip = 1e-3;  // small enough to clip: the scale follows the norm
+  const auto data = load_dataset(cfg);
+  const Plan plan(cfg, 4);
+  const auto updates = plan.at(1);
+  std::vector<Batch> batches;
+  DataOrder order(data->size(Split::Train), cfg.train.batch_size, uint64_t(cfg.train.seed));
+  for (const auto& u : updates) batches.push_back(data->batch(Split::Train, order.indices(u.data_step), torch::kCPU));
+
+  auto reference = make_family(cfg, data, torch::kCPU);
+  double squares = 0;
+  std::map<std::string, torch::Tensor> shared_sum;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const uint64_t seed = derive_seed(uint64_t(cfg.train.seed), Stream::Step, uint64_t(updates[i].data_step));
+    torch::manual_seed(seed);
+    reference->loss(batches[i], updates[i].block, seed).value.backward();
+    for (auto& p : reference->model().named_parameters()) {
+      if (!p.value().grad().defined()) continue;
+      if (p.key().rfind("shared.", 0) == 0) {
+        auto g = p.value().grad().clone();
+        shared_sum[p.key()] = shared_sum.count(p.key()) ? shared_sum[p.key()] + g : g;
+      } else {
+        squares += p.value().grad().to(torch::kFloat64).pow(2).sum().item<double>();
+      }
+      p.value().mutable_grad().reset();
+    }
+  }
+  for (const auto& [name, g] : shared_sum) squares += g.to(torch::kFloat64).pow(2).sum().item<double>();
+
+  auto family = make_family(cfg, data, torch::kCPU);
+  auto opt = make_optimizer(family->model(), cfg);
+  StepRunner runner(*family, opt, cfg, plan.lr_steps());
+  const auto before = named_tensors(family->model());
+  std::map<std::string, torch::Tensor> snapshot;
+  for (const auto& [name, t] : before) snapshot[name] = t.clone();
+  const auto stats = runner.run(batches, updates);
+  ASSERT_EQ(stats.size(), 2u);
+  EXPECT_NEAR(stats[0].grad_norm, std::sqrt(squares), 1e-5 * std::sqrt(squares));
+  EXPECT_EQ(stats[0].grad_norm, stats[1].grad_norm);
+  // One AdamW step from zero moments moves every updated parameter by about lr (sign of its
+  // gradient): both blocks and the shared modules moved, the shared ones once.
+  const double lr = stats[0].lr;
+  for (const auto& [name, t] : named_tensors(family->model())) {
+    if (!t.requires_grad()) continue;
+    const double moved = (t - snapshot[name]).abs().max().item<double>();
+    EXPECT_LT(moved, 1.01 * lr + 1e-7) << name;
+  }
 }
 
 // ------------------------------------------------------------------------- processes

@@ -93,14 +93,14 @@ class Trainer {
                                   root_.root(), *opts_.only_block));
     CheckpointState state;
     if (opts_.resume) {
-      if (!run_.has("checkpoint.safetensors"))
+      if (!run_.has("checkpoint.safetensors") && !run_.has("checkpoint.prev.safetensors"))
         throw UserError(fmt::format("{}: --resume but no checkpoint.safetensors there", run_.root()));
       // Continuing under another config would silently mix two runs.
       if (root_.has("config.toml") && read_file(root_.file("config.toml")) != cfg_.to_toml())
         throw UserError(fmt::format("{}: --resume with a config that differs from the run's config.toml; "
                                     "resume with `blocklab train {}/config.toml --out {} --resume`",
                                     root_.root(), root_.root(), root_.root()));
-      const auto path = run_.file("checkpoint.safetensors");
+      const auto path = resume_path();
       TensorMap saved;
       state = read_checkpoint(path, cfg_.to_toml(), saved);
       hold(resident() ? state.held_block : first_block());
@@ -115,7 +115,6 @@ class Trainer {
       for (int b = 0; b < cfg_.model.blocks; ++b) std::filesystem::remove(offload_file(b));  // a crashed start's
       hold(first_block());
     }
-    if (opts_.group) agree_on_start(state.step);
     root_.write_text("config.toml", cfg_.to_toml());
     const double seconds = fit(state);
     if (g_signal) return {{"stopped_at", pos_}, {"signal", int(g_signal)}};
@@ -167,17 +166,32 @@ class Trainer {
     return true;
   }
 
-  // Ranks of a synchronised run must continue from the same update, or their sums would mix steps.
-  void agree_on_start(int64_t position) {
+  // The checkpoint to resume from. Synchronised ranks must continue from the same update, or their
+  // sums would mix steps; a crash between two ranks' checkpoint writes can leave them one
+  // checkpoint apart, so each rank keeps its previous checkpoint and all take the latest they share.
+  std::string resume_path() {
+    const auto current = run_.file("checkpoint.safetensors"), previous = run_.file("checkpoint.prev.safetensors");
+    if (!opts_.group || cfg_.train.shared != SharedModules::Synced) return current;
+    auto step_of = [&](const std::string& path) {
+      TensorMap unused;
+      return std::filesystem::exists(path) ? read_checkpoint(path, cfg_.to_toml(), unused).step : int64_t(-1);
+    };
+    const bool whole = std::filesystem::exists(current);  // a crash may fall between rotation and write
+    const int64_t mine = whole ? step_of(current) : step_of(previous);
     auto& g = *opts_.group;
-    auto starts = torch::zeros({g.size()}, torch::kFloat64);
-    starts[g.rank()] = double(position);
-    g.all_reduce(starts, "the resume positions");
-    for (int r = 0; r < g.size(); ++r)
-      if (int64_t(starts[r].item<double>()) != position && cfg_.train.shared == SharedModules::Synced)
-        throw UserError(fmt::format("rank {} continues from update {}, rank {} from update {}: the checkpoints of a "
-                                    "synchronised run must be of the same update",
-                                    g.rank(), position, r, int64_t(starts[r].item<double>())));
+    auto steps = torch::zeros({g.size()}, torch::kFloat64);
+    steps[g.rank()] = double(mine);
+    g.all_reduce(steps, "the resume steps");
+    const int64_t agreed = int64_t(steps.min().item<double>());
+    if (mine == agreed) return whole ? current : previous;
+    if (step_of(previous) == agreed) {
+      fmt::print(stderr, "{}: another rank's last checkpoint is of update {}: resuming from my previous one\n",
+                 opts_.tag, agreed);
+      return previous;
+    }
+    throw UserError(fmt::format("{}: rank {} has a checkpoint of update {}, another rank only of update {}, and no "
+                                "checkpoint of that update is left here",
+                                run_.root(), g.rank(), mine, agreed));
   }
 
   // Runs positions [state.step, plan size); returns training seconds (this invocation's plus earlier ones').
@@ -211,7 +225,7 @@ class Trainer {
                  strsignal(g_signal), pos_);
     }
     for (size_t i = 0; i < previous.size(); ++i) std::signal(kStopSignals[i], previous[i]);
-    if (!g_signal) progress.finish();
+    if (pos_ == plan_.size()) progress.finish();
     return elapsed();
   }
 
@@ -246,6 +260,8 @@ class Trainer {
   }
 
   void checkpoint(double seconds) {
+    if (opts_.group && run_.has("checkpoint.safetensors"))  // kept for resume_path()
+      std::filesystem::rename(run_.file("checkpoint.safetensors"), run_.file("checkpoint.prev.safetensors"));
     save_checkpoint(run_.file("checkpoint.safetensors"), held_.family->model(), *held_.opt,
                     {pos_, seconds, window_.to_json(), cfg_.to_toml(), held_.block}, held_.ema.get());
   }
