@@ -3,6 +3,7 @@
 // Fréchet distance's extrapolation, and the sample/fd commands end to end on a tiny run.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "eval/fd.h"
@@ -316,6 +317,28 @@ TEST(Dit, SampleAndFdCommands) {
   train(c, test::train_options(classifier.file("run")));
   test::expect_one_line_error(test::run_cli("sample " + test::quote(classifier.file("run")), scratch),
                               {"model.family = \"dit\"", "\"classifier\""}, true);
+}
+
+TEST(Dit, IndependentBlocksOneResidentAtATimeTrainSampleAndScore) {
+  // The DiT keeps buffers (the pixel statistics) in each independent block's own modules, and an
+  // EMA: the resident schedule must bring both back whole from the blocks' files.
+  tiny_run();  // its feature network (same training data) is cached for this run's FD
+  test::TempDir dir;
+  Config cfg = tiny_dit("blocks", test::synthetic_data_dir());
+  cfg.set("train.schedule=resident");
+  cfg.set("train.shared=independent");
+  cfg.train.epochs = 0.5;  // 10 updates per block: two turns each
+  cfg.train.block_run = 5;
+  cfg.data.test_limit = 50;
+  TrainOptions opts;
+  opts.out_dir = dir.file("run");
+  opts.plain_progress = true;
+  const auto summary = train(cfg, opts);
+  EXPECT_TRUE(summary.contains("fd")) << summary.dump();
+  const auto average = load_safetensors(dir.file("run/ema.safetensors"));
+  for (int b = 0; b < 3; ++b)
+    EXPECT_TRUE(average.count(fmt::format("blocks.{}.io.pixel_std", b))) << b;
+  EXPECT_FALSE(average.count("shared.head.weight"));
 }
 
 }  // namespace

@@ -43,6 +43,10 @@ int cmd_train(const TrainArgs& a) {
                                   env->world_size, to_string(cfg.model.mode), cfg.model.blocks));
     if (block && *block != env->rank)
       throw UserError(fmt::format("--block {} with --distributed: rank {} trains block {}", *block, env->rank, env->rank));
+    if (cfg.train.device == "cuda" && env->local_rank != 0)
+      throw UserError(fmt::format("--distributed: LOCAL_RANK={} on CUDA: one rank per machine for now (each rank "
+                                  "uses the first GPU)",
+                                  env->local_rank));
     std::signal(SIGPIPE, SIG_IGN);  // a dead peer's socket must raise an error, not kill this process
     group = std::make_unique<ProcessGroup>(*env, cfg.train.dist_timeout, resolve_device(cfg.train.device));
     block = env->rank;

@@ -59,9 +59,9 @@ std::shared_ptr<void> RunDir::lock() const {
     throw UserError(fmt::format("{}: cannot write: {}", path, std::strerror(errno)));
   }
   // Holding the lock, no live process of ours writes here: a temporary whose writer is gone is a
-  // leftover of a crash (kill -9 during an atomic write).
+  // leftover of a crash (kill -9 during an atomic write), here or in a block's folder below.
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(root_, ec)) {
+  for (const auto& entry : fs::recursive_directory_iterator(root_, ec)) {
     const auto name = entry.path().filename().string();
     const auto at = name.rfind(".tmp.");
     if (at == std::string::npos) continue;

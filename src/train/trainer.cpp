@@ -112,7 +112,8 @@ class Trainer {
       fmt::print(stderr, "{}: resuming from step {} of {}\n", opts_.tag, state.step, plan_.size());
     } else {
       run_.truncate_metrics(-1);
-      for (int b = 0; b < cfg_.model.blocks; ++b) std::filesystem::remove(offload_file(b));  // a crashed start's
+      if (resident())  // a crashed earlier start's block files must not be taken for this run's
+        for (int b = 0; b < cfg_.model.blocks; ++b) std::filesystem::remove(offload_file(b));
       hold(first_block());
     }
     root_.write_text("config.toml", cfg_.to_toml());
@@ -179,7 +180,7 @@ class Trainer {
     const bool whole = std::filesystem::exists(current);  // a crash may fall between rotation and write
     const int64_t mine = whole ? step_of(current) : step_of(previous);
     auto& g = *opts_.group;
-    auto steps = torch::zeros({g.size()}, torch::kFloat64);
+    auto steps = torch::zeros({g.size()}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
     steps[g.rank()] = double(mine);
     g.all_reduce(steps, "the resume steps");
     const int64_t agreed = int64_t(steps.min().item<double>());
@@ -226,6 +227,7 @@ class Trainer {
     }
     for (size_t i = 0; i < previous.size(); ++i) std::signal(kStopSignals[i], previous[i]);
     if (pos_ == plan_.size()) progress.finish();
+    fit_seconds_ = elapsed() - state.train_seconds;
     return elapsed();
   }
 
@@ -260,7 +262,7 @@ class Trainer {
   }
 
   void checkpoint(double seconds) {
-    if (opts_.group && run_.has("checkpoint.safetensors"))  // kept for resume_path()
+    if (opts_.group && cfg_.train.shared == SharedModules::Synced && run_.has("checkpoint.safetensors"))  // for resume_path()
       std::filesystem::rename(run_.file("checkpoint.safetensors"), run_.file("checkpoint.prev.safetensors"));
     save_checkpoint(run_.file("checkpoint.safetensors"), held_.family->model(), *held_.opt,
                     {pos_, seconds, window_.to_json(), cfg_.to_toml(), held_.block}, held_.ema.get());
@@ -326,8 +328,12 @@ class Trainer {
       // The block in memory, and the others' last state from their files.
       for (int b = 0; b < cfg_.model.blocks; ++b) {
         if (b == held_.block) continue;
+        // (Names sort "ema." before "model.": a buffer, which has no average, comes from the weights.)
         for (auto& [name, t] : load_safetensors(offload_file(b))) {
-          if (name.rfind("model.", 0) == 0) weights[name.substr(6)] = t;
+          if (name.rfind("model.", 0) == 0) {
+            weights[name.substr(6)] = t;
+            if (average && !average->count(name.substr(6))) (*average)[name.substr(6)] = t;
+          }
           if (average && name.rfind("ema.", 0) == 0) (*average)[name.substr(4)] = t;
         }
       }
@@ -383,8 +389,8 @@ class Trainer {
     if (opts_.group) {
       s["processes"] = opts_.group->size();
       s["schedule"] = "parallel";
-      s["allreduce_seconds"] = allreduce_seconds_;
-      s["allreduce_share"] = allreduce_seconds_ / train_seconds;
+      s["allreduce_seconds"] = allreduce_seconds_;  // of this invocation (after a resume: since it)
+      s["allreduce_share"] = allreduce_seconds_ / fit_seconds_;
     }
     root_.write_json("summary.json", s);
     fmt::print(stderr, "{}: {}", opts_.tag, evaluation.report());
@@ -403,7 +409,7 @@ class Trainer {
   Held held_;
   int64_t pos_ = 0;  // positions of the plan done
   int64_t baseline_rss_, baseline_tensors_;  // after the data loaded, before any model
-  double allreduce_seconds_ = 0;
+  double allreduce_seconds_ = 0, fit_seconds_ = 0;  // this invocation's
 };
 
 }  // namespace
