@@ -251,6 +251,20 @@ TEST(Launch, TwoRanksComputeTheSynchronousRoundsBitForBit) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
 }
 
+TEST(Launch, ReplicasSplitEachBlocksBatch) {
+  TinyRun t(2, 4);
+  const auto run = t.run("replicas");
+  auto r = run_cli("launch --procs 4 " + quote(t.config) + " --out " + quote(run), t.dir);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto summary = RunDir(run, false).read_json("summary.json");
+  EXPECT_EQ(summary.at("processes").get<int>(), 4);
+  EXPECT_EQ(summary.at("replicas").get<int>(), 2);
+  EXPECT_EQ(summary.at("block_steps"), nlohmann::json::array({32, 32}));
+  EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.3) << "chance is 0.1";
+  r = run_cli("launch --procs 3 " + quote(t.config) + " --out " + quote(t.run("uneven")), t.dir);
+  test::expect_one_line_error(r, {"--procs 3", "model.blocks = 2"}, true);
+}
+
 TEST(Launch, AKilledRankEndsTheLaunchWithItsNameAndTheCheckpointsLoad) {
   TinyRun t(2, 200);  // long enough to be killed mid-run
   Config cfg = Config::from_file(t.config);

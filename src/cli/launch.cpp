@@ -68,19 +68,20 @@ std::string describe_exit(int status) {
 
 int cmd_launch(const LaunchArgs& a) {
   const Config cfg = Config::load(a.config, a.overrides);
-  if (!cfg.blocks_mode() || a.procs != cfg.model.blocks)
-    throw UserError(fmt::format("launch: --procs {} for model.mode = \"{}\", model.blocks = {}: one process per block",
+  if (!cfg.blocks_mode() || a.procs % cfg.model.blocks != 0)
+    throw UserError(fmt::format("launch: --procs {} for model.mode = \"{}\", model.blocks = {}: the same number of "
+                                "processes for every block (procs = blocks x replicas)",
                                 a.procs, to_string(cfg.model.mode), cfg.model.blocks));
   const std::string out = !a.out.empty() ? a.out
                                          : fmt::format("runs/{}-parallel", std::filesystem::path(a.config).stem().string());
-  for (int b = 0; b < a.procs && !a.resume; ++b)
+  for (int b = 0; b < cfg.model.blocks && !a.resume; ++b)
     if (std::filesystem::exists(std::filesystem::path(out) / "blocks" / std::to_string(b) / "checkpoint.safetensors"))
       throw UserError(fmt::format("{}: holds a run already; pass --resume to continue it or choose another --out", out));
   std::string overrides;  // for the messages that say how to continue
   for (const auto& o : a.overrides) overrides += " --set " + o;
   StoreHost store;
-  fmt::print(stderr, "launch: {} ranks (one per block, shared modules {}), rendezvous 127.0.0.1:{}, run directory {}\n",
-             a.procs, to_string(cfg.train.shared), store.port(), out);
+  fmt::print(stderr, "launch: {} ranks ({} per block, shared modules {}), rendezvous 127.0.0.1:{}, run directory {}\n",
+             a.procs, a.procs / cfg.model.blocks, to_string(cfg.train.shared), store.port(), out);
 
   const int signals[] = {SIGINT, SIGTERM, SIGHUP};
   for (int sig : signals) std::signal(sig, forward_to_ranks);
@@ -137,7 +138,7 @@ int cmd_launch(const LaunchArgs& a) {
         first = f;
         break;
       }
-    failure = fmt::format("rank {} (block {}) {} after update {}", first.rank, first.rank, describe_exit(first.status),
+    failure = fmt::format("rank {} (block {}) {} after update {}", first.rank, first.rank % cfg.model.blocks, describe_exit(first.status),
                           last[size_t(first.rank)]);
     // A rank behind the one that failed is the one the others waited for: stuck, or dead first.
     for (int r = 0; r < a.procs; ++r)

@@ -36,8 +36,8 @@ int main(int argc, char** argv) {
   t->footer("Config keys (section.key, default, meaning):\n" + Config::describe());
 
   LaunchArgs launch;
-  auto* la = app.add_subcommand("launch", "train every block at once, one process per block, on this machine (c10d)");
-  la->add_option("--procs", launch.procs, "processes: one per block (model.blocks)")->required()->check(CLI::PositiveNumber);
+  auto* la = app.add_subcommand("launch", "train every block at once, in processes on this machine (c10d)");
+  la->add_option("--procs", launch.procs, "processes: model.blocks x replicas (data parallel inside each block)")->required()->check(CLI::PositiveNumber);
   la->add_option("config", launch.config, "config file")->required()->check(CLI::ExistingFile);
   la->add_option("--set", launch.overrides, "override a key: section.key=value (repeatable)");
   la->add_option("--out", launch.out, "run directory (default runs/<config>-parallel)");

@@ -29,27 +29,35 @@ int cmd_train(const TrainArgs& a) {
     if (::getppid() != pid_t(a.parent_pid)) return 128 + SIGTERM;  // it died before prctl took effect
   }
   const Config cfg = Config::load(a.config, a.overrides);
-  std::unique_ptr<ProcessGroup> group;
+  std::unique_ptr<ProcessGroup> group, replica_group;
   std::optional<int> block;
+  int replica = 0, replicas = 1;
   if (a.block >= 0) block = a.block;
   if (a.distributed) {
     const auto env = world_from_environment();
     if (!env)
       throw UserError("--distributed: no RANK and WORLD_SIZE (torchrun, blocklab launch) or SLURM_PROCID and "
                       "SLURM_NTASKS (Slurm) in the environment");
-    if (!cfg.blocks_mode() || env->world_size != cfg.model.blocks)
+    const int B = cfg.model.blocks;
+    if (!cfg.blocks_mode() || env->world_size % B != 0)
       throw UserError(fmt::format("--distributed: {} ranks for model.mode = \"{}\", model.blocks = {}: a distributed run "
-                                  "trains one block per rank",
-                                  env->world_size, to_string(cfg.model.mode), cfg.model.blocks));
-    if (block && *block != env->rank)
-      throw UserError(fmt::format("--block {} with --distributed: rank {} trains block {}", *block, env->rank, env->rank));
+                                  "trains each block on the same number of ranks (ranks = blocks x replicas)",
+                                  env->world_size, to_string(cfg.model.mode), B));
+    replicas = env->world_size / B;
+    if (cfg.train.batch_size % replicas != 0)
+      throw UserError(fmt::format("--distributed: train.batch_size = {} does not split over {} replicas per block",
+                                  cfg.train.batch_size, replicas));
+    if (block && *block != env->rank % B)
+      throw UserError(fmt::format("--block {} with --distributed: rank {} trains block {}", *block, env->rank, env->rank % B));
     if (cfg.train.device == "cuda" && env->local_rank != 0)
       throw UserError(fmt::format("--distributed: LOCAL_RANK={} on CUDA: one rank per machine for now (each rank "
                                   "uses the first GPU)",
                                   env->local_rank));
     std::signal(SIGPIPE, SIG_IGN);  // a dead peer's socket must raise an error, not kill this process
     group = std::make_unique<ProcessGroup>(*env, cfg.train.dist_timeout, resolve_device(cfg.train.device));
-    block = env->rank;
+    block = env->rank % B;  // rank = replica x B + block
+    replica = env->rank / B;
+    if (replicas > 1) replica_group = std::make_unique<ProcessGroup>(*group, fmt::format("block{}/", *block), replica, replicas);
   } else if (block) {
     if (!cfg.blocks_mode() || *block >= cfg.model.blocks)
       throw UserError(fmt::format("--block {}: model.mode = \"{}\" with model.blocks = {}", *block,
@@ -70,9 +78,12 @@ int cmd_train(const TrainArgs& a) {
   opts.stop_after = a.stop_after;
   opts.only_block = block;
   opts.group = group.get();
+  opts.replica = replica;
+  opts.replicas = replicas;
+  opts.replica_group = replica_group.get();
   const auto own_dir = block ? std::filesystem::path(opts.out_dir) / "blocks" / std::to_string(*block)
                              : std::filesystem::path(opts.out_dir);
-  if (!a.resume && std::filesystem::exists(own_dir / "checkpoint.safetensors"))
+  if (!a.resume && replica == 0 && std::filesystem::exists(own_dir / "checkpoint.safetensors"))
     throw UserError(fmt::format("{}: holds a run already; pass --resume to continue it or choose another --out",
                                 own_dir.string()));
   fmt::print(stderr, "{}: {} {} mode, L={} B={} d={}, {} thread(s), BLAS {}, run directory {}\n", a.tag,

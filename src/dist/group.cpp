@@ -41,15 +41,39 @@ std::shared_ptr<::gloo::transport::Device> gloo_device(const WorldEnv& env) {
 
 struct ProcessGroup::Impl {
   int rank = 0, size = 1;
+  int world_rank = 0;  // for messages
+  WorldEnv env;
+  std::chrono::milliseconds timeout{0};
+  torch::Device device{torch::kCPU};
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroup> group;
+
+  void join() {
+    if (device.is_cuda()) {
+#ifdef USE_C10D_NCCL
+      auto options = c10d::ProcessGroupNCCL::Options::create();
+      options->timeout = timeout;
+      group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
+#else
+      throw UserError("this libtorch has no NCCL: a distributed run on CUDA needs a CUDA build of libtorch");
+#endif
+    } else {
+      auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+      options->devices.push_back(gloo_device(env));
+      group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
+    }
+  }
 };
 
 ProcessGroup::ProcessGroup(const WorldEnv& env, double timeout_seconds, const torch::Device& device)
     : impl_(std::make_unique<Impl>()) {
   impl_->rank = env.rank;
   impl_->size = env.world_size;
+  impl_->world_rank = env.rank;
+  impl_->env = env;
+  impl_->device = device;
   const auto timeout = std::chrono::milliseconds(int64_t(timeout_seconds * 1000));
+  impl_->timeout = timeout;
   try {
     c10d::TCPStoreOptions opts;
     opts.port = uint16_t(env.master_port);
@@ -60,24 +84,24 @@ ProcessGroup::ProcessGroup(const WorldEnv& env, double timeout_seconds, const to
     c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, opts);
     if (!env.store_prefix.empty()) store = c10::make_intrusive<c10d::PrefixStore>(env.store_prefix, store);
     impl_->store = store;
-    if (device.is_cuda()) {
-#ifdef USE_C10D_NCCL
-      auto options = c10d::ProcessGroupNCCL::Options::create();
-      options->timeout = timeout;
-      impl_->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, env.rank, env.world_size, options);
-#else
-      throw UserError("this libtorch has no NCCL: a distributed run on CUDA needs a CUDA build of libtorch");
-#endif
-    } else {
-      auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-      options->devices.push_back(gloo_device(env));
-      impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, env.rank, env.world_size, options);
-    }
+    impl_->join();
   } catch (const UserError&) {
     throw;
   } catch (const std::exception& e) {
     throw UserError(fmt::format("rank {}: cannot join the run at {}:{} ({} ranks): {}", env.rank, env.master_addr,
                                 env.master_port, env.world_size, e.what()));
+  }
+}
+
+ProcessGroup::ProcessGroup(const ProcessGroup& parent, const std::string& name, int rank, int size)
+    : impl_(std::make_unique<Impl>(*parent.impl_)) {
+  impl_->rank = rank;
+  impl_->size = size;
+  impl_->store = c10::make_intrusive<c10d::PrefixStore>(name, parent.impl_->store);
+  try {
+    impl_->join();
+  } catch (const std::exception& e) {
+    leave(impl_->world_rank, "joining the group " + name, e);
   }
 }
 
@@ -90,7 +114,7 @@ void ProcessGroup::all_reduce(torch::Tensor& t, const std::string& what) {
     std::vector<torch::Tensor> tensors{t};
     impl_->group->allreduce(tensors)->wait();
   } catch (const std::exception& e) {
-    leave(impl_->rank, "the all-reduce of " + what, e);
+    leave(impl_->world_rank, "the all-reduce of " + what, e);
   }
 }
 
@@ -98,7 +122,7 @@ void ProcessGroup::barrier(const std::string& what) {
   try {
     impl_->group->barrier()->wait();
   } catch (const std::exception& e) {
-    leave(impl_->rank, "waiting for every rank " + what, e);
+    leave(impl_->world_rank, "waiting for every rank " + what, e);
   }
 }
 
@@ -109,7 +133,7 @@ void ProcessGroup::wait_for_all(const std::string& key) {
     for (int r = 0; r < impl_->size; ++r) keys.push_back(fmt::format("{}/{}", key, r));
     impl_->store->wait(keys, std::chrono::hours(24 * 7));
   } catch (const std::exception& e) {
-    leave(impl_->rank, "waiting for every rank to reach " + key, e);
+    leave(impl_->world_rank, "waiting for every rank to reach " + key, e);
   }
 }
 

@@ -16,6 +16,9 @@ class ProcessGroup {
  public:
   /// Joins the job `env` describes; collectives fail after `timeout_seconds` without progress.
   ProcessGroup(const WorldEnv& env, double timeout_seconds, const torch::Device& device);
+  /// A group of some of `parent`'s ranks that share `name` (the replicas of one block), through
+  /// the parent's store; this process is `rank` of `size` in it.
+  ProcessGroup(const ProcessGroup& parent, const std::string& name, int rank, int size);
   ~ProcessGroup();
   int rank() const;
   int size() const;

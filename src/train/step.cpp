@@ -48,8 +48,14 @@ int block_for_step(const Config& cfg, int64_t step) {
   return order[size_t(step % blocks)];
 }
 
-StepRunner::StepRunner(Family& family, AdamW& opt, const Config& cfg, int64_t lr_steps, AllReduce all_reduce)
-    : family_(family), opt_(opt), cfg_(cfg), lr_steps_(lr_steps), all_reduce_(std::move(all_reduce)) {}
+StepRunner::StepRunner(Family& family, AdamW& opt, const Config& cfg, int64_t lr_steps, AllReduce all_reduce,
+                       Replication replication)
+    : family_(family),
+      opt_(opt),
+      cfg_(cfg),
+      lr_steps_(lr_steps),
+      all_reduce_(std::move(all_reduce)),
+      replication_(std::move(replication)) {}
 
 StepStats StepRunner::run(const Batch& batch, int64_t step) {
   const int block = block_for_step(cfg_, step);
@@ -67,7 +73,8 @@ std::vector<StepStats> StepRunner::run(const std::vector<Batch>& batches, const 
     const auto& u = updates[i];
     // Named ranges for the profiler (profile/range.h): a branch each when no profiler runs.
     Range data("data");
-    const uint64_t seed = derive_seed(uint64_t(cfg_.train.seed), Stream::Step, uint64_t(u.data_step));
+    uint64_t seed = derive_seed(uint64_t(cfg_.train.seed), Stream::Step, uint64_t(u.data_step));
+    if (replication_.index > 0) seed = derive_seed(seed, Stream::Replica, uint64_t(replication_.index));
     torch::manual_seed(seed);
     data.end();
     const int block = u.block;
@@ -85,6 +92,7 @@ std::vector<StepStats> StepRunner::run(const std::vector<Batch>& batches, const 
     check.end();
     Range backward("backward");
     loss.value.backward();
+    if (replication_.mean) replication_.mean();
     if (synced) {
       auto buffer = shared_->take(block_prefix(block));
       summed = summed.defined() ? summed + buffer : buffer;
@@ -95,7 +103,11 @@ std::vector<StepStats> StepRunner::run(const std::vector<Batch>& batches, const 
   Range optimizer("optimizer");
   double grad_norm;
   if (synced) {
-    if (all_reduce_) all_reduce_(summed);
+    if (all_reduce_) {
+      all_reduce_(summed);
+      // Every replica of a block added the same block norm and its share of the shared gradients.
+      summed.div_(double(replication_.count));
+    }
     grad_norm = shared_->restore(summed);
     opt_.clip_to(grad_norm, cfg_.train.grad_clip);
   } else {

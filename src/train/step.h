@@ -18,12 +18,20 @@ struct StepStats {
   double lr, grad_norm;
 };
 
+/// Data parallel inside a block: this process is replica `index` of `count` of its block, trains on
+/// its share of each batch, and `mean` averages its block's gradients across the replicas.
+struct Replication {
+  int index = 0, count = 1;
+  std::function<void()> mean;
+};
+
 class StepRunner {
  public:
   /// `lr_steps`: the steps the learning-rate schedule spans. `all_reduce`: set in a process of a
   /// distributed run whose blocks share synchronised modules (their gradients are summed across
   /// processes every step).
-  StepRunner(Family& family, AdamW& opt, const Config& cfg, int64_t lr_steps, AllReduce all_reduce = nullptr);
+  StepRunner(Family& family, AdamW& opt, const Config& cfg, int64_t lr_steps, AllReduce all_reduce = nullptr,
+             Replication replication = {});
 
   /// One optimizer step over `updates` (one block's, the network's, or a synchronous round's),
   /// update i on batches[i]; all randomness comes from (seed, data step). One StepStats per update.
@@ -41,6 +49,7 @@ class StepRunner {
   const Config& cfg_;
   int64_t lr_steps_;
   AllReduce all_reduce_;
+  Replication replication_;
   std::unique_ptr<SharedGradients> shared_;  // when several updates' shared gradients are summed
 };
 

@@ -87,7 +87,9 @@ class Trainer {
         baseline_tensors_(TensorMemoryTracker::current_bytes()) {}
 
   nlohmann::json run() {
-    const auto lock = run_.lock();  // one trainer per run directory (per block directory); held until run() returns
+    // One trainer per run directory (per block directory); held until run() returns. A block's
+    // replicas hold the same weights: the first writes for all.
+    const auto lock = writes() ? run_.lock() : nullptr;
     if (opts_.only_block && root_.has("config.toml") && read_file(root_.file("config.toml")) != cfg_.to_toml())
       throw UserError(fmt::format("{}: holds a run with another config.toml; train block {} of the same config",
                                   root_.root(), *opts_.only_block));
@@ -108,15 +110,15 @@ class Trainer {
       if (state.step > plan_.size())
         throw UserError(fmt::format("{}: checkpoint at step {}, beyond this run's {} steps", path, state.step, plan_.size()));
       window_.load(state.window, path);
-      run_.truncate_metrics(state.step);
+      if (writes()) run_.truncate_metrics(state.step);
       fmt::print(stderr, "{}: resuming from step {} of {}\n", opts_.tag, state.step, plan_.size());
     } else {
-      run_.truncate_metrics(-1);
+      if (writes()) run_.truncate_metrics(-1);
       if (resident())  // a crashed earlier start's block files must not be taken for this run's
         for (int b = 0; b < cfg_.model.blocks; ++b) std::filesystem::remove(offload_file(b));
       hold(first_block());
     }
-    root_.write_text("config.toml", cfg_.to_toml());
+    if (writes()) root_.write_text("config.toml", cfg_.to_toml());
     const double seconds = fit(state);
     if (g_signal) return {{"stopped_at", pos_}, {"signal", int(g_signal)}};
     if (opts_.stop_after >= 0 && pos_ < plan_.size()) return {{"stopped_at", pos_}, {"memory", memory()}};
@@ -124,6 +126,7 @@ class Trainer {
   }
 
  private:
+  bool writes() const { return opts_.replica == 0; }
   bool resident() const {
     return !opts_.only_block && cfg_.blocks_mode() && cfg_.train.schedule == BlockSchedule::Resident;
   }
@@ -144,7 +147,33 @@ class Trainer {
         opts_.group->all_reduce(t, fmt::format("update {}", pos_));
         allreduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       };
-    held_.stepper = std::make_unique<StepRunner>(*held_.family, *held_.opt, cfg_, plan_.lr_steps(), all_reduce);
+    Replication replication{opts_.replica, opts_.replicas, nullptr};
+    if (opts_.replicas > 1) replication.mean = [this] { average_over_replicas(); };
+    held_.stepper =
+        std::make_unique<StepRunner>(*held_.family, *held_.opt, cfg_, plan_.lr_steps(), all_reduce, replication);
+  }
+
+  // Data parallel inside a block: the block's own gradients (with independent blocks, all of this
+  // process's) become their mean over the block's replicas, in one flat all-reduce; the shared
+  // modules' are summed with every rank's instead (StepRunner divides that sum by the replicas).
+  void average_over_replicas() {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> grads;
+    for (const auto& [name, p] : held_.opt->params())
+      if (p.grad().defined() && name.rfind("shared.", 0) != 0) grads.push_back(p.mutable_grad());
+    if (grads.empty()) return;
+    std::vector<torch::Tensor> flat_parts;
+    for (const auto& g : grads) flat_parts.push_back(g.reshape({-1}));
+    auto flat = torch::cat(flat_parts);
+    const auto t0 = std::chrono::steady_clock::now();
+    opts_.replica_group->all_reduce(flat, fmt::format("the replicas' gradients of update {}", pos_));
+    allreduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    flat.div_(double(opts_.replicas));
+    int64_t at = 0;
+    for (auto& g : grads) {
+      g.copy_(flat.narrow(0, at, g.numel()).view_as(g));
+      at += g.numel();
+    }
   }
 
   // Resident schedule: block `block` replaces the one in memory, whose state (weights, AdamW
@@ -214,14 +243,14 @@ class Trainer {
       ++pos_;
       for (const auto& s : stats) window_.add(std::max(s.block, 0), s.loss, s.plain);
       if (opts_.group) opts_.group->publish("progress", std::to_string(pos_));
-      if (pos_ % cfg_.train.log_every == 0 || pos_ == plan_.size()) log(stats.back(), elapsed(), progress);
+      if ((pos_ % cfg_.train.log_every == 0 || pos_ == plan_.size()) && writes()) log(stats.back(), elapsed(), progress);
       if (pos_ % cfg_.train.checkpoint_every == 0 || pos_ == plan_.size() || pos_ == opts_.stop_after) {
-        checkpoint(elapsed());
+        if (writes()) checkpoint(elapsed());
         if (pos_ == opts_.stop_after) break;
       }
     }
     if (g_signal) {
-      checkpoint(elapsed());
+      if (writes()) checkpoint(elapsed());
       fmt::print(stderr, "\n{}: {} at step {}; checkpoint saved, continue with --resume\n", opts_.tag,
                  strsignal(g_signal), pos_);
     }
@@ -250,7 +279,14 @@ class Trainer {
 
   std::vector<StepStats> guarded_step(const std::vector<Update>& updates) {
     std::vector<Batch> batches;
-    for (const auto& u : updates) batches.push_back(data_->batch(Split::Train, order_.indices(u.data_step), device_));
+    for (const auto& u : updates) {
+      auto indices = order_.indices(u.data_step);
+      if (opts_.replicas > 1) {  // this replica's share of the step's batch
+        const int64_t share = indices.size(0) / opts_.replicas;
+        indices = indices.narrow(0, opts_.replica * share, share);
+      }
+      batches.push_back(data_->batch(Split::Train, indices, device_));
+    }
     try {
       return held_.stepper->run(batches, updates);
     } catch (const UserError& e) {  // a non-finite loss or gradient: stop, say what is safe
@@ -305,8 +341,10 @@ class Trainer {
     if (held_.ema) average = held_.ema->weights();
     if (opts_.only_block) {
       // One block of a larger run: its files, then (in a distributed run) rank 0 assembles the model.
-      save_safetensors(run_.file("model.safetensors"), weights, meta);
-      if (average) save_safetensors(run_.file("ema.safetensors"), *average, meta);
+      if (writes()) {
+        save_safetensors(run_.file("model.safetensors"), weights, meta);
+        if (average) save_safetensors(run_.file("ema.safetensors"), *average, meta);
+      }
       const int block = *opts_.only_block;
       if (!opts_.group) {
         fmt::print(stderr, "{}: block {} trained; `blocklab eval {}` assembles the model once every block is\n",
@@ -388,6 +426,7 @@ class Trainer {
     }
     if (opts_.group) {
       s["processes"] = opts_.group->size();
+      s["replicas"] = opts_.replicas;
       s["schedule"] = "parallel";
       s["allreduce_seconds"] = allreduce_seconds_;  // of this invocation (after a resume: since it)
       s["allreduce_share"] = allreduce_seconds_ / fit_seconds_;

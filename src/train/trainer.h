@@ -20,6 +20,8 @@ struct TrainOptions {
   std::optional<int> only_block;  // train this block alone (`--block K`, or a rank of a distributed run),
                                   // in out_dir/blocks/K
   ProcessGroup* group = nullptr;  // a distributed run: the block is the rank's (docs/distributed.md)
+  int replica = 0, replicas = 1;  // data parallel inside the block: this rank's share of each batch
+  ProcessGroup* replica_group = nullptr;  // the block's replicas, when replicas > 1
 };
 
 /// Trains, checkpoints, evaluates and writes summary.json; returns the summary. Stopped early (by

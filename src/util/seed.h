@@ -15,6 +15,7 @@ enum class Stream : uint64_t {
   TeacherForcing = 4, // the noise of teacher-forced evaluation batch `index`
   Init = 5,           // weight initialization (index 0)
   Synthetic = 6,      // synthetic data of benchmarks and the profiler
+  Replica = 7,        // a block's replica `index` > 0: its own noise for its share of the step's batch
 };
 
 /// A seed for torch or std::mt19937_64, below 2^63 (torch keeps seeds signed).
