@@ -265,8 +265,8 @@ TEST(Launch, ReplicasSplitEachBlocksBatch) {
   test::expect_one_line_error(r, {"--procs 3", "model.blocks = 2"}, true);
 }
 
-TEST(Launch, AKilledRankEndsTheLaunchWithItsNameAndTheCheckpointsLoad) {
-  TinyRun t(2, 200);  // long enough to be killed mid-run
+TEST(Launch, AKilledRankEndsTheLaunchAndItsResumeEndsAsAnUninterruptedOne) {
+  TinyRun t(2, 20);  // 160 updates per block: long enough to be killed mid-run
   Config cfg = Config::from_file(t.config);
   cfg.train.checkpoint_every = 5;
   cfg.train.dist_timeout = 10;
@@ -308,6 +308,12 @@ TEST(Launch, AKilledRankEndsTheLaunchWithItsNameAndTheCheckpointsLoad) {
     EXPECT_GT(state.step, 0);
     EXPECT_EQ(state.step % 5, 0);
   }
+  // Resumed, the launch ends where an uninterrupted one does, bit for bit.
+  auto r = run_cli("launch --procs 2 " + quote(t.config) + " --out " + quote(run) + " --resume", t.dir);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli("launch --procs 2 " + quote(t.config) + " --out " + quote(t.run("whole")), t.dir);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(BitIdentical(weights_of(run), weights_of(t.run("whole"))));
 }
 
 TEST(ResidentSchedule, StopAndResumeGiveTheUninterruptedWeights) {
