@@ -246,9 +246,44 @@ TEST(Launch, TwoRanksComputeTheSynchronousRoundsBitForBit) {
   EXPECT_EQ(summary.at("processes").get<int>(), 2);
   EXPECT_EQ(summary.at("block_steps"), nlohmann::json::array({32, 32}));
   EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.3) << "chance is 0.1";
-  // The per-block files are what `eval` reads too.
+  // `eval` streams the blocks from their files, one in memory at a time: the same figures as the
+  // assembled model rank 0 evaluated.
   r = run_cli("eval " + quote(t.run("parallel")), t.dir);
   ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto eval = RunDir(t.run("parallel"), false).read_json("eval.json");
+  EXPECT_EQ(eval.at("test_accuracy"), summary.at("test_accuracy"));
+  EXPECT_EQ(eval.at("teacher_forced"), summary.at("teacher_forced"));
+}
+
+TEST(HeldBlocks, AStreamingModelHoldsOneBlockAtATimeAndScoresAsTheWholeModel) {
+  Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
+  cfg.data.test_limit = 60;
+  const auto data = load_dataset(cfg);
+  auto whole = make_family(cfg, data, torch::kCPU);
+  const auto weights = named_tensors(whole->model());
+  auto streaming = make_family(cfg, data, torch::kCPU, 0);
+  load_weights(streaming->model(), [&] {
+    TensorMap first;
+    for (const auto& [name, t] : weights)
+      if (name.rfind("blocks.", 0) != 0 || name.rfind("blocks.0.", 0) == 0) first[name] = t;
+    return first;
+  }(), "whole");
+  std::vector<int64_t> loaded;
+  streaming->stream_blocks([&](Block& block, int64_t b) {
+    loaded.push_back(b);
+    TensorMap own;
+    for (const auto& [name, t] : weights)
+      if (name.rfind(block_prefix(b), 0) == 0) own[name.substr(block_prefix(b).size())] = t;
+    load_weights(*block, own, "whole");
+  });
+  const auto a = whole->evaluate(*data, Split::Test, 1), b = streaming->evaluate(*data, Split::Test, 1);
+  EXPECT_EQ(a.headline.value, b.headline.value);
+  EXPECT_EQ(a.details.dump(), b.details.dump());
+  EXPECT_FALSE(loaded.empty());
+  int held = 0;
+  for (const auto& p : streaming->model().named_parameters())
+    if (p.key().rfind("blocks.", 0) == 0 && p.key().find(".layers.0.qkv.weight") != std::string::npos) ++held;
+  EXPECT_EQ(held, 1) << "one block in memory";
 }
 
 TEST(Launch, ReplicasSplitEachBlocksBatch) {

@@ -58,6 +58,9 @@ class Family {
   virtual Loss loss(const Batch& batch, int block, uint64_t seed) = 0;
   /// Scores the model on `split` of `data`; everything random comes from `seed`.
   virtual Evaluation evaluate(const Dataset& data, Split split, uint64_t seed) = 0;
+  /// From now on the model holds one block at a time, each loaded by `fill` when its turn comes
+  /// (evaluating or sampling a run whose blocks were trained apart, in less memory).
+  virtual void stream_blocks(BlockFiller fill) = 0;
 };
 
 /// Prefix of the parameter names that belong to block b: "blocks.b.".

@@ -31,13 +31,23 @@ DiTImpl::DiTImpl(const DiTOptions& o) : opt(o) {
   TORCH_CHECK(o.blocks >= 1 && o.layers % o.blocks == 0, "model.blocks must divide model.layers");
   if (!o.own_io) shared = register_module("shared", DiTShared(o));
   blocks = register_module("blocks", torch::nn::ModuleDict());
-  for (int64_t b = 0; b < o.blocks; ++b) {
-    if (!o.holds(b)) continue;
-    o.seed_block(b);
-    Block block(o.layer(), o.layers / o.blocks);
-    if (o.own_io) block->io = block->register_module("io", DiTShared(o).ptr());
-    blocks->update({{std::to_string(b), block.ptr()}});
-  }
+  for (int64_t b = 0; b < o.blocks; ++b)
+    if (o.holds(b)) blocks->update({{std::to_string(b), make_block(b).ptr()}});
+}
+
+Block DiTImpl::make_block(int64_t b) const {
+  opt.seed_block(b);
+  Block block(opt.layer(), opt.layers / opt.blocks);
+  if (opt.own_io) block->io = block->register_module("io", DiTShared(opt).ptr());
+  return block;
+}
+
+void DiTImpl::stream_blocks(BlockFiller fill) {
+  stream = [this, fill](int64_t b) {
+    auto block = make_block(b);
+    fill(block, b);
+    return block;
+  };
 }
 
 DiTShared DiTImpl::io(int64_t b) {

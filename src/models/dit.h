@@ -50,7 +50,11 @@ struct DiTImpl : torch::nn::Module {
   /// F of blocks [first, last) on the preconditioned input x [N, C, H, W]; same shape out.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cond, int64_t first_block, int64_t last_block);
 
-  Block block(int64_t b) { return held_block(blocks, b); }
+  Block block(int64_t b) { return fetch_block(blocks, b, stream); }
+  /// Block b as initialized (layers, and its own input/output modules when independent).
+  Block make_block(int64_t b) const;
+  /// From now on the model holds one block at a time (see ViTImpl::stream_blocks).
+  void stream_blocks(BlockFiller fill);
   /// The input/output modules block b uses: the shared ones, or its own copy (independent blocks).
   DiTShared io(int64_t b);
   /// Input/output modules this model holds (any block's copy when they are independent).
@@ -58,6 +62,7 @@ struct DiTImpl : torch::nn::Module {
 
   DiTOptions opt;
   DiTShared shared{nullptr};  // null when the blocks own their input/output modules
+  std::function<Block(int64_t)> stream;  // set by stream_blocks
   torch::nn::ModuleDict blocks{nullptr};  // keyed "0", "1", ...: parameters blocks.{b}.*
 };
 TORCH_MODULE(DiT);

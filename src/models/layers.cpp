@@ -89,4 +89,17 @@ Block held_block(const torch::nn::ModuleDict& blocks, int64_t b) {
   return Block(std::dynamic_pointer_cast<BlockImpl>(blocks->operator[](key)));
 }
 
+Block fetch_block(torch::nn::ModuleDict& blocks, int64_t b, const std::function<Block(int64_t)>& stream) {
+  const auto key = std::to_string(b);
+  if (stream && !blocks->contains(key)) {
+    auto block = stream(b);
+    for (const auto& held : blocks->keys()) {  // the block in memory goes first
+      blocks->pop(held);
+      blocks->unregister_module(held);
+    }
+    blocks->update({{key, block.ptr()}});
+  }
+  return held_block(blocks, b);
+}
+
 }  // namespace blocklab

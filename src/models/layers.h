@@ -3,6 +3,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
+
 namespace blocklab {
 
 /// Sinusoidal features of a scalar per sample: [cos(t f_k), sin(t f_k)], f_k = max_period^(-k/half).
@@ -81,5 +83,11 @@ TORCH_MODULE(Block);
 
 /// Block b of a model's `blocks` dictionary (keyed "0", "1", ...); a logic error if it is not held.
 Block held_block(const torch::nn::ModuleDict& blocks, int64_t b);
+
+/// Fills a freshly built block b with its weights (a model streaming its blocks, see below).
+using BlockFiller = std::function<void(Block& block, int64_t b)>;
+/// Block b of `blocks`; when it is not held and `stream` is set, block b replaces the block held,
+/// built by `stream`: a model that holds one block at a time (evaluation of per-block runs).
+Block fetch_block(torch::nn::ModuleDict& blocks, int64_t b, const std::function<Block(int64_t)>& stream);
 
 }  // namespace blocklab

@@ -28,16 +28,26 @@ ViTImpl::ViTImpl(const ViTOptions& o) : opt(o) {
         "fixed_targets", torch::nn::functional::normalize(torch::randn({o.classes, o.hidden}),
                                                           torch::nn::functional::NormalizeFuncOptions().dim(-1)));
   blocks = register_module("blocks", torch::nn::ModuleDict());
-  for (int64_t b = 0; b < o.blocks; ++b) {
-    if (!o.holds(b)) continue;
-    o.seed_block(b);
-    Block block(TransformerLayerOptions{o.hidden, o.heads, o.mlp_ratio, o.cond_dim}, o.layers / o.blocks);
-    if (o.own_io) block->io = block->register_module("io", SharedIO(o).ptr());
-    blocks->update({{std::to_string(b), block.ptr()}});
-  }
+  for (int64_t b = 0; b < o.blocks; ++b)
+    if (o.holds(b)) blocks->update({{std::to_string(b), make_block(b).ptr()}});
 }
 
-Block ViTImpl::block(int64_t b) { return held_block(blocks, b); }
+Block ViTImpl::make_block(int64_t b) const {
+  opt.seed_block(b);
+  Block block(TransformerLayerOptions{opt.hidden, opt.heads, opt.mlp_ratio, opt.cond_dim}, opt.layers / opt.blocks);
+  if (opt.own_io) block->io = block->register_module("io", SharedIO(opt).ptr());
+  return block;
+}
+
+void ViTImpl::stream_blocks(BlockFiller fill) {
+  stream = [this, fill](int64_t b) {
+    auto block = make_block(b);
+    fill(block, b);
+    return block;
+  };
+}
+
+Block ViTImpl::block(int64_t b) { return fetch_block(blocks, b, stream); }
 
 SharedIO ViTImpl::io(int64_t b) {
   if (!opt.own_io) return shared;

@@ -52,8 +52,13 @@ struct ViTImpl : torch::nn::Module {
   /// End-to-end classifier: class token, every layer, a constant noise condition.
   torch::Tensor forward(const torch::Tensor& images);
 
-  /// Block b; a logic error if this model does not hold it.
+  /// Block b; a logic error if this model does not hold it (and streams none).
   Block block(int64_t b);
+  /// Block b as initialized (layers, and its own input/output modules when independent).
+  Block make_block(int64_t b) const;
+  /// From now on the model holds one block at a time: asked for another, it builds it and lets
+  /// `fill` load its weights.
+  void stream_blocks(BlockFiller fill);
   /// The input/output modules block b uses (b < 0: end-to-end): the shared ones, or its own copy.
   SharedIO io(int64_t b);
 
@@ -62,6 +67,7 @@ struct ViTImpl : torch::nn::Module {
   // Independent blocks cannot learn a common target space: theirs is fixed, K random unit vectors
   // drawn once from the run's seed (docs/distributed.md). Undefined otherwise.
   torch::Tensor fixed_targets;  // [K, d]
+  std::function<Block(int64_t)> stream;  // set by stream_blocks
   torch::nn::ModuleDict blocks{nullptr};  // keyed "0", "1", ...: parameters blocks.{b}.*
 };
 TORCH_MODULE(ViT);

@@ -51,6 +51,7 @@ class DenoisingClassifier : public Family {
   torch::nn::Module& model() override { return *vit_; }
   Loss loss(const Batch& batch, int block, uint64_t seed) override;
   Evaluation evaluate(const Dataset& data, Split split, uint64_t seed) override;
+  void stream_blocks(BlockFiller fill) override { vit_->stream_blocks(std::move(fill)); }
 
   /// The denoising target: normalized label embeddings, [N, d] (gradients reach the table).
   torch::Tensor target(const torch::Tensor& labels);

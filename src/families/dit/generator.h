@@ -61,6 +61,7 @@ class ImageGenerator : public Family {
   /// Generates dit.eval_samples images (classes in turn) and scores them by Fréchet distance
   /// against `split` (src/eval/fd.h). Needs an image data set.
   Evaluation evaluate(const Dataset& data, Split split, uint64_t seed) override;
+  void stream_blocks(BlockFiller fill) override { dit_->stream_blocks(std::move(fill)); }
 
   /// D(z; sigma, y) of block `block` (-1: all layers), z [N, C, H, W], sigma [N], labels [N].
   torch::Tensor denoise(const torch::Tensor& z, const torch::Tensor& sigma, const torch::Tensor& labels, int block);
