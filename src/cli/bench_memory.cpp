@@ -3,16 +3,12 @@
 // blocks with their own input/output modules, one resident at a time (`independent`: what each
 // process of a parallel run holds). One process per configuration, since peak RSS is a process's
 // own; each trains a few real steps (every block at least once, switches included) and stops.
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <filesystem>
 
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/spawn.h"
 #include "io/atomic_file.h"
 #include "io/config.h"
 #include "io/run_dir.h"
@@ -21,8 +17,6 @@
 #include "util/format.h"
 #include "util/memory.h"
 #include "util/system.h"
-
-extern char** environ;
 
 namespace blocklab {
 namespace {
@@ -67,16 +61,7 @@ nlohmann::json run_row(const BenchMemoryArgs& a, const std::string& mode, int bl
   for (const auto& s : kBenchShape) args.insert(args.end(), {"--set", s});
   for (const auto& s : a.overrides) args.insert(args.end(), {"--set", s});
   for (const auto& s : mode_keys(mode, blocks)) args.insert(args.end(), {"--set", s});
-  std::vector<char*> argv;
-  for (auto& s : args) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ) != 0)
-    throw UserError("bench memory: cannot start a measuring process");
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+  if (!succeeded(wait_for(spawn_self(args, "bench memory's measuring process"))))
     throw UserError(fmt::format("bench memory: the {} row with B={} failed (see its messages above)", mode, blocks));
   return RunDir(dir, false).read_json("memory-row.json");
 }

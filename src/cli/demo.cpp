@@ -2,7 +2,6 @@
 // in its own process (so peak memory is each run's own), side by side on the two cores unless
 // --sequential, then one table of the family's headline metric, memory and time. A signal to the
 // demo reaches its children (each saves a checkpoint); if the demo dies, they end with it.
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/spawn.h"
 #include "families/family.h"
 #include "io/atomic_file.h"
 #include "io/config.h"
@@ -22,8 +22,6 @@
 #include "util/error.h"
 #include "util/format.h"
 #include "util/system.h"
-
-extern char** environ;
 
 namespace blocklab {
 namespace {
@@ -38,26 +36,18 @@ void forward_signal(int sig) {
 }
 
 pid_t spawn_train(const std::string& config, const std::string& mode, const std::string& out) {
-  std::vector<std::string> args = {"blocklab", "train", config, "--set", "model.mode=" + mode, "--out", out,
-                                   "--plain-progress", "--tag", mode, "--parent-pid", std::to_string(::getpid())};
-  std::vector<char*> argv;
-  for (auto& s : args) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ) != 0)
-    throw UserError("demo: cannot start a training process");
-  return pid;
+  return spawn_self({"blocklab", "train", config, "--set", "model.mode=" + mode, "--out", out, "--plain-progress",
+                     "--tag", mode, "--parent-pid", std::to_string(::getpid())},
+                    "the demo's training process");
 }
 
 // Waits for the children (in spawn order); false if a signal stopped the demo.
 bool wait_all(const std::vector<pid_t>& pids, const std::vector<std::string>& modes) {
   std::string failed;
   for (size_t i = 0; i < pids.size(); ++i) {
-    int status = 0;
-    while (::waitpid(pids[i], &status, 0) < 0 && errno == EINTR) {
-    }
+    const int status = wait_for(pids[i]);
     g_children[i] = 0;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed += (failed.empty() ? "" : " and ") + modes[i];
+    if (!succeeded(status)) failed += (failed.empty() ? "" : " and ") + modes[i];
   }
   if (g_demo_signal) return false;
   if (!failed.empty()) throw UserError(fmt::format("demo: the {} run failed (see its messages above)", failed));

@@ -3,7 +3,6 @@
 // ranks). Each rank is `blocklab train CONFIG --distributed` with torchrun's variables set, so a
 // launch runs exactly what a multi-machine job runs (docs/distributed.md). The launcher watches
 // its ranks: when one fails or dies, it names it and its last update, stops the others, and exits 1.
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,11 +16,10 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/spawn.h"
 #include "dist/group.h"
 #include "io/config.h"
 #include "util/error.h"
-
-extern char** environ;
 
 namespace blocklab {
 namespace {
@@ -39,24 +37,14 @@ pid_t spawn_rank(const LaunchArgs& a, const std::string& out, int rank, int worl
                                    "--tag", fmt::format("rank {}", rank), "--parent-pid", std::to_string(::getpid())};
   for (const auto& s : a.overrides) args.insert(args.end(), {"--set", s});
   if (a.resume) args.push_back("--resume");
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) env.emplace_back(*e);
-  for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
-           {"RANK", std::to_string(rank)}, {"WORLD_SIZE", std::to_string(world)}, {"LOCAL_RANK", std::to_string(rank)},
-           {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(port)}, {"BLOCKLAB_LAUNCH", "1"},
-           {"OMP_NUM_THREADS", std::to_string(threads)}})
-    env.push_back(k + "=" + v);
-  auto pointers = [](std::vector<std::string>& v) {
-    std::vector<char*> p;
-    for (auto& s : v) p.push_back(s.data());
-    p.push_back(nullptr);
-    return p;
-  };
-  auto argv = pointers(args), envp = pointers(env);
-  pid_t pid = 0;
-  if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data()) != 0)
-    throw UserError(fmt::format("launch: cannot start rank {}", rank));
-  return pid;
+  return spawn_self(args, fmt::format("rank {}", rank),
+                    {{"RANK", std::to_string(rank)},
+                     {"WORLD_SIZE", std::to_string(world)},
+                     {"LOCAL_RANK", std::to_string(rank)},
+                     {"MASTER_ADDR", "127.0.0.1"},
+                     {"MASTER_PORT", std::to_string(port)},
+                     {"BLOCKLAB_LAUNCH", "1"},
+                     {"OMP_NUM_THREADS", std::to_string(threads)}});
 }
 
 std::string describe_exit(int status) {
@@ -126,7 +114,7 @@ int cmd_launch(const LaunchArgs& a) {
     *it = 0;
     --running;
     last[size_t(r)] = progress(r);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+    if (succeeded(status)) continue;
     if (failures.empty() && !g_launch_signal) stop_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
     if (stop_at != std::chrono::steady_clock::time_point::max() || failures.empty()) failures.push_back({r, status});
   }

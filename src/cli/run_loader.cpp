@@ -8,6 +8,7 @@
 #include "families/registry.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "train/assemble.h"
 #include "train/checkpoint.h"
 #include "util/error.h"
 #include "util/system.h"
@@ -44,19 +45,21 @@ LoadedRun load_run(const std::string& run_dir, const std::vector<std::string>& o
     load_weights(family->model(), load_safetensors(files[0], &meta), files[0]);
     check_config(files[0], meta);
     const auto outside = named_tensors(family->model());  // the shared modules, from block 0's file
-    family->stream_blocks([files, outside, check_config, device](Block& block, int64_t b) {
+    std::vector<bool> checked(files.size());  // each file's metadata and shared tensors, the first time
+    family->stream_blocks([files, outside, check_config, device, checked](Block& block, int64_t b) mutable {
+      const auto& file = files[size_t(b)];
       std::map<std::string, std::string> meta;
-      const auto tensors = load_safetensors(files[size_t(b)], &meta);
-      check_config(files[size_t(b)], meta);
+      const auto tensors = load_safetensors(file, &meta);
+      if (!checked[size_t(b)]) check_config(file, meta);
       const auto prefix = block_prefix(b);
       TensorMap own;
       for (const auto& [name, t] : tensors) {
         if (name.rfind(prefix, 0) == 0) own[name.substr(prefix.size())] = t;
-        else if (name.rfind("blocks.", 0) != 0 && (!outside.count(name) || !torch::equal(outside.at(name), t)))
-          throw UserError(fmt::format("{}: {} differs from {}'s: the blocks did not share these modules",
-                                      files[size_t(b)], name, files[0]));
+        else if (!checked[size_t(b)] && name.rfind("blocks.", 0) != 0)
+          check_same_outside_blocks(outside, files[0], name, t, file);
       }
-      load_weights(*block, own, files[size_t(b)]);
+      checked[size_t(b)] = true;
+      load_weights(*block, own, file);
       block->to(device);
     });
     return {run, cfg, data, std::move(family), fmt::format("blocks/*/{}.safetensors", leaf), std::string(leaf) == "ema"};

@@ -24,13 +24,20 @@ TensorMap assemble_blocks(const std::vector<std::string>& files, const std::stri
         out[name] = t;
       } else if (b == 0) {
         out[name] = t;
-      } else if (!out.count(name) || !torch::equal(out[name], t)) {
-        throw UserError(fmt::format("{}: {} differs from {}'s: the blocks did not share these modules", files[b], name,
-                                    files[0]));
+      } else {
+        check_same_outside_blocks(out, files[0], name, t, files[b]);
       }
     }
   }
   return out;
+}
+
+void check_same_outside_blocks(const TensorMap& reference, const std::string& reference_file, const std::string& name,
+                               const torch::Tensor& t, const std::string& file) {
+  const auto it = reference.find(name);
+  if (it == reference.end() || !torch::equal(it->second, t))
+    throw UserError(
+        fmt::format("{}: {} differs from {}'s: the blocks did not share these modules", file, name, reference_file));
 }
 
 TensorMap owned_by_block(const TensorMap& state, int block, bool inside) {

@@ -14,6 +14,11 @@ namespace blocklab {
 /// otherwise, or when a file holds another block's tensors or belongs to another run.
 TensorMap assemble_blocks(const std::vector<std::string>& files, const std::string& config);
 
+/// UserError unless tensor `name` outside the blocks, as `file` holds it, equals `reference`'s
+/// (read from `reference_file`): blocks that shared their modules hold bit-identical copies.
+void check_same_outside_blocks(const TensorMap& reference, const std::string& reference_file, const std::string& name,
+                               const torch::Tensor& t, const std::string& file);
+
 /// The tensors of block `block` in a training state (`model.blocks.K.*`, `optim...`, `ema...`),
 /// or, with `inside = false`, the others.
 TensorMap owned_by_block(const TensorMap& state, int block, bool inside = true);

@@ -1,5 +1,7 @@
 #include "train/grad_sync.h"
 
+#include "families/family.h"
+
 namespace blocklab {
 
 SharedGradients::SharedGradients(const AdamW& opt) {
@@ -15,7 +17,7 @@ SharedGradients::SharedGradients(const AdamW& opt) {
   }
 }
 
-torch::Tensor SharedGradients::take(const std::string& block_prefix) {
+torch::Tensor SharedGradients::take(int block) {
   torch::NoGradGuard no_grad;
   const auto options = shared_.empty() ? torch::TensorOptions() : shared_.front().options();
   auto buffer = torch::zeros({numel_ + 1}, options.dtype(torch::kFloat32));
@@ -29,10 +31,14 @@ torch::Tensor SharedGradients::take(const std::string& block_prefix) {
     at += p.numel();
     p.mutable_grad().reset();
   }
-  double squares = 0;
-  for (size_t i = 0; i < others_.size(); ++i)
-    if (other_names_[i].rfind(block_prefix, 0) == 0 && others_[i].grad().defined())
-      squares += others_[i].grad().to(torch::kFloat64).pow(2).sum().item<double>();
+  // Summed on the device: no host round trip per parameter.
+  auto [it, first] = of_block_.try_emplace(block);
+  if (first)
+    for (size_t i = 0; i < others_.size(); ++i)
+      if (other_names_[i].rfind(block_prefix(block), 0) == 0) it->second.push_back(i);
+  auto squares = torch::zeros({}, options.dtype(torch::kFloat64));
+  for (size_t i : it->second)
+    if (others_[i].grad().defined()) squares += others_[i].grad().to(torch::kFloat64).pow(2).sum();
   buffer[numel_] = squares;
   return buffer;
 }

@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <map>
 
 #include "train/adamw.h"
 
@@ -22,10 +23,10 @@ class SharedGradients {
  public:
   /// The parameters of `opt` named `shared.*` are the shared ones; the rest belong to blocks.
   explicit SharedGradients(const AdamW& opt);
-  /// The shared gradients (zeros where backward did not reach) and the squared norm of the other
-  /// gradients whose names start with `block_prefix`; then resets the shared gradients so the next
-  /// block's backward starts from none.
-  torch::Tensor take(const std::string& block_prefix);
+  /// The shared gradients (zeros where backward did not reach) and the squared norm of block
+  /// `block`'s own gradients; then resets the shared gradients so the next block's backward starts
+  /// from none.
+  torch::Tensor take(int block);
   /// Writes summed buffers' shared part back as the shared gradients; returns the global norm.
   double restore(const torch::Tensor& summed);
 
@@ -33,6 +34,7 @@ class SharedGradients {
   std::vector<torch::Tensor> shared_, others_;
   std::vector<bool> reached_;  // shared parameters backward reaches (the same for every block)
   std::vector<std::string> other_names_;
+  std::map<int, std::vector<size_t>> of_block_;  // a block's parameters among others_, found once
   int64_t numel_ = 0;
 };
 

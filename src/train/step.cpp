@@ -94,7 +94,7 @@ std::vector<StepStats> StepRunner::run(const std::vector<Batch>& batches, const 
     loss.value.backward();
     if (replication_.mean) replication_.mean();
     if (synced) {
-      auto buffer = shared_->take(block_prefix(block));
+      auto buffer = shared_->take(block);
       summed = summed.defined() ? summed + buffer : buffer;
     }
     backward.end();

@@ -90,23 +90,24 @@ class Trainer {
     // One trainer per run directory (per block directory); held until run() returns. A block's
     // replicas hold the same weights: the first writes for all.
     const auto lock = writes() ? run_.lock() : nullptr;
-    if (opts_.only_block && root_.has("config.toml") && read_file(root_.file("config.toml")) != cfg_.to_toml())
+    // Continuing, or adding a block, under another config would silently mix two runs.
+    const bool other_config = root_.has("config.toml") && read_file(root_.file("config.toml")) != cfg_.to_toml();
+    if (other_config && opts_.resume)
+      throw UserError(fmt::format("{}: --resume with a config that differs from the run's config.toml; "
+                                  "resume with `blocklab train {}/config.toml --out {} --resume`",
+                                  root_.root(), root_.root(), root_.root()));
+    if (other_config && opts_.only_block)
       throw UserError(fmt::format("{}: holds a run with another config.toml; train block {} of the same config",
                                   root_.root(), *opts_.only_block));
     CheckpointState state;
     if (opts_.resume) {
       if (!run_.has("checkpoint.safetensors") && !run_.has("checkpoint.prev.safetensors"))
         throw UserError(fmt::format("{}: --resume but no checkpoint.safetensors there", run_.root()));
-      // Continuing under another config would silently mix two runs.
-      if (root_.has("config.toml") && read_file(root_.file("config.toml")) != cfg_.to_toml())
-        throw UserError(fmt::format("{}: --resume with a config that differs from the run's config.toml; "
-                                    "resume with `blocklab train {}/config.toml --out {} --resume`",
-                                    root_.root(), root_.root(), root_.root()));
-      const auto path = resume_path();
-      TensorMap saved;
-      state = read_checkpoint(path, cfg_.to_toml(), saved);
+      auto saved = resume_checkpoint();
+      const auto& path = saved.path;
+      state = saved.state;
       hold(resident() ? state.held_block : first_block());
-      restore_training_state(saved, held_.family->model(), *held_.opt, held_.ema.get(), path);
+      restore_training_state(saved.tensors, held_.family->model(), *held_.opt, held_.ema.get(), path);
       if (state.step > plan_.size())
         throw UserError(fmt::format("{}: checkpoint at step {}, beyond this run's {} steps", path, state.step, plan_.size()));
       window_.load(state.window, path);
@@ -142,11 +143,7 @@ class Trainer {
     if (cfg_.ema_decay() > 0) held_.ema = std::make_unique<Ema>(held_.family->model(), *held_.opt, cfg_.ema_decay());
     AllReduce all_reduce;
     if (opts_.group && cfg_.train.shared == SharedModules::Synced)
-      all_reduce = [this](torch::Tensor& t) {
-        const auto t0 = std::chrono::steady_clock::now();
-        opts_.group->all_reduce(t, fmt::format("update {}", pos_));
-        allreduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      };
+      all_reduce = [this](torch::Tensor& t) { timed_all_reduce(*opts_.group, t, fmt::format("update {}", pos_)); };
     Replication replication{opts_.replica, opts_.replicas, nullptr};
     if (opts_.replicas > 1) replication.mean = [this] { average_over_replicas(); };
     held_.stepper =
@@ -162,18 +159,18 @@ class Trainer {
     for (const auto& [name, p] : held_.opt->params())
       if (p.grad().defined() && name.rfind("shared.", 0) != 0) grads.push_back(p.mutable_grad());
     if (grads.empty()) return;
-    std::vector<torch::Tensor> flat_parts;
-    for (const auto& g : grads) flat_parts.push_back(g.reshape({-1}));
-    auto flat = torch::cat(flat_parts);
-    const auto t0 = std::chrono::steady_clock::now();
-    opts_.replica_group->all_reduce(flat, fmt::format("the replicas' gradients of update {}", pos_));
-    allreduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    auto flat = at::flatten_dense_tensors(grads);
+    timed_all_reduce(*opts_.replica_group, flat, fmt::format("the replicas' gradients of update {}", pos_));
     flat.div_(double(opts_.replicas));
-    int64_t at = 0;
-    for (auto& g : grads) {
-      g.copy_(flat.narrow(0, at, g.numel()).view_as(g));
-      at += g.numel();
-    }
+    const auto means = at::unflatten_dense_tensors(flat, grads);
+    for (size_t i = 0; i < grads.size(); ++i) grads[i].copy_(means[i]);
+  }
+
+  // Every collective of a step, timed for the summary's all-reduce share.
+  void timed_all_reduce(ProcessGroup& group, torch::Tensor& t, const std::string& what) {
+    const auto t0 = std::chrono::steady_clock::now();
+    group.all_reduce(t, what);
+    allreduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
   // Resident schedule: block `block` replaces the one in memory, whose state (weights, AdamW
@@ -196,32 +193,42 @@ class Trainer {
     return true;
   }
 
+  struct Saved {
+    std::string path;
+    CheckpointState state;
+    TensorMap tensors;
+  };
+  Saved read_saved(const std::string& path) {
+    Saved saved{path, {}, {}};
+    saved.state = read_checkpoint(path, cfg_.to_toml(), saved.tensors);
+    return saved;
+  }
+
   // The checkpoint to resume from. Synchronised ranks must continue from the same update, or their
   // sums would mix steps; a crash between two ranks' checkpoint writes can leave them one
   // checkpoint apart, so each rank keeps its previous checkpoint and all take the latest they share.
-  std::string resume_path() {
+  Saved resume_checkpoint() {
     const auto current = run_.file("checkpoint.safetensors"), previous = run_.file("checkpoint.prev.safetensors");
-    if (!opts_.group || cfg_.train.shared != SharedModules::Synced) return current;
-    auto step_of = [&](const std::string& path) {
-      TensorMap unused;
-      return std::filesystem::exists(path) ? read_checkpoint(path, cfg_.to_toml(), unused).step : int64_t(-1);
-    };
-    const bool whole = std::filesystem::exists(current);  // a crash may fall between rotation and write
-    const int64_t mine = whole ? step_of(current) : step_of(previous);
+    // A crash may fall between the rotation and the write of the next checkpoint.
+    auto saved = read_saved(std::filesystem::exists(current) ? current : previous);
+    if (!opts_.group || cfg_.train.shared != SharedModules::Synced) return saved;
     auto& g = *opts_.group;
     auto steps = torch::zeros({g.size()}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
-    steps[g.rank()] = double(mine);
+    steps[g.rank()] = double(saved.state.step);
     g.all_reduce(steps, "the resume steps");
     const int64_t agreed = int64_t(steps.min().item<double>());
-    if (mine == agreed) return whole ? current : previous;
-    if (step_of(previous) == agreed) {
-      fmt::print(stderr, "{}: another rank's last checkpoint is of update {}: resuming from my previous one\n",
-                 opts_.tag, agreed);
-      return previous;
+    if (saved.state.step == agreed) return saved;
+    if (saved.path != previous && std::filesystem::exists(previous)) {
+      auto older = read_saved(previous);
+      if (older.state.step == agreed) {
+        fmt::print(stderr, "{}: another rank's last checkpoint is of update {}: resuming from my previous one\n",
+                   opts_.tag, agreed);
+        return older;
+      }
     }
     throw UserError(fmt::format("{}: rank {} has a checkpoint of update {}, another rank only of update {}, and no "
                                 "checkpoint of that update is left here",
-                                run_.root(), g.rank(), mine, agreed));
+                                run_.root(), g.rank(), saved.state.step, agreed));
   }
 
   // Runs positions [state.step, plan size); returns training seconds (this invocation's plus earlier ones').
@@ -298,7 +305,7 @@ class Trainer {
   }
 
   void checkpoint(double seconds) {
-    if (opts_.group && cfg_.train.shared == SharedModules::Synced && run_.has("checkpoint.safetensors"))  // for resume_path()
+    if (opts_.group && cfg_.train.shared == SharedModules::Synced && run_.has("checkpoint.safetensors"))  // for resume_checkpoint()
       std::filesystem::rename(run_.file("checkpoint.safetensors"), run_.file("checkpoint.prev.safetensors"));
     save_checkpoint(run_.file("checkpoint.safetensors"), held_.family->model(), *held_.opt,
                     {pos_, seconds, window_.to_json(), cfg_.to_toml(), held_.block}, held_.ema.get());
