@@ -37,7 +37,7 @@ DiTImpl::DiTImpl(const DiTOptions& o) : opt(o) {
 
 Block DiTImpl::make_block(int64_t b) const {
   opt.seed_block(b);
-  Block block(opt.layer(), opt.layers / opt.blocks);
+  Block block(opt.layer(AdaLNStyle::SiluBefore), opt.layers / opt.blocks);
   if (opt.own_io) block->io = block->register_module("io", DiTShared(opt).ptr());
   return block;
 }

@@ -19,7 +19,6 @@ namespace blocklab {
 struct DiTOptions : ImageTransformerOptions {
   int64_t patch_values() const { return channels * patch * patch; }
   int64_t null_label() const { return classes; }
-  TransformerLayerOptions layer() const { return {hidden, heads, mlp_ratio, cond_dim, AdaLNStyle::SiluBefore}; }
 };
 
 /// Tokens [N, P, C p p], each patch's values in (c, i, j) order as the patch embedding's

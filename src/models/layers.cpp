@@ -37,7 +37,7 @@ AdaLNImpl::AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks_, AdaLNSty
 
 std::vector<torch::Tensor> AdaLNImpl::forward(const torch::Tensor& cond) {
   auto m = style == AdaLNStyle::SiluAfter ? torch::silu(proj->forward(cond)) : proj->forward(torch::silu(cond));
-  return m.unsqueeze(1).chunk(chunks, /*dim=*/2);
+  return (m.dim() == 2 ? m.unsqueeze(1) : m).chunk(chunks, /*dim=*/2);
 }
 
 TransformerLayerImpl::TransformerLayerImpl(const TransformerLayerOptions& o) : opt(o) {
@@ -48,19 +48,39 @@ TransformerLayerImpl::TransformerLayerImpl(const TransformerLayerOptions& o) : o
   fc2 = register_module("fc2", torch::nn::Linear(o.mlp_ratio * o.hidden, o.hidden));
 }
 
-torch::Tensor TransformerLayerImpl::attention(const torch::Tensor& x) {
+torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& positions) {
+  const int64_t hd = x.size(-1), half = hd / 2;
+  auto inv_freq = torch::pow(10000.0, -torch::arange(half, x.options()) / double(half));      // [hd/2]
+  auto angles = positions.to(x.options()).unsqueeze(1) * inv_freq.unsqueeze(0);              // [T, hd/2]
+  auto cos = torch::cat({angles.cos(), angles.cos()}, 1), sin = torch::cat({angles.sin(), angles.sin()}, 1);
+  auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+torch::Tensor TransformerLayerImpl::attention(const torch::Tensor& x, const AttentionContext& ctx) {
   const int64_t n = x.size(0), t = x.size(1), h = opt.heads, hd = opt.hidden / opt.heads;
   auto qkv_ = qkv->forward(x).view({n, t, 3, h, hd}).permute({2, 0, 3, 1, 4});  // (3, N, h, T, hd)
   auto q = qkv_[0], k = qkv_[1], v = qkv_[2];
-  auto att = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(hd)), -1);  // (N, h, T, T)
+  if (ctx.positions.defined()) {
+    q = rotary(q, ctx.positions);
+    k = rotary(k, ctx.positions);
+  }
+  if (ctx.cache && ctx.cache->length() > 0) {
+    k = torch::cat({ctx.cache->k, k}, 2);
+    v = torch::cat({ctx.cache->v, v}, 2);
+  }
+  if (ctx.cache && ctx.keep) *ctx.cache = {k, v};
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(hd));  // (N, h, T, T_k)
+  if (ctx.mask.defined()) scores = scores + ctx.mask;
+  auto att = torch::softmax(scores, -1);
   auto y = torch::matmul(att, v).transpose(1, 2).reshape({n, t, opt.hidden});                   // (N, T, d)
   return proj->forward(y);
 }
 
-torch::Tensor TransformerLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cond) {
+torch::Tensor TransformerLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cond, const AttentionContext& ctx) {
   auto m = ada->forward(cond);  // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
   auto ln = [&](const torch::Tensor& v) { return F::layer_norm(v, F::LayerNormFuncOptions({opt.hidden}).eps(1e-6)); };
-  auto h = x + m[2] * attention(ln(x) * (1 + m[1]) + m[0]);
+  auto h = x + m[2] * attention(ln(x) * (1 + m[1]) + m[0], ctx);
   auto mlp_in = ln(h) * (1 + m[4]) + m[3];
   return h + m[5] * fc2->forward(torch::gelu(fc1->forward(mlp_in)));
 }
@@ -70,16 +90,19 @@ BlockImpl::BlockImpl(const TransformerLayerOptions& o, int64_t num_layers) {
   for (int64_t i = 0; i < num_layers; ++i) layers->push_back(TransformerLayer(o));
 }
 
-torch::Tensor BlockImpl::forward(torch::Tensor x, const torch::Tensor& cond) {
-  for (const auto& layer : *layers) x = layer->as<TransformerLayer>()->forward(x, cond);
+torch::Tensor BlockImpl::forward(torch::Tensor x, const torch::Tensor& cond, const torch::Tensor& mask,
+                                 std::vector<KVCache>* caches, bool keep, const torch::Tensor& positions) {
+  if (caches) caches->resize(layers->size());
+  for (size_t i = 0; i < layers->size(); ++i)
+    x = layers[i]->as<TransformerLayer>()->forward(x, cond, {mask, caches ? &(*caches)[i] : nullptr, keep, positions});
   return x;
 }
 
-bool ImageTransformerOptions::holds(int64_t b) const {
+bool StackOptions::holds(int64_t b) const {
   return held.empty() || std::find(held.begin(), held.end(), b) != held.end();
 }
 
-void ImageTransformerOptions::seed_block(int64_t b) const {
+void StackOptions::seed_block(int64_t b) const {
   torch::manual_seed(derive_seed(seed, Stream::Init, uint64_t(1 + b)));
 }
 

@@ -26,9 +26,10 @@ enum class AdaLNStyle { SiluAfter, SiluBefore };
 
 /// Zero-initialized modulation of the condition, split into `chunks` vectors of width d:
 /// SiLU(Linear(cond)) or Linear(SiLU(cond)) (AdaLNStyle). Zero either way at initialization.
+/// cond is one vector per sequence [N, c] or one per token [N, T, c] (the language models).
 struct AdaLNImpl : torch::nn::Module {
   AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks, AdaLNStyle style = AdaLNStyle::SiluAfter);
-  std::vector<torch::Tensor> forward(const torch::Tensor& cond);  // each [N, 1, d]
+  std::vector<torch::Tensor> forward(const torch::Tensor& cond);  // each [N, 1, d] (or [N, T, d])
   torch::nn::Linear proj{nullptr};
   int64_t chunks;
   AdaLNStyle style;
@@ -40,11 +41,33 @@ struct TransformerLayerOptions {
   AdaLNStyle ada_style = AdaLNStyle::SiluAfter;
 };
 
+/// The keys and values of the tokens a layer has already seen, so that generation feeds only the
+/// new ones (autoregressive decoding).
+struct KVCache {
+  torch::Tensor k, v;  // [N, heads, T_seen, d / heads]; undefined before the first token
+  int64_t length() const { return k.defined() ? k.size(2) : 0; }
+};
+
+/// How a layer's attention sees the tokens: `mask` is added to the scores ([T_q, T_k] of 0 and
+/// -inf; undefined: every token sees every token); `positions` (int64 [T], undefined: none)
+/// rotate queries and keys by their token's position (RoPE, Su et al. 2021), so that attention
+/// sees relative offsets; with a `cache`, the new tokens also see the cached ones, and are
+/// appended to it unless `keep` is false (a query that must leave no trace).
+struct AttentionContext {
+  torch::Tensor mask;
+  KVCache* cache = nullptr;
+  bool keep = true;
+  torch::Tensor positions;
+};
+
+/// Rotary position embedding of x [.., T, head_dim] at positions [T] (rotate-half form, base 10000).
+torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& positions);
+
 /// h = x + g1 * Attn(LN(x)(1+s1)+b1);  out = h + g2 * MLP(LN(h)(1+s2)+b2). Identity at init.
 struct TransformerLayerImpl : torch::nn::Module {
   explicit TransformerLayerImpl(const TransformerLayerOptions& o);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cond);  // x: [N, T, d]
-  torch::Tensor attention(const torch::Tensor& x);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cond, const AttentionContext& ctx = {});  // x: [N, T, d]
+  torch::Tensor attention(const torch::Tensor& x, const AttentionContext& ctx = {});
 
   TransformerLayerOptions opt;
   AdaLN ada{nullptr};
@@ -52,11 +75,9 @@ struct TransformerLayerImpl : torch::nn::Module {
 };
 TORCH_MODULE(TransformerLayer);
 
-/// What the ViT and the DiT share: the images, their patches, and the layer stack in blocks.
-struct ImageTransformerOptions {
-  int64_t height = 28, width = 28, channels = 1, patch = 7;
+/// What every model of blocks shares: the layer stack, its blocks, and which of them a model holds.
+struct StackOptions {
   int64_t hidden = 64, heads = 4, layers = 6, blocks = 3, mlp_ratio = 4, cond_dim = 64;
-  int64_t classes = 10;
   // Block b is initialized from its own seed, derived from this one (and the shared modules from
   // torch's generator as the caller left it), so a model that holds only some blocks starts them
   // exactly as the whole model would: one process per block trains the same network.
@@ -65,17 +86,27 @@ struct ImageTransformerOptions {
   // Independent blocks (train.shared = independent): each block owns a copy of the input and
   // output modules, `blocks.{b}.io.*`, and the model has no `shared.*` (docs/distributed.md).
   bool own_io = false;
-  int64_t num_patches() const { return (height / patch) * (width / patch); }
   bool holds(int64_t b) const;
   /// Seeds torch's generator for block b's initialization.
   void seed_block(int64_t b) const;
+  /// The layer of this stack with adaLN in `style`.
+  TransformerLayerOptions layer(AdaLNStyle style) const { return {hidden, heads, mlp_ratio, cond_dim, style}; }
+};
+
+/// What the ViT and the DiT share: the images and their patches.
+struct ImageTransformerOptions : StackOptions {
+  int64_t height = 28, width = 28, channels = 1, patch = 7;
+  int64_t classes = 10;
+  int64_t num_patches() const { return (height / patch) * (width / patch); }
 };
 
 /// One block of DiffusionBlocks: `num_layers` consecutive transformer layers
 /// (parameters `layers.{i}.*`, so a model's are `blocks.{b}.layers.{i}.*`).
 struct BlockImpl : torch::nn::Module {
   BlockImpl(const TransformerLayerOptions& o, int64_t num_layers);
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& cond);
+  /// With a cache, `caches` holds one per layer of this block.
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& cond, const torch::Tensor& mask = {},
+                        std::vector<KVCache>* caches = nullptr, bool keep = true, const torch::Tensor& positions = {});
   torch::nn::ModuleList layers{nullptr};
   std::shared_ptr<torch::nn::Module> io;  // independent blocks: the block's own input/output modules
 };

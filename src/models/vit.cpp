@@ -34,7 +34,7 @@ ViTImpl::ViTImpl(const ViTOptions& o) : opt(o) {
 
 Block ViTImpl::make_block(int64_t b) const {
   opt.seed_block(b);
-  Block block(TransformerLayerOptions{opt.hidden, opt.heads, opt.mlp_ratio, opt.cond_dim}, opt.layers / opt.blocks);
+  Block block(opt.layer(AdaLNStyle::SiluAfter), opt.layers / opt.blocks);
   if (opt.own_io) block->io = block->register_module("io", SharedIO(opt).ptr());
   return block;
 }

@@ -22,31 +22,6 @@ ViTOptions vit_options(const Config& cfg, const DataShape& shape, const std::vec
   return o;
 }
 
-torch::Tensor class_weights(const torch::Tensor& logits, double temperature) {
-  // temperature 1: softmax, so weights @ embeddings = E[y | z], the denoiser's estimate.
-  // Lower sharpens toward the mode; 0 is the one-hot argmax.
-  if (temperature <= 0) return F::one_hot(logits.argmax(-1), logits.size(-1)).to(logits.dtype());
-  return torch::softmax(logits / temperature, -1);
-}
-
-ChainResult run_chain(const Partition& partition, int steps, torch::Tensor z,
-                      const std::function<torch::Tensor(const torch::Tensor&, double, int)>& logits_of,
-                      const torch::Tensor& embeddings, double temperature) {
-  ChainResult out;
-  out.sigmas = partition.inference_levels(steps);
-  for (size_t i = 0; i < out.sigmas.size(); ++i) {
-    const double s = out.sigmas[i];
-    const int block = partition.block_of(s);
-    auto logits = logits_of(z, s, block);
-    out.blocks.push_back(block);
-    out.logits.push_back(logits);
-    if (i + 1 < out.sigmas.size())
-      z = euler_step(z, class_weights(logits, temperature).matmul(embeddings), s, out.sigmas[i + 1]);
-  }
-  out.z = z;
-  return out;
-}
-
 DenoisingClassifier::DenoisingClassifier(const Config& cfg, const DataShape& shape, const torch::Device& device,
                                          const std::vector<int64_t>& held)
     : DenoisingClassifier(cfg, ViT(vit_options(cfg, shape, held))) {
@@ -121,12 +96,7 @@ Loss DenoisingClassifier::loss(const Batch& batch, int block, uint64_t seed) {
 }
 
 torch::Tensor DenoisingClassifier::start_noise(int64_t n, const torch::TensorOptions& options) {
-  // The chain starts where z_sigma_max = y + sigma_max * eps lives: y is a unit vector in d
-  // dimensions (per-coordinate variance 1/d), so each coordinate has variance sigma_max^2 + 1/d.
-  // (The reference code draws sqrt(1 + sigma^2), EDM's rule for data of unit variance.)
-  const int64_t d = vit_->opt.hidden;
-  const double sigma_max = cfg_.diffusion.noise.sigma_max;
-  return torch::randn({n, d}, options) * std::sqrt(sigma_max * sigma_max + 1.0 / double(d));
+  return chain_start({n, vit_->opt.hidden}, cfg_.diffusion.noise.sigma_max, options);
 }
 
 ChainResult DenoisingClassifier::predict_steps(const torch::Tensor& images, int steps, std::optional<double> temperature) {

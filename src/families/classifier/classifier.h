@@ -14,28 +14,10 @@
 #include "families/family.h"
 #include "io/config.h"
 #include "models/vit.h"
+#include "schedule/chain.h"
 #include "schedule/noise.h"
 
 namespace blocklab {
-
-/// Weights over classes that turn logits into the embedding passed between inference steps:
-/// softmax(logits / temperature); temperature 0 is the one-hot argmax.
-torch::Tensor class_weights(const torch::Tensor& logits, double temperature);
-
-/// The inference chain (paper Fig. 3, App. H) over any denoiser: the logits after every step,
-/// which step ran which block at which sigma, and the final z.
-struct ChainResult {
-  std::vector<double> sigmas;
-  std::vector<int> blocks;
-  std::vector<torch::Tensor> logits;
-  torch::Tensor z;
-};
-
-/// `logits_of(z, sigma, block)` is one block's denoiser read out as class logits. Between steps
-/// z takes an Euler step towards class_weights(logits) @ embeddings ([K, d]).
-ChainResult run_chain(const Partition& partition, int steps, torch::Tensor z,
-                      const std::function<torch::Tensor(const torch::Tensor& z, double sigma, int block)>& logits_of,
-                      const torch::Tensor& embeddings, double temperature);
 
 /// The ViT of a config for data of `shape`. UserError if the patch does not tile the images.
 ViTOptions vit_options(const Config& cfg, const DataShape& shape, const std::vector<int64_t>& held = {});
