@@ -9,6 +9,7 @@ packages=(
   libgloo-dev             # headers of the Gloo collectives that libtorch's c10d engine (blocklab launch) uses
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libpng-dev libgtest-dev
   dataset-fashion-mnist   # /usr/share/datasets/fashion-mnist
+  fortunes                # /usr/share/games/fortunes: the language models' default corpus
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -60,6 +60,28 @@ struct FdArgs {
 /// Fréchet distance of generated images to the test set, into summary.json.
 int cmd_fd(const FdArgs& a);
 
+struct GenerateArgs {
+  std::string run_dir;
+  std::vector<std::string> overrides;
+  std::string prompt;
+  long long bytes = 256;
+  double temperature = 1.0;
+  long long seed = 0;
+};
+/// Continues a prompt with a language-model run, streaming to stdout.
+int cmd_generate(const GenerateArgs& a);
+
+struct JudgeArgs {
+  std::string run_dir, judge_dir;
+  std::vector<std::string> overrides;
+  long long prompts = 128, prompt_bytes = 32, bytes = 96, batch = 32;
+  double temperature = 1.0;
+  long long seed = 0;
+};
+/// Scores a language-model run's continuations of validation prompts by an end-to-end AR judge
+/// (generative bits per byte) and by distinct 4-grams, into summary.json.
+int cmd_judge(const JudgeArgs& a);
+
 struct DemoArgs {
   std::string out = "runs/demo";
   std::vector<std::string> overrides;

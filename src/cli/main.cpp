@@ -73,6 +73,26 @@ int main(int argc, char** argv) {
   fa->add_option("--n", fd.n, "images to generate")->check(CLI::Range(8, 1000000));
   fa->add_option("--save-features", fd.save_features, "also write both feature matrices to this safetensors file");
 
+  GenerateArgs gen;
+  auto* ge = app.add_subcommand("generate", "continue a prompt with a language-model run (mdm or ar), streaming");
+  ge->add_option("run_dir", gen.run_dir, "run directory of an mdm or ar run")->required();
+  ge->add_option("--prompt", gen.prompt, "text to continue (default: none)");
+  ge->add_option("--bytes", gen.bytes, "bytes to generate")->check(CLI::Range(1, 10000000));
+  ge->add_option("--temperature", gen.temperature, "sampling temperature (0: the most likely byte)")->check(CLI::Range(0.0, 100.0));
+  ge->add_option("--seed", gen.seed, "seed of the sampling")->check(CLI::NonNegativeNumber);
+  ge->add_option("--set", gen.overrides, "override an evaluation key, e.g. diffusion.inference_steps=8 (repeatable)");
+  JudgeArgs judge;
+  auto* ju = app.add_subcommand("judge", "score a language-model run's generated text by an end-to-end ar judge run");
+  ju->add_option("run_dir", judge.run_dir, "run directory of an mdm or ar run")->required();
+  ju->add_option("--judge", judge.judge_dir, "run directory of an end-to-end ar run trained longer")->required();
+  ju->add_option("--prompts", judge.prompts, "validation prompts")->check(CLI::Range(1, 100000));
+  ju->add_option("--prompt-bytes", judge.prompt_bytes, "bytes of each prompt")->check(CLI::Range(0, 100000));
+  ju->add_option("--bytes", judge.bytes, "bytes generated per prompt")->check(CLI::Range(4, 100000));
+  ju->add_option("--batch", judge.batch, "prompts generated at once")->check(CLI::Range(1, 100000));
+  ju->add_option("--temperature", judge.temperature, "sampling temperature")->check(CLI::Range(0.0, 100.0));
+  ju->add_option("--seed", judge.seed, "seed of the sampling")->check(CLI::NonNegativeNumber);
+  ju->add_option("--set", judge.overrides, "override an evaluation key of the run (repeatable)");
+
   DemoArgs demo;
   auto* d = app.add_subcommand("demo", "train the default recipe end-to-end and block-wise, then compare");
   d->add_option("--out", demo.out, "output directory (default runs/demo)");
@@ -146,6 +166,8 @@ int main(int argc, char** argv) {
     if (*e) return cmd_eval(run_dir, eval_overrides);
     if (*d) return cmd_demo(demo);
     if (*sa) return cmd_sample(sample);
+    if (*ge) return cmd_generate(gen);
+    if (*ju) return cmd_judge(judge);
     if (*fa) return cmd_fd(fd);
     if (*bs) return cmd_bench_step(bstep);
     if (*bm) return cmd_bench_memory(bmem);

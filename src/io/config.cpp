@@ -19,7 +19,10 @@ template <typename E>
 using Names = std::vector<std::pair<const char*, E>>;
 
 const Names<Mode> kModes = {{"e2e", Mode::E2E}, {"blocks", Mode::Blocks}};
-const Names<FamilyKind> kFamilies = {{"classifier", FamilyKind::Classifier}, {"dit", FamilyKind::Dit}};
+const Names<FamilyKind> kFamilies = {{"classifier", FamilyKind::Classifier},
+                                     {"dit", FamilyKind::Dit},
+                                     {"mdm", FamilyKind::Mdm},
+                                     {"ar", FamilyKind::Ar}};
 const Names<Sampler> kSamplers = {{"euler", Sampler::Euler}, {"heun", Sampler::Heun}};
 const Names<SigmaSchedule> kSchedules = {{"cdf", SigmaSchedule::Cdf}, {"karras", SigmaSchedule::Karras}};
 const Names<Weighting> kWeightings = {{"per_sample", Weighting::PerSample},
@@ -165,7 +168,7 @@ Field at_evaluation(Field f) {
 
 const std::vector<Field>& fields() {
   static const std::vector<Field> table = {
-      BL_CHOICE("model.family", model.family, "the kind of model: classifier (ViT) or dit (image generator)", kFamilies),
+      BL_CHOICE("model.family", model.family, "the kind of model: classifier (ViT), dit (image generator), mdm (masked-diffusion LM) or ar (autoregressive LM)", kFamilies),
       BL_CHOICE("model.mode", model.mode, "e2e: backprop through all layers; blocks: DiffusionBlocks", kModes),
       BL_FIELD(int, "model.layers", model.layers, "transformer layers L", between(1, 1024)),
       BL_FIELD(int, "model.blocks", model.blocks, "blocks B (must divide L)", between(1, 1024)),
@@ -225,7 +228,13 @@ const std::vector<Field>& fields() {
                at_least(1)),
       at_evaluation(BL_FIELD(double, "train.dist_timeout", train.dist_timeout,
                              "seconds a rank may be dead or stuck before a distributed run stops", between(1.0, 86400.0))),
-      at_evaluation(BL_FIELD(std::string, "data.dir", data.dir, "folder with the data files (IDX images for the classifier)")),
+      at_evaluation(BL_FIELD(std::string, "data.dir", data.dir, "image families: folder with the IDX files")),
+      at_evaluation(BL_FIELD(std::string, "data.path", data.path,
+                             "language models: UTF-8 text file or folder (fortune files: one document per '%' entry)")),
+      BL_FIELD(int, "data.seq_len", data.seq_len, "language models: bytes per training window", between(4, 1 << 16)),
+      at_evaluation(BL_FIELD(double, "data.val_fraction", data.val_fraction,
+                             "language models: fraction of documents held out for validation (by a hash of each)",
+                             between(0.001, 0.5))),
       BL_FIELD(int, "data.train_limit", data.train_limit, "use the first N training examples (0: all)", at_least(0)),
       at_evaluation(BL_FIELD(int, "data.test_limit", data.test_limit, "evaluate on the first N test examples (0: all)",
                              at_least(0))),
@@ -264,6 +273,15 @@ const std::vector<Field>& fields() {
                                        "images generated for the Fréchet distance at the end of training",
                                        between(2, 1000000)),
                               FamilyKind::Dit)),
+      at_evaluation(of_family(BL_FIELD(int, "mdm.eval_times", mdm.eval_times,
+                                       "masking times t = (k+1/2)/K of the validation ELBO (bits per byte)",
+                                       between(1, 1000)),
+                              FamilyKind::Mdm)),
+      at_evaluation(of_family(BL_FIELD(double, "ar.step_temperature", ar.step_temperature,
+                                       "blocks mode: temperature of the byte embedding passed between denoising steps "
+                                       "(0: argmax, the paper's greedy steps; 1: E[y|z])",
+                                       between(0.0, 1e6)),
+                              FamilyKind::Ar)),
   };
   return table;
 }
@@ -294,7 +312,13 @@ const char* to_string(SharedModules s) { return name_of(kSharedModules, s); }
 
 int Config::inference_steps() const {
   if (diffusion.inference_steps > 0) return diffusion.inference_steps;
-  return model.family == FamilyKind::Dit ? 32 : model.blocks;
+  switch (model.family) {
+    case FamilyKind::Dit: return 32;
+    case FamilyKind::Mdm: return 64;  // unmasking steps per window
+    case FamilyKind::Ar: return 4;    // denoising steps per byte (paper §5.4)
+    case FamilyKind::Classifier: break;
+  }
+  return model.blocks;
 }
 
 double Config::ema_decay() const {
@@ -377,6 +401,8 @@ void Config::validate() const {
   if (train.schedule == BlockSchedule::Rounds && train.shared == SharedModules::Independent)
     fail("train.schedule = \"rounds\" sums the shared modules' gradients; independent blocks have none to sum "
          "(use interleaved or resident)");
+  if (language_model() && train.shared == SharedModules::Independent)
+    fail("train.shared = \"independent\" is not implemented for the language models (use synced)");
   if (train.min_lr > train.lr) fail(fmt::format("train.min_lr = {} exceeds train.lr = {}", train.min_lr, train.lr));
 }
 

@@ -17,7 +17,7 @@
 namespace blocklab {
 
 enum class Mode { E2E, Blocks };
-enum class FamilyKind { Classifier, Dit };
+enum class FamilyKind { Classifier, Dit, Mdm, Ar };
 enum class Weighting { PerSample, BatchMean, Normalized, None };
 enum class LrSchedule { Cosine, Constant };
 enum class Decay { All, Matrices };
@@ -85,7 +85,10 @@ struct TrainConfig {
 };
 
 struct DataConfig {
-  std::string dir = "/usr/share/datasets/fashion-mnist";  // the family's data files
+  std::string dir = "/usr/share/datasets/fashion-mnist";  // the image families' data files
+  std::string path = "/usr/share/games/fortunes";         // the language models' text: a UTF-8 file or folder
+  int seq_len = 128;                                       // language models: bytes per window
+  double val_fraction = 0.05;                              // language models: documents held out for validation
   int train_limit = 0;  // use only the first N training examples (0: all)
   int test_limit = 0;   // evaluate on the first N test examples (0: all)
 };
@@ -110,6 +113,17 @@ struct DitConfig {
   int eval_samples = 1000;          // images generated for the Fréchet distance at the end of training
 };
 
+/// [mdm]: the masked-diffusion language model (MD4/MDLM, paper §5.3, App. D; docs/language-models.md).
+struct MdmConfig {
+  int eval_times = 8;  // masking times t of the validation ELBO, (k + 1/2) / K: the same for every model
+};
+
+/// [ar]: the autoregressive language model (paper §5.4; docs/language-models.md).
+struct ArConfig {
+  double step_temperature = 0.0;  // blocks mode: softmax temperature of the byte embedding passed between
+                                  // denoising steps (0: the argmax byte's, the paper's greedy steps; 1: E[y|z])
+};
+
 struct Config {
   ModelConfig model;
   DiffusionConfig diffusion;
@@ -117,6 +131,8 @@ struct Config {
   DataConfig data;
   ClassifierConfig classifier;
   DitConfig dit;
+  MdmConfig mdm;
+  ArConfig ar;
 
   /// Loads a TOML file over the defaults. UserError naming file and key on any problem.
   static Config from_file(const std::string& path);
@@ -143,6 +159,7 @@ struct Config {
   /// The EMA decay in use: the config's, or the family's default (the DiT 0.999, the classifier off).
   double ema_decay() const;
   bool blocks_mode() const { return model.mode == Mode::Blocks; }
+  bool language_model() const { return model.family == FamilyKind::Mdm || model.family == FamilyKind::Ar; }
 
   /// Family sections that a file or --set assigned to (validate() refuses another family's).
   std::set<std::string> family_sections_given;

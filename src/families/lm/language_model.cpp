@@ -1,0 +1,83 @@
+#include "families/lm/language_model.h"
+
+#include <chrono>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "data/text_data.h"
+#include "util/seed.h"
+
+namespace blocklab {
+
+LMOptions lm_options(const Config& cfg, const DataShape& shape, const std::vector<int64_t>& held, int64_t input_vocab,
+                     int64_t tokens) {
+  LMOptions o;
+  o.hidden = cfg.model.hidden;
+  o.heads = cfg.model.heads;
+  o.layers = cfg.model.layers;
+  o.blocks = cfg.model.blocks;
+  o.mlp_ratio = cfg.model.mlp_ratio;
+  o.cond_dim = cfg.model.cond_dim;
+  o.seed = uint64_t(cfg.train.seed);
+  o.held = held;
+  o.vocab = shape.vocab;
+  o.input_vocab = input_vocab;
+  o.seq_len = shape.seq_len;
+  refuse_what_cannot_fit(cfg, tokens);
+  return o;
+}
+
+LanguageModel::LanguageModel(const Config& cfg, LMOptions options, std::shared_ptr<const NoiseDistribution> levels,
+                             const torch::Device& device)
+    : cfg_(cfg),
+      lm_(LM(options)),
+      partition_(levels, cfg.model.blocks, cfg.diffusion.overlap),
+      whole_(levels, 1, 0.0) {
+  lm_->to(device);
+}
+
+Evaluation LanguageModel::evaluate(const Dataset& data, Split split, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = lm_->is_training();
+  lm_->eval();
+  const int64_t n = data.size(split), batch = 64;
+  double total = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t lo = 0, i = 0; lo < n; lo += batch, ++i) {
+    const auto b = data.batch(split, torch::arange(lo, std::min(n, lo + batch), torch::kInt64), lm_->device());
+    torch::manual_seed(derive_seed(seed, Stream::Eval, uint64_t(i)));  // the same masks and noise for every model
+    total += bits(b.x).sum().item<double>();
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  lm_->train(was_training);
+  Evaluation e;
+  e.headline = {"val bits/byte", total / double(n), /*higher_is_better=*/false, /*percent=*/false};
+  e.lines.push_back(fmt::format("{} on {} windows of {} bytes", bits_meaning(), n, lm_->opt.seq_len));
+  e.details["val_bpb"] = e.headline.value;
+  e.details["val_bpb_meaning"] = bits_meaning();
+  e.examples = n;
+  e.ms_per_example = 1000.0 * seconds / double(n);
+  return e;
+}
+
+torch::Tensor LanguageModel::sample_bytes(const torch::Tensor& logits, double temperature) {
+  if (temperature <= 0) return logits.argmax(-1);
+  auto probs = torch::softmax(logits.to(torch::kFloat64) / temperature, -1);
+  auto flat = probs.reshape({-1, probs.size(-1)});
+  auto shape = logits.sizes().vec();
+  shape.pop_back();
+  return torch::multinomial(flat, 1).view(shape);
+}
+
+torch::Tensor LanguageModel::prompt_tokens(const std::vector<std::string>& prompts, int64_t keep,
+                                           const torch::Device& device) {
+  std::vector<torch::Tensor> rows;
+  for (const auto& p : prompts) {
+    TORCH_CHECK(p.size() == prompts.front().size(), "prompts of one generate() call must have one length");
+    rows.push_back(bytes_to_tokens(p.size() > size_t(keep) ? p.substr(p.size() - size_t(keep)) : p));
+  }
+  return torch::stack(rows).to(device);
+}
+
+}  // namespace blocklab
