@@ -190,7 +190,7 @@ const std::vector<Field>& fields() {
       BL_CHOICE("diffusion.sigma_sampling", diffusion.sigma_sampling,
                 "sigma within a block's range: lognormal (paper) or log_uniform", kWithinRange),
       at_evaluation(BL_FIELD(int, "diffusion.inference_steps", diffusion.inference_steps,
-                             "denoising steps at inference (0: the family's default, one per block or 32 for dit)",
+                             "denoising steps at inference (0: the family's default: one per block for the classifier, 32 for dit, 64 unmasking steps per window for mdm, 4 per byte for ar)",
                              between(0, 1000))),
       BL_FIELD(double, "train.epochs", train.epochs, "epochs of updates (per block in blocks mode)",
                between(1e-9, 1e6)),
