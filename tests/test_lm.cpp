@@ -205,6 +205,20 @@ TEST(Mdm, BlocksCutTheScheduleIntoEqualDecrementsAndTimesAreAntithetic) {
   }
 }
 
+TEST(LanguageModel, ShippedRecipesBuildAndTakeAFiniteStepInBothModes) {
+  for (const char* name : {"mdm-fortunes", "ar-fortunes"}) {
+    for (const char* mode : {"e2e", "blocks"}) {
+      auto cfg = Config::load(test::repo_root() + "/configs/" + name + ".toml", {std::string("model.mode=") + mode});
+      EXPECT_EQ(cfg.data.path, "/usr/share/games/fortunes");
+      auto data = synthetic_dataset(cfg, 4);
+      auto f = make_family(cfg, data, torch::kCPU);
+      const auto batch = data->batch(Split::Train, torch::arange(2, torch::kInt64), torch::kCPU);
+      const auto loss = f->loss(batch, cfg.blocks_mode() ? 0 : -1, 1);
+      EXPECT_TRUE(std::isfinite(loss.value.item<double>())) << name << " " << mode;
+    }
+  }
+}
+
 TEST(TextQuality, DistinctNgramsAndAUselessJudge) {
   EXPECT_DOUBLE_EQ(distinct_ngrams({"abcdef"}, 4), 1.0);
   EXPECT_DOUBLE_EQ(distinct_ngrams({"aaaaaa"}, 4), 1.0 / 3.0);
