@@ -63,7 +63,7 @@ torch::Tensor AutoregressiveLM::next_byte_denoise(BlockCaches& caches, const tor
   auto noise_cond = lm_->noise_condition(pc.c_noise);
   auto h = lm_->run(pc.c_in.view({-1, 1, 1}) * z, noise_cond, {}, lm_->positions(at, 1), block, block + 1, &caches,
                     /*keep=*/false);
-  return readout(h, z, s, noise_cond).squeeze(1);
+  return readout(h, z, s, noise_cond);
 }
 
 torch::Tensor AutoregressiveLM::sample_sigmas(int block, int64_t n, uint64_t seed, const torch::Device& device) const {
@@ -160,7 +160,8 @@ std::vector<std::string> AutoregressiveLM::generate(const std::vector<std::strin
       };
       auto z = chain_start({rows, 1, lm_->opt.hidden}, cfg_.diffusion.noise.sigma_max, lm_->float_options());
       logits = run_chain(partition_, cfg_.inference_steps(), z, logits_of, embeddings(), cfg_.ar.step_temperature)
-                   .logits.back();
+                   .logits.back()
+                   .squeeze(1);
     }
     auto byte = sample_bytes(logits, opt.temperature).view({rows, 1});
     const auto bytes = byte.cpu();

@@ -32,7 +32,7 @@ class AutoregressiveLM : public LanguageModel {
   /// Blocks: block `block`'s logits [N, T, 256] for noisy targets z [N, T, d] at sigma [N] (one per
   /// window) after the context tokens [N, T].
   torch::Tensor denoise_logits(const torch::Tensor& context, const torch::Tensor& z, const torch::Tensor& sigma, int block);
-  /// Generation's denoiser call: block `block`'s logits [N, 256] for one noisy target z [N, 1, d]
+  /// Generation's denoiser call: block `block`'s logits [N, 1, 256] for one noisy target z [N, 1, d]
   /// at level sigma, at position `at`, after the clean context in `caches` (left unchanged).
   torch::Tensor next_byte_denoise(BlockCaches& caches, const torch::Tensor& z, double sigma, int block, int64_t at);
   /// The denoising targets of bytes [..]: normalized embeddings [.., d] (gradients reach the table).
