@@ -95,19 +95,23 @@ Loss AutoregressiveLM::loss(const Batch& batch, int block, uint64_t seed) {
 torch::Tensor AutoregressiveLM::bits(const torch::Tensor& x) {
   const int64_t t = x.size(1) - 1;
   auto context = x.narrow(1, 0, t), next = x.narrow(1, 1, t);
-  torch::Tensor logits;
-  if (!cfg_.blocks_mode()) {
-    logits = next_byte_logits(context);
-  } else {
-    auto z = chain_start({x.size(0), t, lm_->opt.hidden}, cfg_.diffusion.noise.sigma_max,
-                         torch::TensorOptions().device(x.device()));
-    auto logits_of = [&](const torch::Tensor& zi, double sigma, int block) {
-      return denoise_logits(context, zi, torch::full({x.size(0)}, sigma, zi.options()), block);
-    };
-    logits = run_chain(partition_, cfg_.inference_steps(), z, logits_of, embeddings(), cfg_.ar.step_temperature).logits.back();
-  }
-  auto ce = F::cross_entropy(logits.transpose(1, 2), next, F::CrossEntropyFuncOptions().reduction(torch::kNone));
-  return ce.mean(1) / std::log(2.0);
+  auto bits_of = [&](const torch::Tensor& logits) {
+    auto ce = F::cross_entropy(logits.transpose(1, 2), next, F::CrossEntropyFuncOptions().reduction(torch::kNone));
+    return ce.mean(1) / std::log(2.0);
+  };
+  if (!cfg_.blocks_mode()) return bits_of(next_byte_logits(context)).unsqueeze(0);
+  auto z = chain_start({x.size(0), t, lm_->opt.hidden}, cfg_.diffusion.noise.sigma_max,
+                       torch::TensorOptions().device(x.device()));
+  auto logits_of = [&](const torch::Tensor& zi, double sigma, int block) {
+    return denoise_logits(context, zi, torch::full({x.size(0)}, sigma, zi.options()), block);
+  };
+  const auto chain = run_chain(partition_, cfg_.inference_steps(), z, logits_of, embeddings(), cfg_.ar.step_temperature);
+  return torch::stack({bits_of(chain.logits.back()), bits_of(chain.logits.front())});
+}
+
+std::vector<std::string> AutoregressiveLM::alternative_names() const {
+  if (!cfg_.blocks_mode()) return {};
+  return {"the first step's distribution (block 0 at sigma_max: the context alone)"};
 }
 
 std::string AutoregressiveLM::bits_meaning() const {

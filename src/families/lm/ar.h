@@ -21,8 +21,10 @@ class AutoregressiveLM : public LanguageModel {
 
   Loss loss(const Batch& batch, int block, uint64_t seed) override;
   /// End-to-end: the next-byte cross-entropy in bits. Blocks: the cross-entropy of the distribution
-  /// generation samples each byte from (the last step's logits after one chain from noise).
+  /// generation samples each byte from (the last step's logits after one chain from noise), and,
+  /// as an alternative, of the first step's (block 0 at sigma_max: the context alone).
   torch::Tensor bits(const torch::Tensor& x) override;
+  std::vector<std::string> alternative_names() const override;
   std::string bits_meaning() const override;
   std::vector<std::string> generate(const std::vector<std::string>& prompts, int64_t n, const GenerateOptions& opt,
                                     const TextSink& sink = {}) override;

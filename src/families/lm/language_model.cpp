@@ -42,17 +42,24 @@ Evaluation LanguageModel::evaluate(const Dataset& data, Split split, uint64_t se
   const bool was_training = lm_->is_training();
   lm_->eval();
   const int64_t n = data.size(split), batch = 64;
-  double total = 0;
+  torch::Tensor total;  // [1 + A]
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t lo = 0, i = 0; lo < n; lo += batch, ++i) {
     const auto b = data.batch(split, torch::arange(lo, std::min(n, lo + batch), torch::kInt64), lm_->device());
     torch::manual_seed(derive_seed(seed, Stream::Eval, uint64_t(i)));  // the same masks and noise for every model
-    total += bits(b.x).sum().item<double>();
+    auto sums = bits(b.x).sum(1).to(torch::kCPU, torch::kFloat64);
+    total = total.defined() ? total + sums : sums;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   lm_->train(was_training);
   Evaluation e;
-  e.headline = {"val bits/byte", total / double(n), /*higher_is_better=*/false, /*percent=*/false};
+  total = total / double(n);
+  e.headline = {"val bits/byte", total[0].item<double>(), /*higher_is_better=*/false, /*percent=*/false};
+  const auto names = alternative_names();
+  for (size_t a = 0; a < names.size(); ++a) {
+    e.alternatives.push_back({"val bits/byte, " + names[a], total[int64_t(a) + 1].item<double>(), false, false});
+    e.details["val_bpb_alternatives"][names[a]] = e.alternatives.back().value;
+  }
   e.lines.push_back(fmt::format("{} on {} windows of {} bytes", bits_meaning(), n, lm_->opt.seq_len));
   e.details["val_bpb"] = e.headline.value;
   e.details["val_bpb_meaning"] = bits_meaning();

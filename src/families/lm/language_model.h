@@ -38,8 +38,10 @@ class LanguageModel : public Family {
   /// Validation bits per byte (bits(), over every window of `split`, noise fixed by `seed`).
   Evaluation evaluate(const Dataset& data, Split split, uint64_t seed) override;
 
-  /// Bits per byte of each window x [N, T] by the family's measure; random draws from torch's generator.
+  /// Bits per byte of each window x [N, T], [1 + A, N]: row 0 by the family's measure, the others
+  /// by the A alternatives alternative_names() names; random draws from torch's generator.
   virtual torch::Tensor bits(const torch::Tensor& x) = 0;
+  virtual std::vector<std::string> alternative_names() const { return {}; }
   /// What bits() measures, for reports.
   virtual std::string bits_meaning() const = 0;
   /// Continues each prompt (all of one length) by `n` bytes. `sink` gets the first prompt's bytes

@@ -63,7 +63,7 @@ torch::Tensor MaskedDiffusionLM::bits(const torch::Tensor& x) {
     auto times = torch::full({x.size(0)}, t, total.options());
     total += elbo_term(x, times, block_of(t)).first;
   }
-  return total / double(k) / std::log(2.0);
+  return (total / double(k) / std::log(2.0)).unsqueeze(0);
 }
 
 std::string MaskedDiffusionLM::bits_meaning() const {
