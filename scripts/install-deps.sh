@@ -10,6 +10,8 @@ packages=(
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libpng-dev libgtest-dev
   dataset-fashion-mnist   # /usr/share/datasets/fashion-mnist
   fortunes                # /usr/share/games/fortunes: the language models' default corpus
+  libjs-dygraphs          # the charting library `blocklab report` inlines into its pages
+  chromium                # a real browser for the report tests (headless)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -82,6 +82,13 @@ struct JudgeArgs {
 /// (generative bits per byte) and by distinct 4-grams, into summary.json.
 int cmd_judge(const JudgeArgs& a);
 
+struct ReportArgs {
+  std::vector<std::string> runs;
+  std::string out = "report.html";
+};
+/// One self-contained HTML page of one or more runs.
+int cmd_report(const ReportArgs& a);
+
 struct DemoArgs {
   std::string out = "runs/demo";
   std::vector<std::string> overrides;

@@ -93,6 +93,11 @@ int main(int argc, char** argv) {
   ju->add_option("--seed", judge.seed, "seed of the sampling")->check(CLI::NonNegativeNumber);
   ju->add_option("--set", judge.overrides, "override an evaluation key of the run (repeatable)");
 
+  ReportArgs report;
+  auto* rp = app.add_subcommand("report", "one offline HTML page of one or more runs: plots, summaries, metrics");
+  rp->add_option("runs", report.runs, "run directories (the first is the reference of differences)")->required();
+  rp->add_option("--out", report.out, "HTML file to write");
+
   DemoArgs demo;
   auto* d = app.add_subcommand("demo", "train the default recipe end-to-end and block-wise, then compare");
   d->add_option("--out", demo.out, "output directory (default runs/demo)");
@@ -167,6 +172,7 @@ int main(int argc, char** argv) {
     if (*d) return cmd_demo(demo);
     if (*sa) return cmd_sample(sample);
     if (*ge) return cmd_generate(gen);
+    if (*rp) return cmd_report(report);
     if (*ju) return cmd_judge(judge);
     if (*fa) return cmd_fd(fd);
     if (*bs) return cmd_bench_step(bstep);
