@@ -353,6 +353,9 @@ TEST(Cli, DemoTrainsBothModesAndWritesBothSummaries) {
   // Equal compute: blocks mode ran B times the steps.
   EXPECT_EQ(RunDir(out + "/blocks", false).read_json("summary.json").at("steps").get<int64_t>(),
             3 * RunDir(out + "/e2e", false).read_json("summary.json").at("steps").get<int64_t>());
+  // And the comparison's report beside the summaries, naming both runs.
+  const auto report = test::read_bytes(out + "/report.html");
+  EXPECT_NE(report.find("blocklab report: e2e, blocks"), std::string::npos);
 }
 
 TEST(Cli, TrainResumeAndEvalARun) {

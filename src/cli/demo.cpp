@@ -17,7 +17,9 @@
 #include "families/family.h"
 #include "io/atomic_file.h"
 #include "io/config.h"
+#include "io/atomic_file.h"
 #include "io/run_dir.h"
+#include "report/report.h"
 #include "train/synthetic.h"
 #include "util/error.h"
 #include "util/format.h"
@@ -127,6 +129,8 @@ int cmd_demo(const DemoArgs& a) {
              "run's own wall clock, {}\n",
              a.sequential ? "run one after the other" : "both runs side by side on this machine's cores");
   fmt::print("summaries: {}/e2e/summary.json, {}/blocks/summary.json\n", a.out, a.out);
+  write_file_atomic(dir.file("report.html"), render_report({dir.file("e2e"), dir.file("blocks")}));
+  fmt::print("report: {} (open it in a browser; no network needed)\n", dir.file("report.html"));
   return 0;
 }
 

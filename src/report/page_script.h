@@ -74,8 +74,9 @@ function summaryTable() {
   const keys = ["family", "mode", "blocks", "layers", "params", "steps", "train_seconds", "ms_per_step", "val_bpb",
                 "peak_rss_bytes", "device", "threads", "blas", "commit"];
   const rows = [["", ...RUNS.map(r => r.name)]];
-  rows.push(["headline", ...RUNS.map(r => r.summary.headline ? r.summary.headline.name + " " + fmt(r.summary.headline.value) : "")]);
-  keys.forEach(k => rows.push([k, ...RUNS.map(r => r.summary[k])]));
+  const headline = h => !h ? "" : h.name + " " + (h.percent ? (100 * h.value).toFixed(2) + "%" : fmt(h.value));
+  rows.push(["headline", ...RUNS.map(r => headline(r.summary.headline))]);
+  keys.filter(k => RUNS.some(r => r.summary[k] !== undefined)).forEach(k => rows.push([k, ...RUNS.map(r => r.summary[k])]));
   const t = document.getElementById("summary");
   rows.forEach((cells, i) => {
     const tr = t.insertRow();
