@@ -49,6 +49,7 @@ TEST(Report, OpensOfflineInARealBrowserWithPlotsAndAVirtualTable) {
   cfg.train.log_every = 2;
   train(cfg, test::train_options(dir.file("tiny")));
   write_synthetic_run(dir.file("big"), 100000);
+  test::write_bytes(dir.file("big/judge-samples.txt"), "=== prompt 0\nQ: What do you call <a fish> & chips?\n\xff\xc3 (bytes a model made)\n");
   const auto page = render_report({dir.file("tiny"), dir.file("big")});
   EXPECT_EQ(page.find("src=\"http"), std::string::npos) << "nothing may be fetched";
   test::write_bytes(dir.file("report.html"), page);
@@ -62,6 +63,8 @@ TEST(Report, OpensOfflineInARealBrowserWithPlotsAndAVirtualTable) {
   ASSERT_FALSE(result.is_discarded()) << dom.substr(at, 500);
   EXPECT_TRUE(result.at("fenwick_matches_linear_scan").get<bool>());
   EXPECT_TRUE(result.at("errors").empty()) << result.dump();
+  EXPECT_EQ(result.at("sample_boxes").get<int>(), 1) << "the language model's generated text";
+  EXPECT_NE(dom.find("Q: What do you call &lt;a fish&gt; &amp; chips?"), std::string::npos) << "shown as text, escaped";
   ASSERT_EQ(result.at("plots").size(), 4u);
   for (const auto& p : result.at("plots")) EXPECT_EQ(p.at("series").get<int>(), 3 + 3) << p.dump();  // 3 blocks per run
   const int64_t tiny_rows = int64_t(test::lines_of(test::read_bytes(dir.file("tiny/metrics.jsonl"))).size());

@@ -91,6 +91,19 @@ function summaryTable() {
   });
 }
 
+// Generated text (the language models' judge-samples.txt), the start of it per run.
+function samples() {
+  const box = document.getElementById("samples");
+  RUNS.filter(r => r.text_samples).forEach(r => {
+    const h = document.createElement("h2");
+    h.textContent = "Generated text: " + r.name;
+    const pre = document.createElement("div");
+    pre.className = "samples";
+    pre.textContent = r.text_samples;
+    box.append(h, pre);
+  });
+}
+
 // The raw metrics: only the rows in view exist in the DOM; clicking a row shows its whole JSON.
 const ROW = 22;
 const table = { rows: [], fenwick: null, expanded: new Set() };
@@ -160,6 +173,7 @@ function selfTest() {
   out.rendered_rows = shown.length;
   out.first_rendered_row = shown.length ? Math.min(...shown) : -1;
   out.target_row = target;
+  out.sample_boxes = document.querySelectorAll("#samples .samples").length;
   out.errors = errors;
   document.getElementById("selftest").textContent = JSON.stringify(out);
 }
@@ -169,6 +183,7 @@ plot("plot-loss-time", "loss against training seconds", "seconds", "loss");
 plot("plot-lr", "learning rate", "step", "lr");
 plot("plot-grad", "gradient norm", "step", "grad_norm");
 summaryTable();
+samples();
 metricsTable();
 if (location.hash === "#selftest") selfTest();
 )js";

@@ -33,6 +33,9 @@ nlohmann::json read_run(const std::string& dir) {
   run["summary"] = fs::exists(summary_path) ? nlohmann::json::parse(read_for_report(summary_path, "summary"), nullptr, false)
                                             : nlohmann::json::object();
   if (run["summary"].is_discarded()) throw UserError(fmt::format("{}: not valid JSON", summary_path));
+  // What the family made that a person reads: the language models' judged samples.
+  const auto samples = (fs::path(dir) / "judge-samples.txt").string();
+  if (fs::exists(samples)) run["text_samples"] = read_for_report(samples, "samples").substr(0, 6000);
   run["metrics"] = nlohmann::json::array();
   std::istringstream lines(read_for_report(metrics_path, "metrics"));
   int64_t number = 0;
@@ -70,6 +73,7 @@ table#summary { border-collapse: collapse; } #summary td { border: 1px solid #cc
        font: 12px ui-monospace, monospace; border-bottom: 1px solid #eee; cursor: pointer; overflow: hidden; box-sizing: border-box; }
 .row.open { height: auto; background: #fafaf0; line-height: 16px; }
 #scrub { width: 100%; }
+.samples { white-space: pre-wrap; font: 12px ui-monospace, monospace; background: #f7f7f7; padding: 8px; max-height: 300px; overflow-y: auto; }
 )css";
 
 }  // namespace
@@ -93,10 +97,13 @@ std::string render_report(const std::vector<std::string>& run_dirs) {
   page += "<h2>Training</h2><div class=\"plots\"><div id=\"plot-loss\"></div><div id=\"plot-loss-time\"></div>"
           "<div id=\"plot-lr\"></div><div id=\"plot-grad\"></div></div>\n";
   page += "<h2>Summary</h2><p>Numbers in brackets: the difference to the first run.</p><table id=\"summary\"></table>\n";
+  page += "<div id=\"samples\"></div>\n";
   page += "<h2>Metrics</h2><p>Every line of metrics.jsonl; click a row for all of it. The slider moves through the rows.</p>"
           "<input type=\"range\" id=\"scrub\" min=\"0\" value=\"0\"><div id=\"metrics\"><div id=\"metrics-space\"></div></div>\n";
   page += "<pre id=\"selftest\"></pre>\n";
-  page += "<script type=\"application/json\" id=\"data\">" + script_safe(data.dump()) + "</script>\n";
+  // Model-made text need not be UTF-8: invalid bytes become U+FFFD rather than an error.
+  const auto json = data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  page += "<script type=\"application/json\" id=\"data\">" + script_safe(json) + "</script>\n";
   page += "<script>" + std::string(kReportScript) + "</script>\n</body></html>\n";
   return page;
 }
