@@ -1,5 +1,7 @@
 #include "families/family.h"
 
+#include <random>
+
 #include <fmt/format.h>
 
 #include "util/error.h"
@@ -55,24 +57,38 @@ std::string Evaluation::report() const {
 
 std::string block_prefix(int64_t block) { return "blocks." + std::to_string(block) + "."; }
 
-ImageTransformerOptions image_transformer_options(const Config& cfg, const DataShape& shape, int64_t patch,
-                                                  const char* patch_key, int64_t extra_tokens) {
-  if (shape.height % patch != 0 || shape.width % patch != 0)
-    throw UserError(fmt::format("{}x{} images: {} = {} must divide both sides", shape.height, shape.width, patch_key, patch));
-  ImageTransformerOptions o;
-  o.height = shape.height;
-  o.width = shape.width;
-  o.channels = shape.channels;
-  o.patch = patch;
+StackOptions stack_options(const Config& cfg) {
+  StackOptions o;
   o.hidden = cfg.model.hidden;
   o.heads = cfg.model.heads;
   o.layers = cfg.model.layers;
   o.blocks = cfg.model.blocks;
   o.mlp_ratio = cfg.model.mlp_ratio;
   o.cond_dim = cfg.model.cond_dim;
-  o.classes = shape.classes;
   o.seed = uint64_t(cfg.train.seed);
   o.own_io = cfg.train.shared == SharedModules::Independent;
+  return o;
+}
+
+torch::Tensor draw_levels(const Partition& blocks, const Partition& whole, int block, int64_t n, uint64_t seed,
+                          WithinRange how, const torch::Device& device) {
+  std::mt19937_64 rng(seed);
+  std::vector<double> levels(static_cast<size_t>(n));
+  for (auto& v : levels) v = block < 0 ? whole.sample(0, WithinRange::Distribution, rng) : blocks.sample(block, how, rng);
+  return torch::tensor(levels, torch::kFloat64).to(device, torch::kFloat32);
+}
+
+ImageTransformerOptions image_transformer_options(const Config& cfg, const DataShape& shape, int64_t patch,
+                                                  const char* patch_key, int64_t extra_tokens) {
+  if (shape.height % patch != 0 || shape.width % patch != 0)
+    throw UserError(fmt::format("{}x{} images: {} = {} must divide both sides", shape.height, shape.width, patch_key, patch));
+  ImageTransformerOptions o;
+  static_cast<StackOptions&>(o) = stack_options(cfg);
+  o.height = shape.height;
+  o.width = shape.width;
+  o.channels = shape.channels;
+  o.patch = patch;
+  o.classes = shape.classes;
   refuse_what_cannot_fit(cfg, extra_tokens + o.num_patches());
   return o;
 }

@@ -12,6 +12,7 @@
 #include "data/dataset.h"
 #include "io/config.h"
 #include "models/layers.h"
+#include "schedule/noise.h"
 
 namespace blocklab {
 
@@ -65,6 +66,14 @@ class Family {
 
 /// Prefix of the parameter names that belong to block b: "blocks.b.".
 std::string block_prefix(int64_t block);
+
+/// The layer stack of `cfg` (widths, layers, blocks, init seed, shared or independent I/O).
+StackOptions stack_options(const Config& cfg);
+
+/// Training noise levels [N] (float) of `block` drawn in double from `seed`: end-to-end (block -1)
+/// by the distribution over `whole`, a block within its widened range of `blocks` as `how` says.
+torch::Tensor draw_levels(const Partition& blocks, const Partition& whole, int block, int64_t n, uint64_t seed,
+                          WithinRange how, const torch::Device& device);
 
 /// The image transformer of `cfg` for images of `shape` with patch `patch` (the family's key
 /// `patch_key`, named when it does not tile the images); refuses what cannot fit in memory, for

@@ -66,13 +66,9 @@ torch::Tensor ImageGenerator::denoise(const torch::Tensor& z, const torch::Tenso
 }
 
 torch::Tensor ImageGenerator::sample_sigmas(int block, int64_t n, uint64_t seed, const torch::Device& device) const {
-  std::mt19937_64 rng(seed);
-  std::vector<double> sigmas(static_cast<size_t>(n));
   // End-to-end: EDM's log-normal over the whole range. A block: its own widened range, drawn as
   // diffusion.sigma_sampling says (the paper: the log-normal truncated to the range).
-  for (auto& s : sigmas)
-    s = block < 0 ? whole_.sample(0, WithinRange::Distribution, rng) : partition_.sample(block, cfg_.diffusion.sigma_sampling, rng);
-  return torch::tensor(sigmas, torch::kFloat64).to(device, torch::kFloat32);
+  return draw_levels(partition_, whole_, block, n, seed, cfg_.diffusion.sigma_sampling, device);
 }
 
 Loss ImageGenerator::loss(const Batch& batch, int block, uint64_t seed) {

@@ -67,11 +67,7 @@ torch::Tensor AutoregressiveLM::next_byte_denoise(BlockCaches& caches, const tor
 }
 
 torch::Tensor AutoregressiveLM::sample_sigmas(int block, int64_t n, uint64_t seed, const torch::Device& device) const {
-  std::mt19937_64 rng(seed);
-  std::vector<double> s(static_cast<size_t>(n));
-  for (auto& v : s)
-    v = block < 0 ? whole_.sample(0, WithinRange::Distribution, rng) : partition_.sample(block, cfg_.diffusion.sigma_sampling, rng);
-  return torch::tensor(s, torch::kFloat64).to(device, torch::kFloat32);
+  return draw_levels(partition_, whole_, block, n, seed, cfg_.diffusion.sigma_sampling, device);
 }
 
 Loss AutoregressiveLM::loss(const Batch& batch, int block, uint64_t seed) {
@@ -152,6 +148,7 @@ std::vector<std::string> AutoregressiveLM::generate(const std::vector<std::strin
   caches.clear();
   feed(context, 0);
   std::vector<std::string> out(prompts.size());
+  const auto byte_embeddings = cfg_.blocks_mode() ? embeddings() : torch::Tensor();  // what the chain steps towards
   for (int64_t i = 0; i < n; ++i) {
     torch::Tensor logits;
     if (!cfg_.blocks_mode()) {
@@ -163,7 +160,7 @@ std::vector<std::string> AutoregressiveLM::generate(const std::vector<std::strin
         return next_byte_denoise(caches, z, sigma, block, at);
       };
       auto z = chain_start({rows, 1, lm_->opt.hidden}, cfg_.diffusion.noise.sigma_max, lm_->float_options());
-      logits = run_chain(partition_, cfg_.inference_steps(), z, logits_of, embeddings(), cfg_.ar.step_temperature)
+      logits = run_chain(partition_, cfg_.inference_steps(), z, logits_of, byte_embeddings, cfg_.ar.step_temperature)
                    .logits.back()
                    .squeeze(1);
     }

@@ -13,13 +13,7 @@ namespace blocklab {
 LMOptions lm_options(const Config& cfg, const DataShape& shape, const std::vector<int64_t>& held, int64_t input_vocab,
                      int64_t tokens) {
   LMOptions o;
-  o.hidden = cfg.model.hidden;
-  o.heads = cfg.model.heads;
-  o.layers = cfg.model.layers;
-  o.blocks = cfg.model.blocks;
-  o.mlp_ratio = cfg.model.mlp_ratio;
-  o.cond_dim = cfg.model.cond_dim;
-  o.seed = uint64_t(cfg.train.seed);
+  static_cast<StackOptions&>(o) = stack_options(cfg);
   o.held = held;
   o.vocab = shape.vocab;
   o.input_vocab = input_vocab;
