@@ -358,6 +358,7 @@ TEST(RunDir, MetricsAppendAndTruncate) {
   RunDir run(dir.file("run/nested"));
   EXPECT_TRUE(fs::is_directory(dir.file("run/nested")));
   for (int s : {10, 20, 30}) run.append_metrics({{"step", s}, {"loss", 1.0 / s}});
+  run.append_metrics({{"step", 10}, {"evaluation", {{"accuracy", 0.5}}}, {"final", true}});  // redone by the resumed run
   {
     std::ofstream out(run.file("metrics.jsonl"), std::ios::app);
     out << "{\"step\": 40, \"loss\"";  // a line cut short by a crash

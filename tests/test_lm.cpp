@@ -261,6 +261,10 @@ TEST(LanguageModel, AutoregressiveRunsLearnAPeriodicTextAndContinueIt) {
     cfg.train.epochs = 30;
     const auto summary = train_periodic(cfg, dir, "ar");
     EXPECT_LT(summary.at("val_bpb").get<double>(), 1.0) << mode << " " << summary.dump();
+    // Continuations of validation windows, for a person to read (and the report to show).
+    const auto samples = test::read_bytes(dir.file("ar/samples.txt"));
+    EXPECT_TRUE(test::Contains(samples, "=== prompt 0\n")) << samples;
+    EXPECT_TRUE(test::Contains(samples, "--- generated\n")) << samples;
     TrainedLM t{load_run(dir.file("ar"), {}, WeightsChoice::Raw)};
     // Several prompts at once, each continuing its own phase of the cycle.
     const auto out = t.lm().generate({"cdefg", "efghi"}, 12, {0.0, 1});

@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "io/png.h"
+#include "profile/profile_run.h"
 #include "report/report.h"
 
 namespace blocklab {
@@ -47,9 +49,17 @@ TEST(Report, OpensOfflineInARealBrowserWithPlotsAndAVirtualTable) {
   auto cfg = test::tiny_config("blocks", test::synthetic_data_dir());
   cfg.train.epochs = 1;
   cfg.train.log_every = 2;
+  cfg.train.eval_every = 20;  // evaluations at steps 20, 40 and the final one at 54
+  cfg.data.test_limit = 100;
   train(cfg, test::train_options(dir.file("tiny")));
+  // A profile inside the run directory, as `blocklab profile RUN` writes it.
+  ProfileOptions profile;
+  profile.cfg = cfg;
+  profile.steps = 3;
+  write_profile(run_profile(profile), profile, dir.file("tiny/profile-blocks"));
   write_synthetic_run(dir.file("big"), 100000);
   test::write_bytes(dir.file("big/judge-samples.txt"), "=== prompt 0\nQ: What do you call <a fish> & chips?\n\xff\xc3 (bytes a model made)\n");
+  test::write_bytes(dir.file("big/samples.png"), png_bytes(torch::arange(60 * 80, torch::kInt64).remainder(256).to(torch::kUInt8).view({60, 80})));
   const auto page = render_report({dir.file("tiny"), dir.file("big")});
   EXPECT_EQ(page.find("src=\"http"), std::string::npos) << "nothing may be fetched";
   test::write_bytes(dir.file("report.html"), page);
@@ -65,8 +75,21 @@ TEST(Report, OpensOfflineInARealBrowserWithPlotsAndAVirtualTable) {
   EXPECT_TRUE(result.at("errors").empty()) << result.dump();
   EXPECT_EQ(result.at("sample_boxes").get<int>(), 1) << "the language model's generated text";
   EXPECT_NE(dom.find("Q: What do you call &lt;a fish&gt; &amp; chips?"), std::string::npos) << "shown as text, escaped";
-  ASSERT_EQ(result.at("plots").size(), 4u);
-  for (const auto& p : result.at("plots")) EXPECT_EQ(p.at("series").get<int>(), 3 + 3) << p.dump();  // 3 blocks per run
+  // Four plots of the training lines (3 blocks per run), then the evaluations: the headline and the
+  // reference sampler's accuracy, 3 points each.
+  ASSERT_EQ(result.at("plots").size(), 5u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(result.at("plots")[size_t(i)].at("series").get<int>(), 3 + 3) << result.at("plots")[size_t(i)].dump();
+  EXPECT_EQ(result.at("plots")[4].at("title"), "test accuracy against step");
+  EXPECT_EQ(result.at("plots")[4].at("series").get<int>(), 2);
+  EXPECT_EQ(result.at("plots")[4].at("points").get<int>(), 3);
+  // The image, decoded by the browser; the confusion matrix of the classifier; the profile's op
+  // table, which sorts by a clicked column.
+  ASSERT_EQ(result.at("images").size(), 1u);
+  EXPECT_EQ(result.at("images")[0].at("width").get<int>(), 80);
+  EXPECT_EQ(result.at("images")[0].at("height").get<int>(), 60);
+  EXPECT_EQ(result.at("confusion_cells").get<int>(), 10 * 10);
+  EXPECT_GT(result.at("op_rows").get<int>(), 10);
+  EXPECT_TRUE(result.at("op_table_sorts").get<bool>());
   const int64_t tiny_rows = int64_t(test::lines_of(test::read_bytes(dir.file("tiny/metrics.jsonl"))).size());
   EXPECT_EQ(result.at("rows").get<int64_t>(), tiny_rows + 100000);
   EXPECT_EQ(result.at("first_rendered_row").get<int64_t>(), 50000);
@@ -83,6 +106,9 @@ TEST(Report, OpensOfflineInARealBrowserWithPlotsAndAVirtualTable) {
 
 TEST(Report, RefusesWhatIsNotARun) {
   TempDir dir;
+  std::filesystem::create_directories(dir.file("run"));
+  test::write_bytes(dir.file("run/metrics.jsonl"), "{\"step\":1}\n");
+  EXPECT_TRUE(test::ThrowsUserError([&] { render_report({dir.file("run")}, {dir.file("run")}); }, {dir.file("run"), "ops.json"}));
   EXPECT_TRUE(test::ThrowsUserError([&] { render_report({dir.path()}); }, {dir.path(), "metrics.jsonl"}));
   test::write_bytes(dir.file("metrics.jsonl"), "{\"step\":1}\nnot json\n");
   EXPECT_TRUE(test::ThrowsUserError([&] { render_report({dir.path()}); }, {dir.file("metrics.jsonl") + ":2"}));

@@ -44,6 +44,20 @@ std::vector<nlohmann::json> read_metrics(const std::string& path) {
 }
 
 // Checks the files of a finished run and its metrics lines; returns the metrics.
+// The confusion matrix counts every test example once, its diagonal the correct ones.
+void check_confusion(const nlohmann::json& summary, int classes, int64_t examples) {
+  const auto counts = summary.at("confusion").get<std::vector<std::vector<int64_t>>>();
+  ASSERT_EQ(counts.size(), size_t(classes));
+  int64_t total = 0, correct = 0;
+  for (int t = 0; t < classes; ++t) {
+    ASSERT_EQ(counts[size_t(t)].size(), size_t(classes));
+    for (int p = 0; p < classes; ++p) total += counts[size_t(t)][size_t(p)];
+    correct += counts[size_t(t)][size_t(t)];
+  }
+  EXPECT_EQ(total, examples);
+  EXPECT_DOUBLE_EQ(double(correct) / double(examples), summary.at("test_accuracy").get<double>());
+}
+
 std::vector<nlohmann::json> check_finished_run(const std::string& dir, const nlohmann::json& summary, bool blocks) {
   for (const char* f : {"summary.json", "metrics.jsonl", "model.safetensors", "checkpoint.safetensors", "config.toml"})
     EXPECT_TRUE(fs::exists(fs::path(dir) / f)) << f;
@@ -55,7 +69,15 @@ std::vector<nlohmann::json> check_finished_run(const std::string& dir, const nlo
   // One line per block that trained since the previous log point (one line end-to-end); every
   // step is counted in exactly one line.
   int64_t last = 0, last_block = -1, counted = 0;
+  // The final evaluation is the last line: the summary's figures, marked final.
+  EXPECT_TRUE(metrics.back().contains("evaluation")) << metrics.back().dump();
+  EXPECT_TRUE(metrics.back().value("final", false));
+  EXPECT_EQ(metrics.back().value("step", int64_t(-1)), summary.at("steps").get<int64_t>());
+  const auto headline = Metric::from_json(summary.at("headline"));
+  EXPECT_EQ(metrics.back().value("headline", ""), headline.name);
+  EXPECT_EQ(metrics.back().value("evaluation", nlohmann::json::object()).value(headline.name, -1.0), headline.value);
   for (const auto& m : metrics) {
+    if (m.contains("evaluation")) continue;
     for (const char* key : {"step", "loss", "plain_loss", "steps", "lr", "grad_norm", "seconds"})
       EXPECT_TRUE(m.contains(key)) << key << " missing in " << m.dump();
     EXPECT_EQ(m.contains("block"), blocks) << m.dump();
@@ -96,6 +118,7 @@ TEST(Training, EndToEndLearnsSyntheticData) {
   EXPECT_EQ(summary.at("test_examples").get<int64_t>(), 200);
   EXPECT_EQ(summary.at("train_examples").get<int64_t>(), 600);
   EXPECT_EQ(summary.at("family"), "classifier");
+  check_confusion(summary, 10, 200);
   // The family-neutral headline is the classifier's accuracy, higher is better.
   const auto headline = Metric::from_json(summary.at("headline"));
   EXPECT_EQ(headline.value, summary.at("test_accuracy").get<double>());
@@ -127,6 +150,7 @@ void check_blocks_learn(const std::string& label_token) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(inference[size_t(i)].at("block").get<int>(), i);
   EXPECT_EQ(inference[2].at("accuracy"), summary.at("test_accuracy"));
   EXPECT_EQ(summary.at("teacher_forced").size(), 3u);
+  check_confusion(summary, 10, 200);
   check_finished_run(out.path(), summary, true);
 }
 
@@ -175,8 +199,10 @@ TEST(Training, ResumedRunIsBitIdenticalToUninterruptedRun) {
   ASSERT_EQ(ma.size(), mb.size());
   for (size_t i = 0; i < ma.size(); ++i) {
     auto a_line = ma[i], b_line = mb[i];
-    a_line.erase("seconds");
-    b_line.erase("seconds");
+    for (const char* clock : {"seconds", "eval_seconds"}) {
+      a_line.erase(clock);
+      b_line.erase(clock);
+    }
     EXPECT_EQ(a_line, b_line) << "line " << i;
   }
   EXPECT_GT(summary_split.at("train_seconds").get<double>(), std::stod(meta.at("train_seconds")));
@@ -185,6 +211,46 @@ TEST(Training, ResumedRunIsBitIdenticalToUninterruptedRun) {
   EXPECT_EQ(again.at("test_accuracy"), summary_full.at("test_accuracy"));
   EXPECT_EQ(test::read_bytes(split.file("model.safetensors")), test::read_bytes(full.file("model.safetensors")));
   EXPECT_EQ(read_metrics(split.file("metrics.jsonl")).size(), ma.size());
+}
+
+// Evaluations during training (train.eval_every) are logged and refresh the report, and change
+// nothing of the training itself: the weights equal a run's without them.
+TEST(Training, EvaluationsDuringTrainingAreLoggedAndChangeNothing) {
+  TempDir plain, evaluated;
+  Config cfg = test::tiny_config("blocks", test::synthetic_data_dir());
+  cfg.train.epochs = 1;  // 54 steps
+  cfg.data.test_limit = 100;
+  train(cfg, test::train_options(plain.path(), "plain"));
+  cfg.train.eval_every = 20;
+  cfg.train.checkpoint_every = 25;
+  auto opts = test::train_options(evaluated.path(), "evaluated");
+  int refreshes = 0;
+  opts.refresh = [&] { ++refreshes; };
+  const auto summary = train(cfg, opts);
+  const auto a = load_safetensors(plain.file("model.safetensors")), b = load_safetensors(evaluated.file("model.safetensors"));
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
+  std::vector<int64_t> steps;
+  for (const auto& m : read_metrics(evaluated.file("metrics.jsonl")))
+    if (m.contains("evaluation")) {
+      steps.push_back(m.at("step").get<int64_t>());
+      EXPECT_TRUE(m.at("evaluation").contains("test accuracy")) << m.dump();
+      EXPECT_GT(m.at("eval_seconds").get<double>(), 0.0);
+    }
+  EXPECT_EQ(steps, (std::vector<int64_t>{20, 40, 54}));
+  EXPECT_EQ(refreshes, 2 + 2 + 1) << "after each evaluation, each checkpoint before the end, and the summary";
+  // The final evaluation's clock is the run's training time.
+  EXPECT_EQ(read_metrics(evaluated.file("metrics.jsonl")).back().at("seconds"), summary.at("train_seconds"));
+
+  // Where the whole model is not in the process, there is nothing to evaluate: said before training.
+  Config resident = cfg;
+  resident.set("train.schedule=resident");
+  EXPECT_TRUE(test::ThrowsUserError([&] { resident.validate(); }, {"train.eval_every", "resident"}));
+  Config independent = cfg;
+  independent.set("train.shared=independent");
+  auto one_block = test::train_options(evaluated.file("alone"), "alone");
+  one_block.only_block = 1;
+  EXPECT_TRUE(test::ThrowsUserError([&] { train(independent, one_block); }, {"train.eval_every", "--block"}));
 }
 
 TEST(Training, ResumeWithAnotherConfigIsRefused) {
@@ -340,7 +406,7 @@ TEST(Cli, DemoTrainsBothModesAndWritesBothSummaries) {
   std::string sets;
   for (const char* kv : {"model.layers=3", "model.hidden=32", "model.heads=2", "model.mlp_ratio=2", "model.cond_dim=16",
                          "train.batch_size=32", "train.epochs=4", "train.lr=3e-3", "train.min_lr=1e-4",
-                         "train.warmup=0.05", "train.seed=3", "data.test_limit=50"})
+                         "train.warmup=0.05", "train.seed=3", "data.test_limit=50", "train.eval_every=30"})
     sets += std::string(" --set ") + kv;
   const auto r = run_cli("demo --out " + quote(out) + " --set data.dir=" + quote(test::synthetic_data_dir()) + sets, dir);
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -349,6 +415,15 @@ TEST(Cli, DemoTrainsBothModesAndWritesBothSummaries) {
     EXPECT_EQ(summary.at("mode").get<std::string>(), mode);
     EXPECT_EQ(summary.at("test_examples").get<int64_t>(), 50);
     EXPECT_GT(summary.at("test_accuracy").get<double>(), 0.5) << mode << ": chance is 0.1";
+  }
+  // Evaluations at equal compute (blocks: B times the steps apart), each run with its own page.
+  const std::map<std::string, std::vector<int64_t>> evaluated = {{"e2e", {30, 60, 72}}, {"blocks", {90, 180, 216}}};
+  for (const auto& [mode, expected] : evaluated) {
+    std::vector<int64_t> steps;
+    for (const auto& m : read_metrics(out + "/" + mode + "/metrics.jsonl"))
+      if (m.contains("evaluation")) steps.push_back(m.at("step").get<int64_t>());
+    EXPECT_EQ(steps, expected) << mode;
+    EXPECT_TRUE(fs::exists(out + "/" + mode + "/report.html")) << mode;
   }
   // Equal compute: blocks mode ran B times the steps.
   EXPECT_EQ(RunDir(out + "/blocks", false).read_json("summary.json").at("steps").get<int64_t>(),
@@ -380,9 +455,11 @@ TEST(Cli, TrainResumeAndEvalARun) {
   expect_one_line_error(r, {run, "--resume"}, true);
   EXPECT_EQ(test::read_bytes(run + "/checkpoint.safetensors"), checkpoint);
 
-  r = run_cli(train + " --resume", dir);
+  r = run_cli(train + " --resume --report", dir);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(Contains(r.err, "resuming from step 2"));
+  // --report: the run's page, written when the summary was (its data holds the summary).
+  EXPECT_TRUE(Contains(test::read_bytes(run + "/report.html"), "\"train_examples\":64"));
   const auto summary = RunDir(run, false).read_json("summary.json");
   EXPECT_EQ(summary.at("steps").get<int64_t>(), 6);
   EXPECT_EQ(summary.at("block_steps"), nlohmann::json::array({2, 2, 2}));

@@ -17,6 +17,7 @@ struct TrainArgs {
   long long parent_pid = 0;  // end with this process (demo's children): a parent-death signal
   int block = -1;            // train this block alone, in <out>/blocks/<block>
   bool distributed = false;  // join a distributed run from the environment (torchrun, Slurm, blocklab launch)
+  bool report = false;       // keep <out>/report.html current (after every evaluation and checkpoint)
 };
 int cmd_train(const TrainArgs& a);
 
@@ -85,6 +86,7 @@ int cmd_judge(const JudgeArgs& a);
 struct ReportArgs {
   std::vector<std::string> runs;
   std::string out = "report.html";
+  std::vector<std::string> profiles;  // more `blocklab profile` directories to show
 };
 /// One self-contained HTML page of one or more runs.
 int cmd_report(const ReportArgs& a);

@@ -37,11 +37,18 @@ void forward_signal(int sig) {
     if (pid > 0) ::kill(pid, sig);
 }
 
-pid_t spawn_train(const std::string& config, const std::string& mode, const std::string& out) {
-  return spawn_self({"blocklab", "train", config, "--set", "model.mode=" + mode, "--out", out, "--plain-progress",
+// Each run keeps its own report.html current (open runs/demo/<mode>/report.html while it trains)
+// and evaluates every `eval_every` steps.
+pid_t spawn_train(const std::string& config, const std::string& mode, const std::string& out, int eval_every) {
+  return spawn_self({"blocklab", "train", config, "--set", "model.mode=" + mode, "--set",
+                     "train.eval_every=" + std::to_string(eval_every), "--out", out, "--plain-progress", "--report",
                      "--tag", mode, "--parent-pid", std::to_string(::getpid())},
                     "the demo's training process");
 }
+
+// End-to-end steps between the demo's evaluations, when the config does not say: 4 in the
+// default recipe (2,340 steps), each some seconds on the 10,000 test images.
+constexpr int kDemoEvalEvery = 600;
 
 // Waits for the children (in spawn order); false if a signal stopped the demo.
 bool wait_all(const std::vector<pid_t>& pids, const std::vector<std::string>& modes) {
@@ -74,18 +81,21 @@ int cmd_demo(const DemoArgs& a) {
              a.sequential ? "one after the other" : "side by side", a.out);
   const std::string config = dir.file("demo-config.toml");
   const std::vector<std::string> modes = {"e2e", "blocks"};
+  // Both modes evaluate at the same compute: a blocks step trains one block of B.
+  const int e2e_eval_every = cfg.train.eval_every > 0 ? cfg.train.eval_every : kDemoEvalEvery;
+  auto eval_every = [&](const std::string& mode) { return mode == "blocks" ? e2e_eval_every * cfg.model.blocks : e2e_eval_every; };
   g_demo_signal = 0;
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, forward_signal);
   bool finished = true;
   if (a.sequential) {
     for (size_t i = 0; i < modes.size() && finished; ++i) {
-      g_children[0] = spawn_train(config, modes[i], dir.file(modes[i]));
+      g_children[0] = spawn_train(config, modes[i], dir.file(modes[i]), eval_every(modes[i]));
       finished = wait_all({g_children[0]}, {modes[i]});
     }
   } else {
     std::vector<pid_t> pids;
     for (size_t i = 0; i < modes.size(); ++i) {
-      pids.push_back(spawn_train(config, modes[i], dir.file(modes[i])));
+      pids.push_back(spawn_train(config, modes[i], dir.file(modes[i]), eval_every(modes[i])));
       g_children[i] = pids.back();
     }
     finished = wait_all(pids, modes);

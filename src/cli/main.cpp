@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "io/config.h"
 #include "util/error.h"
+#include "util/system.h"
 
 #ifdef BLOCKLAB_JEMALLOC
 // Keep freed pages: returning them costs page faults on every fresh activation buffer.
@@ -16,6 +17,7 @@ const char* malloc_conf = "dirty_decay_ms:-1,muzzy_decay_ms:-1";
 int main(int argc, char** argv) {
   using namespace blocklab;
   CLI::App app{"blocklab: train deep networks end-to-end or block-wise (DiffusionBlocks)"};
+  app.set_version_flag("--version", std::string("blocklab ") + build_commit());
   app.require_subcommand(1);
   app.footer("Run `blocklab COMMAND --help` for a command's options.");
 
@@ -26,6 +28,8 @@ int main(int argc, char** argv) {
   t->add_option("--out", train.out, "run directory (default runs/<config>-<mode>)");
   t->add_flag("--resume", train.resume, "continue the run in --out from its last checkpoint");
   t->add_flag("--plain-progress", train.plain, "periodic progress lines instead of a bar");
+  t->add_flag("--report", train.report,
+              "keep <out>/report.html current: rewritten after every evaluation (train.eval_every) and checkpoint");
   t->add_option("--tag", train.tag, "prefix of progress lines")->group("");
   t->add_option("--stop-after", train.stop_after, "stop with a checkpoint after N steps")->group("");
   t->add_option("--parent-pid", train.parent_pid, "end (with a checkpoint) when this process ends")->group("");
@@ -97,6 +101,8 @@ int main(int argc, char** argv) {
   auto* rp = app.add_subcommand("report", "one offline HTML page of one or more runs: plots, summaries, metrics");
   rp->add_option("runs", report.runs, "run directories (the first is the reference of differences)")->required();
   rp->add_option("--out", report.out, "HTML file to write");
+  rp->add_option("--profile", report.profiles,
+                 "a `blocklab profile` output directory to show (repeatable; a run's own profile*/ are found)");
 
   DemoArgs demo;
   auto* d = app.add_subcommand("demo", "train the default recipe end-to-end and block-wise, then compare");

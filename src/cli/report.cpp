@@ -10,7 +10,7 @@
 namespace blocklab {
 
 int cmd_report(const ReportArgs& a) {
-  const auto page = render_report(a.runs);
+  const auto page = render_report(a.runs, a.profiles);
   write_file_atomic(a.out, page);
   fmt::print("{}: {} run(s), {:.1f} KiB\n", a.out, a.runs.size(), double(page.size()) / 1024.0);
   return 0;

@@ -100,10 +100,7 @@ int cmd_judge(const JudgeArgs& a) {
   auto summary = g.loaded.run.has("summary.json") ? g.loaded.run.read_json("summary.json") : nlohmann::json::object();
   summary["judge"] = r;
   g.loaded.run.write_json("summary.json", summary);
-  std::string samples;
-  for (size_t i = 0; i < prompts.size(); ++i)
-    samples += fmt::format("=== prompt {}\n{}\n--- generated\n{}\n--- reference\n{}\n\n", i, prompts[i], generated[i], references[i]);
-  g.loaded.run.write_text("judge-samples.txt", samples);
+  g.loaded.run.write_text("judge-samples.txt", samples_text(prompts, generated, references));
   fmt::print("generated: {:.3f} bits/byte under the judge, distinct 4-grams {:.3f}\n", r["generated_bits_per_byte"].get<double>(),
              r["generated_distinct_4grams"].get<double>());
   fmt::print("reference: {:.3f} bits/byte under the judge, distinct 4-grams {:.3f}\n", r["reference_bits_per_byte"].get<double>(),

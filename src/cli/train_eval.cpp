@@ -15,6 +15,7 @@
 #include "io/atomic_file.h"
 #include "io/run_dir.h"
 #include "io/safetensors.h"
+#include "report/report.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 #include "util/error.h"
@@ -77,6 +78,11 @@ int cmd_train(const TrainArgs& a) {
   opts.tag = a.tag;
   opts.stop_after = a.stop_after;
   opts.only_block = block;
+  if (a.report) {
+    check_report_library();  // before training, not at the first refresh
+    const auto page = (std::filesystem::path(opts.out_dir) / "report.html").string();
+    opts.refresh = [page, dir = opts.out_dir] { write_file_atomic(page, render_report({dir})); };
+  }
   opts.group = group.get();
   opts.replica = replica;
   opts.replicas = replicas;
@@ -98,6 +104,7 @@ int cmd_eval(const std::string& run_dir, const std::vector<std::string>& overrid
   auto r = load_run(run_dir, overrides, WeightsChoice::Average);
   const auto evaluation = r.family->evaluate(*r.data, Split::Test, uint64_t(r.cfg.train.seed));
   r.run.write_json("eval.json", evaluation.to_json());
+  for (const auto& [name, contents] : evaluation.files) r.run.write_text(name, contents);
   fmt::print("{}", evaluation.report());
   return 0;
 }

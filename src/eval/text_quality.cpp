@@ -3,6 +3,8 @@
 #include <cmath>
 #include <unordered_set>
 
+#include <fmt/format.h>
+
 #include "data/text_data.h"
 #include "families/lm/ar.h"
 #include "util/error.h"
@@ -17,6 +19,15 @@ double distinct_ngrams(const std::vector<std::string>& texts, int n) {
   for (const auto& t : texts)
     for (size_t i = 0; i + size_t(n) <= t.size(); ++i, ++total) seen.insert(t.substr(i, size_t(n)));
   return total == 0 ? 0.0 : double(seen.size()) / double(total);
+}
+
+std::string samples_text(const std::vector<std::string>& prompts, const std::vector<std::string>& generated,
+                         const std::vector<std::string>& references) {
+  std::string out;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    out += fmt::format("=== prompt {}\n{}\n--- generated\n{}\n--- reference\n{}\n\n", i, prompts[i], generated[i],
+                       references[i]);
+  return out;
 }
 
 double judge_bits(AutoregressiveLM& judge, const std::vector<std::string>& prompts,

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,9 @@ struct Evaluation {
   nlohmann::json details;            // everything else, merged into summary.json / eval.json
   int64_t examples = 0;
   double ms_per_example = 0;         // inference wall time
+  /// What the family made for a person to look at, written beside summary.json (eval.json) and
+  /// shown by `blocklab report`: file name -> contents ("samples.png", "samples.txt").
+  std::map<std::string, std::string> files;
 
   nlohmann::json to_json() const;
   static Evaluation from_json(const nlohmann::json& j);

@@ -206,6 +206,9 @@ const std::vector<Field>& fields() {
       BL_FIELD(int64_t, "train.seed", train.seed, "seed of data order, init and noise", at_least<int64_t>(0)),
       BL_FIELD(int, "train.log_every", train.log_every, "steps between metrics lines", at_least(1)),
       BL_FIELD(int, "train.checkpoint_every", train.checkpoint_every, "steps between checkpoints", at_least(1)),
+      BL_FIELD(int, "train.eval_every", train.eval_every,
+               "steps between evaluations on the test split during training, logged to metrics.jsonl (0: at the end only)",
+               at_least(0)),
       at_evaluation(BL_FIELD(int, "train.threads", train.threads, "intra-op CPU threads", between(1, 256))),
       at_evaluation(BL_FIELD(std::string, "train.device", train.device, "cpu or cuda",
                              Check<std::string>([](const std::string& v) {
@@ -398,6 +401,9 @@ void Config::validate() const {
       (train.schedule != BlockSchedule::Interleaved || train.shared != SharedModules::Synced))
     fail(fmt::format("train.schedule = \"{}\" and train.shared = \"{}\" are for blocks mode; model.mode is \"e2e\"",
                      to_string(train.schedule), to_string(train.shared)));
+  if (train.eval_every > 0 && blocks_mode() && train.schedule == BlockSchedule::Resident)
+    fail("train.eval_every needs the whole model in memory; train.schedule = \"resident\" holds one block "
+         "(evaluate afterwards with `blocklab eval`, or set train.eval_every = 0)");
   if (train.schedule == BlockSchedule::Rounds && train.shared == SharedModules::Independent)
     fail("train.schedule = \"rounds\" sums the shared modules' gradients; independent blocks have none to sum "
          "(use interleaved or resident)");

@@ -75,6 +75,7 @@ struct TrainConfig {
   int64_t seed = 0;
   int log_every = 50;           // steps between metrics.jsonl lines
   int checkpoint_every = 1000;  // steps between checkpoints (and one at the end)
+  int eval_every = 0;           // steps between evaluations during training, logged to metrics.jsonl (0: at the end only)
   int threads = 1;              // intra-op threads; 1 is the robust default on 2 shared cores
   std::string device = "cpu";   // "cpu" or "cuda"
   double ema_decay = -1;        // exponential moving average of the weights; 0 off, -1 the family's default

@@ -88,7 +88,8 @@ void RunDir::truncate_metrics(int64_t step) const {
     if (line.empty()) continue;
     auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) continue;  // a line cut short by a crash
-    if (j.value("step", int64_t(0)) <= step) kept += line + "\n";
+    // The final evaluation's line is written again by whatever run reaches the end.
+    if (j.value("step", int64_t(0)) <= step && !j.value("final", false)) kept += line + "\n";
   }
   write_text("metrics.jsonl", kept);
 }

@@ -25,7 +25,7 @@ class RunDir {
 
   /// Appends one JSON line to metrics.jsonl and flushes it.
   void append_metrics(const nlohmann::json& line) const;
-  /// Drops metric lines of steps after `step` (a resumed run rewrites them).
+  /// Drops metric lines of steps after `step` and the final evaluation's (a resumed run rewrites them).
   void truncate_metrics(int64_t step) const;
 
   const std::string& root() const { return root_; }

@@ -108,6 +108,7 @@ nlohmann::json ProfileResult::ops_json(const ProfileOptions& o) const {
           {"threads", c.train.threads},
           {"device", c.train.device},
           {"blas_core", blas_core()},
+          {"commit", build_commit()},
           {"clock", cuda ? "CUDA events" : "CPU steady clock"},
           {"steps", int(this->steps.size())},
           {"events", profile.events.size()},

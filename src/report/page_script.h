@@ -2,8 +2,9 @@
 #pragma once
 namespace blocklab {
 inline constexpr const char* kReportScript = R"js(
-// blocklab report page: plots (dygraphs), a summary table, and the raw metrics in a virtual table
-// whose row offsets live in a Fenwick tree. Data: the JSON in <script id="data">.
+// blocklab report page: plots (dygraphs), a summary table, what the runs made (text, images,
+// confusion matrices), profiles, and the raw metrics in a virtual table whose row offsets live in
+// a Fenwick tree. Data: the JSON in <script id="data">.
 "use strict";
 const errors = [];
 window.addEventListener("error", e => errors.push(String(e.message)));
@@ -44,30 +45,113 @@ function fmt(v) {
   return Math.abs(v) >= 1e4 || Math.abs(v) < 1e-3 ? v.toExponential(3) : v.toPrecision(4);
 }
 
-// One dygraph of `field` against `xField`, a series per run and block.
-function plot(id, title, xField, field) {
-  const series = [], points = new Map();
-  RUNS.forEach((run, r) => {
-    const blocks = [...new Set(run.metrics.map(m => m.block === undefined ? -1 : m.block))].sort((a, b) => a - b);
-    blocks.forEach(b => {
-      const k = series.length;
-      series.push(run.name + (b < 0 ? "" : " block " + b));
-      run.metrics.filter(m => (m.block === undefined ? -1 : m.block) === b && m[field] !== undefined).forEach(m => {
-        if (!points.has(m[xField])) points.set(m[xField], []);
-        points.get(m[xField])[k] = m[field];
-      });
-    });
-  });
+// A dygraph of `series` ([{label, points: [[x, y], ...]}]) in element `el`; log scale when the
+// values span more than two decades.
+function drawPlot(el, title, xlabel, series) {
+  const points = new Map();
+  series.forEach((s, k) => s.points.forEach(([x, y]) => {
+    if (!points.has(x)) points.set(x, []);
+    points.get(x)[k] = y;
+  }));
   const xs = [...points.keys()].sort((a, b) => a - b);
   const rows = xs.map(x => { const v = points.get(x); return [x, ...series.map((_, k) => v[k] === undefined ? null : v[k])]; });
-  const el = document.getElementById(id);
   if (rows.length === 0) { el.textContent = title + ": nothing logged"; return; }
   const vals = rows.flatMap(r => r.slice(1)).filter(v => v !== null && v > 0);
   const logscale = vals.length > 0 && Math.max(...vals) / Math.min(...vals) > 100;
   graphs.push(new Dygraph(el, rows, {
-    title, labels: [xField, ...series], logscale, connectSeparatedPoints: true, legend: "always",
-    labelsSeparateLines: true, xlabel: xField, width: 560, height: 300, axes: { y: { axisLabelWidth: 70 } },
+    title, labels: [xlabel, ...series.map(s => s.label)], logscale, connectSeparatedPoints: true, legend: "always",
+    labelsSeparateLines: true, xlabel, width: 560, height: 300, axes: { y: { axisLabelWidth: 70 } },
+    drawPoints: rows.length < 60,
   }));
+}
+
+// `field` of the training lines against `xField`, a series per run and block.
+function plot(id, title, xField, field) {
+  const series = [];
+  RUNS.forEach(run => {
+    const lines = run.metrics.filter(m => m[field] !== undefined && m[xField] !== undefined);
+    const blockOf = m => m.block === undefined ? -1 : m.block;
+    [...new Set(lines.map(blockOf))].sort((a, b) => a - b).forEach(b => series.push({
+      label: run.name + (b < 0 ? "" : " block " + b),
+      points: lines.filter(m => blockOf(m) === b).map(m => [m[xField], m[field]]),
+    }));
+  });
+  drawPlot(document.getElementById(id), title, xField, series);
+}
+
+// Evaluations (train.eval_every, and the one at the end): a plot per headline metric, a series
+// per run and figure (the headline and the family's alternatives).
+function evaluationPlots() {
+  const byHeadline = new Map();
+  RUNS.forEach(run => run.metrics.filter(m => m.evaluation).forEach(m => {
+    const headline = m.headline || Object.keys(m.evaluation)[0];
+    if (!byHeadline.has(headline)) byHeadline.set(headline, new Map());
+    const series = byHeadline.get(headline);
+    Object.entries(m.evaluation).forEach(([name, value]) => {
+      const label = run.name + (name === headline ? "" : ": " + name);
+      if (!series.has(label)) series.set(label, { label, points: [] });
+      series.get(label).points.push([m.step, value]);
+    });
+  }));
+  if (byHeadline.size === 0) return;
+  const box = document.getElementById("evaluations");
+  const h = document.createElement("h2");
+  h.textContent = "Evaluation";
+  const plots = document.createElement("div");
+  plots.className = "plots";
+  box.append(h, plots);
+  byHeadline.forEach((series, headline) => {
+    const el = document.createElement("div");
+    plots.appendChild(el);
+    drawPlot(el, headline + " against step", "step", [...series.values()]);
+  });
+}
+
+// A table whose columns sort by a click on their header (again: the other way).
+// columns: [{key, label, show?, text?}] (text: left-aligned); rows: objects.
+function sortableTable(columns, rows) {
+  const t = document.createElement("table");
+  t.className = "sortable";
+  const head = t.createTHead().insertRow(), body = t.createTBody();
+  let sortKey = null, descending = true;
+  const render = () => {
+    const sorted = sortKey === null ? rows : [...rows].sort((a, b) => {
+      const x = a[sortKey], y = b[sortKey];
+      const c = typeof x === "number" && typeof y === "number" ? x - y : String(x ?? "").localeCompare(String(y ?? ""));
+      return descending ? -c : c;
+    });
+    body.replaceChildren();
+    sorted.forEach(r => {
+      const tr = body.insertRow();
+      columns.forEach(c => {
+        const td = tr.insertCell();
+        td.textContent = c.show ? c.show(r[c.key], r) : fmt(r[c.key]);
+        if (c.text) td.className = "text";
+      });
+    });
+  };
+  columns.forEach(c => {
+    const th = document.createElement("th");
+    th.textContent = c.label;
+    th.dataset.key = c.key;
+    th.title = "sort";
+    th.onclick = () => {
+      descending = sortKey === c.key ? !descending : true;
+      sortKey = c.key;
+      head.querySelectorAll("th").forEach(x => x.className = x === th ? (descending ? "down" : "up") : "");
+      render();
+    };
+    head.appendChild(th);
+  });
+  render();
+  return t;
+}
+
+function element(tag, text, className) {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (className) e.className = className;
+  return e;
 }
 
 function summaryTable() {
@@ -77,6 +161,18 @@ function summaryTable() {
   const headline = h => !h ? "" : h.name + " " + (h.percent ? (100 * h.value).toFixed(2) + "%" : fmt(h.value));
   rows.push(["headline", ...RUNS.map(r => headline(r.summary.headline))]);
   keys.filter(k => RUNS.some(r => r.summary[k] !== undefined)).forEach(k => rows.push([k, ...RUNS.map(r => r.summary[k])]));
+  // The family's own figures: alternatives to the headline, accuracy after each inference step
+  // and each block's teacher-forced accuracy (classifier), FD's floor and extrapolation (DiT).
+  const named = new Map();
+  const add = (label, r, v) => { if (!named.has(label)) named.set(label, []); named.get(label)[r] = v; };
+  RUNS.forEach((run, r) => {
+    const s = run.summary;
+    (s.alternatives || []).forEach(m => add(m.name + (m.percent ? " (%)" : ""), r, m.percent ? 100 * m.value : m.value));
+    (s.inference_steps || []).forEach((st, i) => add("% after step " + (i + 1) + " (block " + st.block + ")", r, 100 * st.accuracy));
+    (s.teacher_forced || []).forEach(t => add("% teacher-forced, block " + t.block, r, 100 * t.accuracy));
+    ["fd_floor", "fd_infinity", "accuracy"].forEach(k => { if (typeof s[k] === "number") add(k, r, s[k]); });
+  });
+  named.forEach((values, label) => rows.push([label, ...RUNS.map((_, r) => values[r])]));
   const t = document.getElementById("summary");
   rows.forEach((cells, i) => {
     const tr = t.insertRow();
@@ -91,16 +187,80 @@ function summaryTable() {
   });
 }
 
-// Generated text (the language models' judge-samples.txt), the start of it per run.
-function samples() {
-  const box = document.getElementById("samples");
-  RUNS.filter(r => r.text_samples).forEach(r => {
-    const h = document.createElement("h2");
-    h.textContent = "Generated text: " + r.name;
-    const pre = document.createElement("div");
-    pre.className = "samples";
-    pre.textContent = r.text_samples;
-    box.append(h, pre);
+// What the runs made: generated text, images (sample grids) and the classifier's confusion matrix.
+function made() {
+  const box = document.getElementById("made");
+  RUNS.forEach(run => {
+    run.texts.forEach(t => {
+      box.append(element("h2", "Generated text: " + run.name + " (" + t.file + ")"), element("div", t.text, "samples"));
+    });
+    run.images.forEach(im => {
+      box.appendChild(element("h2", "Images: " + run.name + " (" + im.file + ")"));
+      if (!im.src) { box.appendChild(element("p", im.file + ": " + im.bytes + " bytes, too big to inline; it is in the run directory")); return; }
+      const img = document.createElement("img");
+      img.src = im.src;
+      img.alt = run.name + " " + im.file;
+      img.className = "figure";
+      box.appendChild(img);
+    });
+    const c = run.summary.confusion;
+    if (c) {
+      box.append(element("h2", "Confusion matrix: " + run.name),
+                 element("p", "Rows: the true class; columns: the predicted one; colour: the share of the row."));
+      box.appendChild(confusionTable(c));
+    }
+  });
+}
+
+function confusionTable(counts) {
+  const t = element("table", undefined, "confusion");
+  const head = t.insertRow();
+  head.insertCell().textContent = "true \\ predicted";
+  counts.forEach((_, k) => head.insertCell().textContent = k);
+  head.insertCell().textContent = "recall";
+  counts.forEach((row, i) => {
+    const tr = t.insertRow(), total = row.reduce((a, b) => a + b, 0);
+    tr.insertCell().textContent = i;
+    row.forEach((n, j) => {
+      const td = tr.insertCell(), share = total ? n / total : 0;
+      td.textContent = n;
+      td.className = "cell";
+      td.style.background = (i === j ? "rgba(40,140,60," : "rgba(200,40,40,") + Math.min(1, i === j ? share : 4 * share).toFixed(3) + ")";
+      td.title = (100 * share).toFixed(1) + "% of class " + i;
+    });
+    tr.insertCell().textContent = total ? (100 * row[i] / total).toFixed(1) + "%" : "";
+  });
+  return t;
+}
+
+// Profiles (`blocklab profile`): the step's phases and the op table, both sortable.
+function profiles() {
+  const box = document.getElementById("profiles");
+  DATA.profiles.forEach(p => {
+    box.appendChild(element("h2", "Profile: " + (p.run ? p.run + " / " : "") + p.dir.split("/").pop() + " (" + p.family + ", " + p.mode + ")"));
+    const per = p.steps ? fmt(p.wall_ms / p.steps) : "?";
+    box.appendChild(element("p", p.steps + " profiled steps, " + fmt(p.wall_ms) + " ms (" + per + " ms/step) by the " + p.clock +
+                                 ", batch " + p.batch_size + ", " + p.threads + " thread(s), device " + p.device + ", BLAS " + p.blas_core +
+                                 (p.commit ? ", commit " + p.commit : "") + "."));
+    (p.mfu || []).forEach(u => box.appendChild(element("p", "Model FLOP utilization, " + u.what + ": " + fmt(u.gflops) + " GFLOP/s" +
+      (u.mfu > 0 ? ", " + (100 * u.mfu).toFixed(1) + "% of the FMA roof, " + (100 * u.mfu_vs_gemm_peak).toFixed(1) + "% of the GEMM peak" : ""))));
+    const wall = p.wall_ms || 1;
+    box.appendChild(element("h3", "Phases of a step"));
+    box.appendChild(sortableTable([
+      { key: "name", label: "phase", show: v => v, text: true }, { key: "calls", label: "calls" }, { key: "total_ms", label: "total ms" },
+      { key: "share", label: "share %", show: v => v.toFixed(1) }, { key: "host_ms", label: "host ms (outside ops)" },
+      { key: "gflops", label: "GFLOP/s" }], (p.phases || []).map(ph => ({ ...ph, share: 100 * ph.total_ms / wall }))));
+    box.appendChild(element("h3", "Ops by self time" + (p.total_ops > p.ops.length ? " (the first " + p.ops.length + " of " + p.total_ops + "; all in ops.json)" : "")));
+    box.appendChild(sortableTable([
+      { key: "self_ms", label: "self ms" }, { key: "self_share", label: "self %", show: v => v.toFixed(2) },
+      { key: "total_ms", label: "total ms" }, { key: "calls", label: "calls" },
+      { key: "gflop", label: "GFLOP", show: v => v ? v.toFixed(3) : "" }, { key: "gflops", label: "GFLOP/s", show: v => v ? fmt(v) : "" },
+      { key: "peak_share", label: "% of peak", show: v => v ? (100 * v).toFixed(1) : "" },
+      { key: "name", label: "op (ranges: host time outside ops)", show: (v, r) => r.kind === "op" ? v : "<" + v + "> host", text: true },
+      { key: "shapes", label: "input shapes", show: v => v, text: true }],
+      p.ops.map(o => ({ ...o, self_share: 100 * o.self_ms / wall, gflop: o.flops / 1e9 }))));
+    box.appendChild(element("p", "The timeline: open " + p.trace + " in Perfetto (https://ui.perfetto.dev, drag the file onto the page; " +
+                                 "the trace stays in the browser) or, offline, in Chromium's chrome://tracing."));
   });
 }
 
@@ -124,9 +284,9 @@ function metricsTable() {
       div.className = "row" + (open ? " open" : "");
       div.dataset.row = i;
       div.style.top = table.fenwick.sum(i) + "px";
-      div.textContent = open ? name + " #" + i + "\n" + JSON.stringify(m, null, 2)
-                             : "#" + i + "  " + name + "  step " + m.step + (m.block !== undefined ? "  block " + m.block : "") +
-                               "  loss " + fmt(m.loss);
+      const what = m.evaluation ? "  evaluation: " + Object.entries(m.evaluation).map(([k, v]) => k + " " + fmt(v)).join(", ")
+                                : (m.block !== undefined ? "  block " + m.block : "") + "  loss " + fmt(m.loss);
+      div.textContent = open ? name + " #" + i + "\n" + JSON.stringify(m, null, 2) : "#" + i + "  " + name + "  step " + m.step + what;
       div.onclick = () => {
         if (open) table.expanded.delete(i); else table.expanded.add(i);
         render();
@@ -173,7 +333,21 @@ function selfTest() {
   out.rendered_rows = shown.length;
   out.first_rendered_row = shown.length ? Math.min(...shown) : -1;
   out.target_row = target;
-  out.sample_boxes = document.querySelectorAll("#samples .samples").length;
+  out.sample_boxes = document.querySelectorAll("#made .samples").length;
+  out.images = [...document.querySelectorAll("#made img")].map(i => ({ alt: i.alt, width: i.naturalWidth, height: i.naturalHeight }));
+  out.confusion_cells = document.querySelectorAll("table.confusion td.cell").length;
+  // The op table sorts by a clicked column, largest first, then the other way.
+  const opTable = document.querySelectorAll("#profiles table.sortable")[1];
+  out.op_rows = opTable ? opTable.tBodies[0].rows.length : 0;
+  if (opTable) {
+    const th = [...opTable.tHead.rows[0].cells].find(c => c.dataset.key === "calls"), col = th.cellIndex;
+    const column = () => [...opTable.tBodies[0].rows].map(r => Number(r.cells[col].textContent));
+    const sorted = (v, down) => v.every((x, i) => i === 0 || (down ? v[i - 1] >= x : v[i - 1] <= x));
+    th.click();
+    const down = sorted(column(), true);
+    th.click();
+    out.op_table_sorts = down && sorted(column(), false);
+  }
   out.errors = errors;
   document.getElementById("selftest").textContent = JSON.stringify(out);
 }
@@ -182,9 +356,12 @@ plot("plot-loss", "loss against step", "step", "loss");
 plot("plot-loss-time", "loss against training seconds", "seconds", "loss");
 plot("plot-lr", "learning rate", "step", "lr");
 plot("plot-grad", "gradient norm", "step", "grad_norm");
+evaluationPlots();
 summaryTable();
-samples();
+made();
+profiles();
 metricsTable();
-if (location.hash === "#selftest") selfTest();
+// After the images have decoded.
+if (location.hash === "#selftest") window.addEventListener("load", selfTest);
 )js";
 }  // namespace blocklab

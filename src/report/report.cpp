@@ -1,5 +1,6 @@
 #include "report/report.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -14,6 +15,8 @@ namespace blocklab {
 
 namespace {
 
+namespace fs = std::filesystem;
+
 std::string read_for_report(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UserError(fmt::format("{}: cannot be read ({})", path, what));
@@ -22,31 +25,100 @@ std::string read_for_report(const std::string& path, const std::string& what) {
   return s.str();
 }
 
-nlohmann::json read_run(const std::string& dir) {
-  namespace fs = std::filesystem;
-  const auto metrics_path = (fs::path(dir) / "metrics.jsonl").string();
-  if (!fs::exists(metrics_path)) throw UserError(fmt::format("{}: not a run directory (no metrics.jsonl)", dir));
-  nlohmann::json run;
-  run["name"] = fs::path(dir).lexically_normal().filename().string();
-  if (run["name"].get<std::string>().empty()) run["name"] = fs::path(dir).lexically_normal().parent_path().filename().string();
-  const auto summary_path = (fs::path(dir) / "summary.json").string();
-  run["summary"] = fs::exists(summary_path) ? nlohmann::json::parse(read_for_report(summary_path, "summary"), nullptr, false)
-                                            : nlohmann::json::object();
-  if (run["summary"].is_discarded()) throw UserError(fmt::format("{}: not valid JSON", summary_path));
-  // What the family made that a person reads: the language models' judged samples.
-  const auto samples = (fs::path(dir) / "judge-samples.txt").string();
-  if (fs::exists(samples)) run["text_samples"] = read_for_report(samples, "samples").substr(0, 6000);
-  run["metrics"] = nlohmann::json::array();
-  std::istringstream lines(read_for_report(metrics_path, "metrics"));
+// Standard base64 (RFC 4648), for images inlined as data: URLs.
+std::string base64(const std::string& bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, bytes.size() - i);
+    uint32_t v = 0;
+    for (size_t k = 0; k < 3; ++k) v = (v << 8) | (k < n ? uint8_t(bytes[i + k]) : 0u);
+    for (size_t k = 0; k < 4; ++k) out += k <= n ? kAlphabet[(v >> (18 - 6 * k)) & 63] : '=';
+  }
+  return out;
+}
+
+// The lines of one metrics.jsonl, appended to `rows`.
+void read_metrics(const std::string& path, nlohmann::json& rows) {
+  std::istringstream lines(read_for_report(path, "metrics"));
   int64_t number = 0;
   for (std::string line; std::getline(lines, line);) {
     ++number;
     if (line.empty()) continue;
     auto row = nlohmann::json::parse(line, nullptr, false);
-    if (row.is_discarded() || !row.is_object())
-      throw UserError(fmt::format("{}:{}: not a JSON object", metrics_path, number));
-    run["metrics"].push_back(std::move(row));
+    if (row.is_discarded() || !row.is_object()) throw UserError(fmt::format("{}:{}: not a JSON object", path, number));
+    rows.push_back(std::move(row));
   }
+}
+
+// The files of `dir` (not recursive) whose names end in `suffix`, sorted.
+std::vector<fs::path> files_ending(const std::string& dir, const std::string& suffix) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const auto name = e.path().filename().string();
+    if (e.is_regular_file() && name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// What the page shows of a profile directory (`blocklab profile`'s ops.json): the op table is cut
+// to its kMaxOps rows of the most self time.
+constexpr size_t kMaxOps = 400;
+nlohmann::json read_profile(const std::string& dir) {
+  const auto path = (fs::path(dir) / "ops.json").string();
+  if (!fs::exists(path)) throw UserError(fmt::format("{}: not a profile directory (no ops.json; `blocklab profile` writes one)", dir));
+  auto ops = nlohmann::json::parse(read_for_report(path, "profile"), nullptr, false);
+  if (ops.is_discarded() || !ops.is_object() || !ops.contains("ops")) throw UserError(fmt::format("{}: not a profile's ops.json", path));
+  nlohmann::json p = {{"dir", dir}, {"trace", (fs::path(dir) / "trace.json").string()}, {"total_ops", ops["ops"].size()}};
+  for (const char* key : {"mode", "family", "model", "batch_size", "threads", "device", "blas_core", "clock", "steps",
+                          "wall_ms", "self_sum_ms", "mfu", "phases", "commit"})
+    if (ops.contains(key)) p[key] = ops[key];
+  p["ops"] = nlohmann::json::array();
+  for (size_t i = 0; i < std::min(kMaxOps, ops["ops"].size()); ++i) p["ops"].push_back(ops["ops"][i]);
+  return p;
+}
+
+// Figures bigger than this are left out of the page (named there), which stays small enough to mail.
+constexpr uintmax_t kMaxImageBytes = 4 << 20;
+constexpr size_t kMaxTextBytes = 6000;
+
+nlohmann::json read_run(const std::string& dir) {
+  // Metrics: the run's, and those of blocks trained apart (blocks/K/metrics.jsonl, `--block`, launch).
+  std::vector<std::string> metric_files;
+  if (fs::exists(fs::path(dir) / "metrics.jsonl")) metric_files.push_back((fs::path(dir) / "metrics.jsonl").string());
+  if (fs::is_directory(fs::path(dir) / "blocks"))
+    for (int b = 0; fs::exists(fs::path(dir) / "blocks" / std::to_string(b)); ++b)
+      if (fs::exists(fs::path(dir) / "blocks" / std::to_string(b) / "metrics.jsonl"))
+        metric_files.push_back((fs::path(dir) / "blocks" / std::to_string(b) / "metrics.jsonl").string());
+  if (metric_files.empty()) throw UserError(fmt::format("{}: not a run directory (no metrics.jsonl)", dir));
+  nlohmann::json run;
+  const auto normal = fs::path(dir).lexically_normal();
+  run["name"] = (normal.filename().empty() ? normal.parent_path() : normal).filename().string();
+  const auto summary_path = (fs::path(dir) / "summary.json").string();
+  run["summary"] = fs::exists(summary_path) ? nlohmann::json::parse(read_for_report(summary_path, "summary"), nullptr, false)
+                                            : nlohmann::json::object();
+  if (run["summary"].is_discarded()) throw UserError(fmt::format("{}: not valid JSON", summary_path));
+  // What the family made for a person: generated text and images (PNG, inlined).
+  run["texts"] = nlohmann::json::array();
+  for (const char* name : {"samples.txt", "judge-samples.txt"}) {
+    const auto path = (fs::path(dir) / name).string();
+    if (fs::exists(path)) run["texts"].push_back({{"file", name}, {"text", read_for_report(path, "samples").substr(0, kMaxTextBytes)}});
+  }
+  run["images"] = nlohmann::json::array();
+  for (const auto& png : files_ending(dir, ".png")) {
+    nlohmann::json image = {{"file", png.filename().string()}, {"bytes", fs::file_size(png)}};
+    if (fs::file_size(png) <= kMaxImageBytes) image["src"] = "data:image/png;base64," + base64(read_for_report(png.string(), "image"));
+    run["images"].push_back(image);
+  }
+  run["profiles"] = nlohmann::json::array();
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_directory() && e.path().filename().string().rfind("profile", 0) == 0 && fs::exists(e.path() / "ops.json"))
+      run["profiles"].push_back(read_profile(e.path().string()));
+  run["metrics"] = nlohmann::json::array();
+  for (const auto& path : metric_files) read_metrics(path, run["metrics"]);
   return run;
 }
 
@@ -73,15 +145,28 @@ table#summary { border-collapse: collapse; } #summary td { border: 1px solid #cc
        font: 12px ui-monospace, monospace; border-bottom: 1px solid #eee; cursor: pointer; overflow: hidden; box-sizing: border-box; }
 .row.open { height: auto; background: #fafaf0; line-height: 16px; }
 #scrub { width: 100%; }
+table.sortable, table.confusion { border-collapse: collapse; font-size: 12px; margin-bottom: 1em; }
+.sortable td, .sortable th, .confusion td { border: 1px solid #ddd; padding: 1px 6px; text-align: right; }
+.sortable th { cursor: pointer; background: #f3f3f3; user-select: none; }
+.sortable th.down::after { content: " \25BC"; } .sortable th.up::after { content: " \25B2"; }
+.sortable td.text { text-align: left; font-family: ui-monospace, monospace; }
+.confusion td.cell { min-width: 3em; }
+img.figure { width: 640px; max-width: 100%; image-rendering: pixelated; border: 1px solid #ccc; }
+h3 { font-size: 1em; }
 .samples { white-space: pre-wrap; font: 12px ui-monospace, monospace; background: #f7f7f7; padding: 8px; max-height: 300px; overflow-y: auto; }
 )css";
 
 }  // namespace
 
-std::string render_report(const std::vector<std::string>& run_dirs) {
-  const std::string lib = std::string(kDygraphsDir) + "/dygraph.min.js", css = std::string(kDygraphsDir) + "/dygraph.min.css";
+void check_report_library() {
+  const std::string lib = std::string(kDygraphsDir) + "/dygraph.min.js";
   if (!std::filesystem::exists(lib))
     throw UserError(fmt::format("{}: missing; install Debian's libjs-dygraphs (scripts/install-deps.sh)", lib));
+}
+
+std::string render_report(const std::vector<std::string>& run_dirs, const std::vector<std::string>& profile_dirs) {
+  check_report_library();
+  const std::string lib = std::string(kDygraphsDir) + "/dygraph.min.js", css = std::string(kDygraphsDir) + "/dygraph.min.css";
   nlohmann::json data;
   data["runs"] = nlohmann::json::array();
   std::string names;
@@ -89,6 +174,15 @@ std::string render_report(const std::vector<std::string>& run_dirs) {
     data["runs"].push_back(read_run(dir));
     names += (names.empty() ? "" : ", ") + data["runs"].back()["name"].get<std::string>();
   }
+  data["profiles"] = nlohmann::json::array();
+  for (auto& run : data["runs"]) {
+    for (auto& p : run["profiles"]) {
+      p["run"] = run["name"];
+      data["profiles"].push_back(std::move(p));
+    }
+    run.erase("profiles");
+  }
+  for (const auto& dir : profile_dirs) data["profiles"].push_back(read_profile(dir));
   std::string page;
   page += "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>blocklab report: " + names + "</title>\n";
   page += "<style>" + read_for_report(css, "libjs-dygraphs") + kStyle + "</style>\n";
@@ -96,8 +190,9 @@ std::string render_report(const std::vector<std::string>& run_dirs) {
   page += "<h1>blocklab report: " + names + "</h1>\n";
   page += "<h2>Training</h2><div class=\"plots\"><div id=\"plot-loss\"></div><div id=\"plot-loss-time\"></div>"
           "<div id=\"plot-lr\"></div><div id=\"plot-grad\"></div></div>\n";
+  page += "<div id=\"evaluations\"></div>\n";
   page += "<h2>Summary</h2><p>Numbers in brackets: the difference to the first run.</p><table id=\"summary\"></table>\n";
-  page += "<div id=\"samples\"></div>\n";
+  page += "<div id=\"made\"></div>\n<div id=\"profiles\"></div>\n";
   page += "<h2>Metrics</h2><p>Every line of metrics.jsonl; click a row for all of it. The slider moves through the rows.</p>"
           "<input type=\"range\" id=\"scrub\" min=\"0\" value=\"0\"><div id=\"metrics\"><div id=\"metrics-space\"></div></div>\n";
   page += "<pre id=\"selftest\"></pre>\n";

@@ -99,6 +99,10 @@ class Trainer {
     if (other_config && opts_.only_block)
       throw UserError(fmt::format("{}: holds a run with another config.toml; train block {} of the same config",
                                   root_.root(), *opts_.only_block));
+    if (cfg_.train.eval_every > 0 && opts_.only_block)
+      throw UserError(fmt::format("train.eval_every = {}: a process that trains one block (--block, launch) cannot "
+                                  "evaluate the whole model; set train.eval_every = 0",
+                                  cfg_.train.eval_every));
     CheckpointState state;
     if (opts_.resume) {
       if (!run_.has("checkpoint.safetensors") && !run_.has("checkpoint.prev.safetensors"))
@@ -238,8 +242,9 @@ class Trainer {
     for (int sig : kStopSignals) previous.push_back(std::signal(sig, on_signal));
     Progress progress(plan_.size(), opts_.tag, state.step, opts_.plain_progress);
     const auto t0 = std::chrono::steady_clock::now();
-    auto elapsed = [&] {
-      return state.train_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    auto elapsed = [&] {  // training time: evaluations during training are not part of it
+      return state.train_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() -
+             eval_seconds_;
     };
     for (pos_ = state.step; pos_ < plan_.size() && !g_signal;) {
       const auto updates = plan_.at(pos_);
@@ -251,8 +256,12 @@ class Trainer {
       for (const auto& s : stats) window_.add(std::max(s.block, 0), s.loss, s.plain);
       if (opts_.group) opts_.group->publish("progress", std::to_string(pos_));
       if ((pos_ % cfg_.train.log_every == 0 || pos_ == plan_.size()) && writes()) log(stats.back(), elapsed(), progress);
+      // Before the checkpoint of the same step: a crash between the two repeats the evaluation.
+      if (cfg_.train.eval_every > 0 && pos_ % cfg_.train.eval_every == 0 && pos_ < plan_.size() && writes())
+        evaluate_now(elapsed());
       if (pos_ % cfg_.train.checkpoint_every == 0 || pos_ == plan_.size() || pos_ == opts_.stop_after) {
         if (writes()) checkpoint(elapsed());
+        if (writes() && opts_.refresh && pos_ < plan_.size()) opts_.refresh();
         if (pos_ == opts_.stop_after) break;
       }
     }
@@ -281,7 +290,34 @@ class Trainer {
       plain += w.plain, steps += w.steps;
       w = {};
     }
-    progress.update(pos_, fmt::format("plain loss {:.4f} lr {:.2e}", plain / double(std::max<int64_t>(steps, 1)), last.lr));
+    progress.update(pos_, fmt::format("plain loss {:.4f} lr {:.2e}{}", plain / double(std::max<int64_t>(steps, 1)),
+                                      last.lr, last_evaluation_));
+  }
+
+  // Evaluates the model as it is now (its average, with an EMA), then training goes on unchanged:
+  // evaluations draw from their own seeds and step() reseeds torch's generator at every step.
+  void evaluate_now(double seconds) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (held_.ema) held_.ema->swap();
+    const auto evaluation = held_.family->evaluate(*data_, Split::Test, uint64_t(cfg_.train.seed));
+    if (held_.ema) held_.ema->swap();
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    eval_seconds_ += took;
+    log_evaluation(evaluation, seconds, took);
+    last_evaluation_ = fmt::format(" | step {} {} {}", pos_, evaluation.headline.name, evaluation.headline.show());
+    if (opts_.refresh) opts_.refresh();
+  }
+
+  // One metrics line of an evaluation's figures, and the family's files (samples) beside it.
+  void log_evaluation(const Evaluation& e, double seconds, double took, bool final = false) const {
+    nlohmann::json figures = {{e.headline.name, e.headline.value}};
+    for (const auto& m : e.alternatives) figures[m.name] = m.value;
+    // (A run of blocks trained apart has its metrics in blocks/K/; the summary keeps the figures.)
+    nlohmann::json line = {{"step", pos_}, {"seconds", seconds}, {"evaluation", figures}, {"headline", e.headline.name},
+                           {"eval_seconds", took}};
+    if (final) line["final"] = true;
+    if (!opts_.only_block) run_.append_metrics(line);
+    for (const auto& [name, contents] : e.files) root_.write_text(name, contents);
   }
 
   std::vector<StepStats> guarded_step(const std::vector<Update>& updates) {
@@ -401,7 +437,10 @@ class Trainer {
       raw = family.evaluate(*data_, Split::Test, uint64_t(cfg_.train.seed));
       load_weights(family.model(), *average, root_.file("ema.safetensors"));
     }
+    const auto t0 = std::chrono::steady_clock::now();
     const auto evaluation = family.evaluate(*data_, Split::Test, uint64_t(cfg_.train.seed));
+    log_evaluation(evaluation, train_seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                   /*final=*/true);
     int64_t params = 0;
     for (const auto& p : family.model().parameters()) params += p.numel();
     const int64_t steps = plan_.updates() * (cfg_.blocks_mode() ? cfg_.model.blocks : 1);
@@ -419,6 +458,7 @@ class Trainer {
               {"device", device_.str()},
               {"threads", at::get_num_threads()},
               {"blas", blas_core()},
+              {"commit", build_commit()},
               {"train_examples", data_->size(Split::Train)}});
     if (raw) {
       s["raw_weights"] = raw->to_json();
@@ -439,6 +479,7 @@ class Trainer {
       s["allreduce_share"] = allreduce_seconds_ / fit_seconds_;
     }
     root_.write_json("summary.json", s);
+    if (opts_.refresh) opts_.refresh();
     fmt::print(stderr, "{}: {}", opts_.tag, evaluation.report());
     return s;
   }
@@ -456,6 +497,8 @@ class Trainer {
   int64_t pos_ = 0;  // positions of the plan done
   int64_t baseline_rss_, baseline_tensors_;  // after the data loaded, before any model
   double allreduce_seconds_ = 0, fit_seconds_ = 0;  // this invocation's
+  double eval_seconds_ = 0;       // evaluations during this invocation's training
+  std::string last_evaluation_;   // for the progress line
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The training loop, end-to-end or block-wise, from a validated config to a run directory.
 #pragma once
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -22,6 +23,9 @@ struct TrainOptions {
   ProcessGroup* group = nullptr;  // a distributed run: the block is the rank's (docs/distributed.md)
   int replica = 0, replicas = 1;  // data parallel inside the block: this rank's share of each batch
   ProcessGroup* replica_group = nullptr;  // the block's replicas, when replicas > 1
+  /// Called when the run directory has new results (after every evaluation, every checkpoint and
+  /// the summary): `train --report` rewrites report.html there.
+  std::function<void()> refresh;
 };
 
 /// Trains, checkpoints, evaluates and writes summary.json; returns the summary. Stopped early (by

@@ -7,6 +7,8 @@ namespace blocklab {
 
 /// OpenBLAS core name ("Haswell", ...) or a warning string when libtorch is not using OpenBLAS.
 std::string blas_core();
+/// The commit this binary was built from (`git describe --always --dirty`; "unknown" outside git).
+const char* build_commit();
 /// Applies the thread count (intra-op and, when loaded, OpenBLAS).
 void set_threads(int threads);
 /// Physical memory of this machine, bytes.

@@ -31,6 +31,11 @@ EvalReport evaluate_classifier(DenoisingClassifier& task, const Config& cfg, con
   const bool also_t1 = blocks && cfg.classifier.inference_temperature != 1.0;
   std::vector<std::vector<torch::Tensor>> step_correct(blocks ? steps : 1), teacher_correct(blocks ? B : 0);
   std::vector<torch::Tensor> t1_correct;
+  const int64_t classes = data.shape().classes;
+  auto confusion = torch::zeros({classes * classes}, torch::kInt64);
+  auto count = [&](const torch::Tensor& pred, const torch::Tensor& truth) {
+    confusion += torch::bincount((truth * classes + pred).cpu(), {}, classes * classes);
+  };
   for (int b = 0; b < int(teacher_correct.size()); ++b) r.teacher_sigmas.push_back(task.probe_sigma(b));
   double seconds = 0;
   for (int64_t start = 0, i = 0; start < n; start += kEvalBatch, ++i) {
@@ -42,11 +47,13 @@ EvalReport evaluate_classifier(DenoisingClassifier& task, const Config& cfg, con
     if (!blocks) {
       auto pred = task.vit()->forward(batch.x).argmax(-1);
       step_correct[0].push_back((pred == batch.y).cpu());
+      count(pred, batch.y);
     } else {
       auto out = task.predict_steps(batch.x, steps);
       for (int s = 0; s < steps; ++s) step_correct[size_t(s)].push_back((out.logits[size_t(s)].argmax(-1) == batch.y).cpu());
       r.step_sigmas = out.sigmas;
       r.step_blocks = out.blocks;
+      count(out.logits.back().argmax(-1), batch.y);
     }
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (also_t1) {  // the reference sampler on the same start noise: a paired comparison
@@ -66,6 +73,9 @@ EvalReport evaluate_classifier(DenoisingClassifier& task, const Config& cfg, con
   if (!blocks) r.step_accuracy.clear();
   for (const auto& c : teacher_correct) r.teacher_forced.push_back(accuracy_of(c, n));
   r.ms_per_image = 1000.0 * seconds / double(n);
+  const auto counts = confusion.view({classes, classes});
+  for (int64_t t = 0; t < classes; ++t)
+    r.confusion.push_back(std::vector<int64_t>(counts[t].data_ptr<int64_t>(), counts[t].data_ptr<int64_t>() + classes));
   task.model().train();
   return r;
 }
@@ -75,7 +85,7 @@ Evaluation EvalReport::to_evaluation() const {
   e.headline = {"test accuracy", accuracy, /*higher_is_better=*/true, /*percent=*/true};
   e.examples = images;
   e.ms_per_example = ms_per_image;
-  e.details = {{"test_accuracy", accuracy}};
+  e.details = {{"test_accuracy", accuracy}, {"confusion", confusion}};
   if (!std::isnan(accuracy_expected_embedding)) {
     e.alternatives.push_back({"with E[y|z] between steps (temperature 1, the reference sampler)",
                               accuracy_expected_embedding, true, true});

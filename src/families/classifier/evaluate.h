@@ -20,6 +20,7 @@ struct EvalReport {
   std::vector<double> step_sigmas, step_accuracy;  // blocks mode: after each Euler step
   std::vector<int> step_blocks;
   std::vector<double> teacher_sigmas, teacher_forced;  // blocks mode: per block
+  std::vector<std::vector<int64_t>> confusion;  // [true class][predicted class] counts of the final prediction
 
   /// The family-neutral form: headline accuracy, the reference sampler as an alternative, lines.
   Evaluation to_evaluation() const;

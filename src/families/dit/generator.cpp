@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "io/png.h"
 #include "schedule/precond.h"
 #include "util/error.h"
 #include "util/progress.h"
@@ -169,6 +170,9 @@ Evaluation ImageGenerator::evaluate(const Dataset& data, Split split, uint64_t s
   e.details = s.summary;
   e.examples = s.report.samples;
   e.ms_per_example = s.generated.ms_per_image;
+  // The first samples as a grid, a column per class (sample i is of class i % classes).
+  const int64_t classes = dit_->opt.classes, rows = std::min<int64_t>(8, s.generated.images.size(0) / classes);
+  if (rows > 0) e.files["samples.png"] = png_bytes(image_grid(s.generated.images.narrow(0, 0, rows * classes), classes, 0, 255));
   return e;
 }
 

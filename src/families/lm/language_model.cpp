@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "data/text_data.h"
+#include "eval/text_quality.h"
 #include "util/seed.h"
 
 namespace blocklab {
@@ -45,8 +46,9 @@ Evaluation LanguageModel::evaluate(const Dataset& data, Split split, uint64_t se
     total = total.defined() ? total + sums : sums;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  lm_->train(was_training);
   Evaluation e;
+  e.files["samples.txt"] = continuations(data, split, derive_seed(seed, Stream::Eval, uint64_t(1) << 40));
+  lm_->train(was_training);
   total = total / double(n);
   e.headline = {"val bits/byte", total[0].item<double>(), /*higher_is_better=*/false, /*percent=*/false};
   const auto names = alternative_names();
@@ -60,6 +62,22 @@ Evaluation LanguageModel::evaluate(const Dataset& data, Split split, uint64_t se
   e.examples = n;
   e.ms_per_example = 1000.0 * seconds / double(n);
   return e;
+}
+
+std::string LanguageModel::continuations(const Dataset& data, Split split, uint64_t seed) {
+  const int64_t T = data.shape().seq_len, prompt = std::min<int64_t>(32, T / 4), length = std::min<int64_t>(64, T - prompt);
+  const int64_t windows = data.size(split), count = std::min<int64_t>(4, windows);
+  if (prompt < 1 || count < 1) return "";
+  const auto x = data.batch(split, torch::arange(count, torch::kInt64) * (windows / count), torch::kCPU).x;
+  std::vector<std::string> prompts, references;
+  for (int64_t i = 0; i < count; ++i) {
+    const auto text = tokens_to_bytes(x[i]);
+    prompts.push_back(text.substr(0, size_t(prompt)));
+    references.push_back(text.substr(size_t(prompt), size_t(length)));
+  }
+  GenerateOptions opt;
+  opt.seed = seed;
+  return samples_text(prompts, generate(prompts, length, opt), references);
 }
 
 torch::Tensor LanguageModel::sample_bytes(const torch::Tensor& logits, double temperature) {

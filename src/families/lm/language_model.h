@@ -42,6 +42,9 @@ class LanguageModel : public Family {
   /// by the A alternatives alternative_names() names; random draws from torch's generator.
   virtual torch::Tensor bits(const torch::Tensor& x) = 0;
   virtual std::vector<std::string> alternative_names() const { return {}; }
+  /// Continuations of the first bytes of a few windows of `split` (temperature 1, `seed`), with
+  /// the true ones, as text (samples_text).
+  std::string continuations(const Dataset& data, Split split, uint64_t seed);
   /// What bits() measures, for reports.
   virtual std::string bits_meaning() const = 0;
   /// Continues each prompt (all of one length) by `n` bytes. `sink` gets the first prompt's bytes
