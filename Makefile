@@ -1,9 +1,9 @@
-# The two commands of the README. Both install what is missing (Debian packages), configure and build.
+# The README's commands. Each installs what is missing (Debian packages), configures and builds.
 BUILD ?= build
 JOBS ?= 2
 export OMP_WAIT_POLICY ?= passive
 
-.PHONY: all deps build demo test clean
+.PHONY: all deps build demo test bench-twin clean
 
 all: build
 
@@ -21,6 +21,13 @@ demo: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure
+
+# blocklab's classifier step against the same step in PyTorch (bench/pytorch_twin.py). Debian's
+# python3-torch (the same libtorch 1.13) is installed here only: neither the build nor the tests need it.
+# Arguments: make bench-twin TWIN_ARGS="--set model.layers=12 --set model.hidden=256 --repeats 3"
+bench-twin: build
+	@scripts/install-deps.sh python3-torch
+	$(BUILD)/blocklab bench twin $(TWIN_ARGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages blocklab needs, if any is missing. Debian 12, as root.
+# Arguments name more packages, for targets that need them (make bench-twin: python3-torch).
 set -euo pipefail
 packages=(
   cmake g++ make
@@ -12,6 +13,7 @@ packages=(
   fortunes                # /usr/share/games/fortunes: the language models' default corpus
   libjs-dygraphs          # the charting library `blocklab report` inlines into its pages
   chromium                # a real browser for the report tests (headless)
+  "$@"
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -103,9 +103,26 @@ struct BenchStepArgs {
   std::string config;  // optional; built-in defaults otherwise
   std::vector<std::string> overrides;
   int repeats = 10;
+  bool attention_kernels = false;  // also time libtorch's attention ops against the fused kernel
 };
 /// Memory and time of one training step, end-to-end against one block.
 int cmd_bench_step(const BenchStepArgs& a);
+
+struct BenchTwinArgs {
+  std::string config;  // optional; built-in defaults otherwise
+  std::vector<std::string> overrides;
+  std::string mode = "both";  // e2e, blocks or both
+  int repeats = 5;            // timed rounds per mode
+  int steps = 6;              // steps of each side per round
+  std::string python = "/usr/bin/python3";  // Debian's, which python3-torch installs for
+  std::string twin;           // the twin script; default: bench/pytorch_twin.py of this source tree
+  std::string twin_malloc = "same";  // same: the twin runs on blocklab's allocator (jemalloc); system: glibc's
+  bool keep = false;          // keep the fixture directory (to run the twin by hand)
+  bool libtorch_attention = false;  // blocklab on libtorch's attention ops, as the twin, not its fused kernel
+};
+/// blocklab's classifier step against the same step in plain PyTorch (bench/pytorch_twin.py):
+/// equal losses from equal weights, batch and seeds, then alternating timed rounds and the ratio.
+int cmd_bench_twin(const BenchTwinArgs& a);
 
 struct BenchMemoryArgs {
   std::string config;  // optional; built-in defaults with a layer-dominated shape otherwise

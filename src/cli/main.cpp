@@ -118,6 +118,26 @@ int main(int argc, char** argv) {
   bs->add_option("--config", bstep.config, "config file (default: the built-in recipe)")->check(CLI::ExistingFile);
   bs->add_option("--set", bstep.overrides, "override a key, e.g. model.layers=12 (repeatable)");
   bs->add_option("--repeats", bstep.repeats, "measured steps per mode (and block)")->check(CLI::PositiveNumber);
+  bs->add_flag("--attention-kernels", bstep.attention_kernels,
+               "time the steps with the fused CPU attention and with libtorch's ops, alternating");
+
+  BenchTwinArgs btwin;
+  auto* bt = bench->add_subcommand("twin", "blocklab's classifier step against the same step in PyTorch (python3-torch)");
+  bt->add_option("--config", btwin.config, "config file (default: the built-in recipe)")->check(CLI::ExistingFile);
+  bt->add_option("--set", btwin.overrides, "override a key, e.g. model.layers=12 (repeatable)");
+  bt->add_option("--mode", btwin.mode, "e2e, blocks or both")->check(CLI::IsMember({"e2e", "blocks", "both"}));
+  bt->add_option("--repeats", btwin.repeats, "timed rounds per mode, after one warm-up round (default 5)")
+      ->check(CLI::PositiveNumber);
+  bt->add_option("--steps", btwin.steps, "steps of each side per round (default 6)")->check(CLI::PositiveNumber);
+  bt->add_option("--python", btwin.python,
+                 "a Python with Debian's torch module (default /usr/bin/python3; apt-get install python3-torch)");
+  bt->add_option("--twin", btwin.twin, "the twin script (default: bench/pytorch_twin.py of this source tree)")
+      ->check(CLI::ExistingFile);
+  bt->add_option("--twin-malloc", btwin.twin_malloc, "same: the twin on blocklab's allocator (jemalloc); system: glibc's")
+      ->check(CLI::IsMember({"same", "system"}));
+  bt->add_flag("--keep", btwin.keep, "keep the fixture directory and say where it is");
+  bt->add_flag("--libtorch-attention", btwin.libtorch_attention,
+               "blocklab on libtorch's attention ops (the twin's), not its fused kernel");
 
   BenchMemoryArgs bmem;
   auto* bm = bench->add_subcommand("memory", "training memory: end-to-end vs block-wise (shared, resident, independent)");
@@ -183,6 +203,7 @@ int main(int argc, char** argv) {
     if (*fa) return cmd_fd(fd);
     if (*bs) return cmd_bench_step(bstep);
     if (*bm) return cmd_bench_memory(bmem);
+    if (*bt) return cmd_bench_twin(btwin);
     if (*pl) return cmd_profile_linear(plin);
     if (*pr) {
       if (prof.target.empty()) throw UserError("profile: give a config file or a run directory (or `profile linear`)");

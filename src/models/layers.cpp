@@ -1,5 +1,6 @@
 #include "models/layers.h"
 
+#include "models/attention.h"
 #include "util/seed.h"
 
 #include <algorithm>
@@ -70,10 +71,7 @@ torch::Tensor TransformerLayerImpl::attention(const torch::Tensor& x, const Atte
     v = torch::cat({ctx.cache->v, v}, 2);
   }
   if (ctx.cache && ctx.keep) *ctx.cache = {k, v};
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(hd));  // (N, h, T, T_k)
-  if (ctx.mask.defined()) scores = scores + ctx.mask;
-  auto att = torch::softmax(scores, -1);
-  auto y = torch::matmul(att, v).transpose(1, 2).reshape({n, t, opt.hidden});                   // (N, T, d)
+  auto y = blocklab::attention(q, k, v, ctx.mask).transpose(1, 2).reshape({n, t, opt.hidden});  // (N, T, d)
   return proj->forward(y);
 }
 

@@ -130,6 +130,14 @@ int64_t conv_backward(const Inputs& in) {
   return one * (((*mask)[0] ? 1 : 0) + ((*mask)[1] ? 1 : 0));  // grad_input, grad_weight
 }
 
+// blocklab's fused attention (models/attention.h), recorded with q [N, H, Tq, D] and k [N, H, Tk, D]:
+// the products q k^T and P v, 2 N H Tq Tk D each; its backward does four (dP, dQ, dK, dV).
+int64_t fused_attention(const Inputs& in, int products) {
+  const auto *q = tensor_at(in, 0), *k = tensor_at(in, 1);
+  if (!q || !k || q->size() != 4 || k->size() != 4) return 0;
+  return products * 2 * (*q)[0] * (*q)[1] * (*q)[2] * (*k)[2] * (*q)[3];
+}
+
 using Counter = std::function<int64_t(const Inputs&)>;
 
 const std::unordered_map<std::string, Counter>& counters() {
@@ -146,6 +154,8 @@ const std::unordered_map<std::string, Counter>& counters() {
       {"aten::convolution", [](const Inputs& in) { return conv_forward(in, true); }},
       {"aten::_convolution", [](const Inputs& in) { return conv_forward(in, true); }},
       {"aten::convolution_backward", conv_backward},
+      {"blocklab::fused_attention", [](const Inputs& in) { return fused_attention(in, 2); }},
+      {"blocklab::fused_attention_backward", [](const Inputs& in) { return fused_attention(in, 4); }},
   };
   return table;
 }

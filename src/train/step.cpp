@@ -38,6 +38,10 @@ int64_t total_steps(const Config& cfg, int64_t steps_per_epoch) {
   return cfg.blocks_mode() ? n * cfg.model.blocks : n;
 }
 
+uint64_t step_seed(const Config& cfg, int64_t data_step) {
+  return derive_seed(uint64_t(cfg.train.seed), Stream::Step, uint64_t(data_step));
+}
+
 int block_for_step(const Config& cfg, int64_t step) {
   if (!cfg.blocks_mode()) return -1;
   const int blocks = cfg.model.blocks;
@@ -73,7 +77,7 @@ std::vector<StepStats> StepRunner::run(const std::vector<Batch>& batches, const 
     const auto& u = updates[i];
     // Named ranges for the profiler (profile/range.h): a branch each when no profiler runs.
     Range data("data");
-    uint64_t seed = derive_seed(uint64_t(cfg_.train.seed), Stream::Step, uint64_t(u.data_step));
+    uint64_t seed = step_seed(cfg_, u.data_step);
     if (replication_.index > 0) seed = derive_seed(seed, Stream::Replica, uint64_t(replication_.index));
     torch::manual_seed(seed);
     data.end();

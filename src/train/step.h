@@ -63,6 +63,10 @@ int64_t updates_per_block(const Config& cfg, int64_t steps_per_epoch);
 /// Steps of the interleaved (or end-to-end) schedule: updates_per_block times B in blocks mode.
 int64_t total_steps(const Config& cfg, int64_t steps_per_epoch);
 
+/// The seed of global step `data_step`: torch's generator is seeded with it, and the family draws
+/// its noise levels from it (`bench twin` hands the same seeds to its PyTorch twin).
+uint64_t step_seed(const Config& cfg, int64_t data_step);
+
 /// The block trained at global step `step` (-1 end-to-end): every round of B steps visits each
 /// block once, in an order drawn from (seed, round), so each block gets exactly total/B updates.
 int block_for_step(const Config& cfg, int64_t step);

@@ -43,28 +43,38 @@ SyntheticTraining::~SyntheticTraining() = default;
 StepStats SyntheticTraining::step() { return s_->runner.run(s_->batch, step_++); }
 int SyntheticTraining::round() const { return cfg_.blocks_mode() ? cfg_.model.blocks : 1; }
 StepRunner& SyntheticTraining::runner() { return s_->runner; }
+Family& SyntheticTraining::family() { return *s_->family; }
+const Batch& SyntheticTraining::batch() const { return s_->batch; }
 bool SyntheticTraining::cuda() const { return s_->device.is_cuda(); }
 
-StepTimes alternating_step_times(const Config& cfg, int rounds) {
+StepTimes alternating_step_times(const Config& cfg, int rounds) { return alternating_step_times(cfg, rounds, {[] {}})[0]; }
+
+std::vector<StepTimes> alternating_step_times(const Config& cfg, int rounds,
+                                              const std::vector<std::function<void()>>& variants) {
   Config e2e_cfg = cfg, blocks_cfg = cfg;
   e2e_cfg.model.mode = Mode::E2E;
   blocks_cfg.model.mode = Mode::Blocks;
   SyntheticTraining e2e(e2e_cfg), blocks(blocks_cfg);
-  std::vector<double> e2e_ms, block_ms;
+  std::vector<std::vector<double>> e2e_ms(variants.size()), block_ms(variants.size());
   auto timed = [](SyntheticTraining& t) {
     const auto t0 = std::chrono::steady_clock::now();
     t.step();
     return 1000 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   for (int r = 0; r <= rounds; ++r) {  // round 0 warms up (lazy init, every block's Adam state)
-    const double e = timed(e2e);
-    std::vector<double> b;
-    for (int i = 0; i < blocks.round(); ++i) b.push_back(timed(blocks));
-    if (r == 0) continue;
-    e2e_ms.push_back(e);
-    block_ms.insert(block_ms.end(), b.begin(), b.end());
+    for (size_t v = 0; v < variants.size(); ++v) {
+      variants[v]();
+      const double e = timed(e2e);
+      std::vector<double> b;
+      for (int i = 0; i < blocks.round(); ++i) b.push_back(timed(blocks));
+      if (r == 0) continue;
+      e2e_ms[v].push_back(e);
+      block_ms[v].insert(block_ms[v].end(), b.begin(), b.end());
+    }
   }
-  return {median(e2e_ms), median(block_ms)};
+  std::vector<StepTimes> out;
+  for (size_t v = 0; v < variants.size(); ++v) out.push_back({median(e2e_ms[v]), median(block_ms[v])});
+  return out;
 }
 
 }  // namespace blocklab

@@ -2,7 +2,9 @@
 // step`, the profiler, its overhead benchmark and the demo's step-time row time. Data does not
 // change the cost of a step, and a synthetic batch keeps timing free of the data set.
 #pragma once
+#include <functional>
 #include <memory>
+#include <vector>
 
 #include "io/config.h"
 #include "train/step.h"
@@ -24,6 +26,11 @@ class SyntheticTraining {
   bool cuda() const;
   /// The step runner, for hooks such as `after_forward`.
   StepRunner& runner();
+  /// The family (its model), the fixed batch every step trains on, and the steps taken so far
+  /// (the next step's global index): `bench twin` hands them to its PyTorch twin.
+  Family& family();
+  const Batch& batch() const;
+  int64_t steps_taken() const { return step_; }
 
  private:
   struct State;
@@ -39,5 +46,9 @@ struct StepTimes {
   double e2e_ms = 0, block_ms = 0;
 };
 StepTimes alternating_step_times(const Config& cfg, int rounds);
+/// The same for several variants of the same two models (e.g. attention kernels): each round runs
+/// every variant's steps in turn, after calling its setter. One StepTimes per variant.
+std::vector<StepTimes> alternating_step_times(const Config& cfg, int rounds,
+                                              const std::vector<std::function<void()>>& variants);
 
 }  // namespace blocklab

@@ -1,0 +1,39 @@
+// Scaled dot-product attention, softmax(q k^T / sqrt(D) + mask) v, with a fused CPU kernel.
+//
+// The transformers here attend over short sequences (18 tokens for the ViT, 2 x 128 for the
+// block-wise language model) with narrow heads (16-64). libtorch 1.13's CPU path runs a batched
+// matmul as hundreds of tiny GEMMs, then softmax, then another batched matmul, each a separate op
+// with its own intermediate tensors; the profiler shows it at ~10 GFLOP/s, a fifth of the step.
+// The fused kernel does one (sample, head) at a time in cache: scores, softmax and the weighted
+// sum in one pass, keeping only the probabilities for backward. Its inner loops run along keys
+// or head channels (independent outputs), so the compiler vectorises them without reassociating
+// sums; the code is compiled for AVX-512, AVX2 and plain x86-64, chosen at run time
+// (docs/profiling.md). Other devices and layouts take libtorch's ops.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+
+namespace blocklab {
+
+/// softmax(q k^T / sqrt(D) + mask) v for q [N, H, Tq, D], k and v [N, H, Tk, D]; `mask` is
+/// additive ([Tq, Tk], -inf where a query may not look) or undefined. Returns [N, H, Tq, D]
+/// (a transposed view of an [N, Tq, H, D] tensor: `.transpose(1, 2).reshape(N, Tq, H * D)` is
+/// free). Differentiable in q, k and v.
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& mask = {});
+
+/// The same with libtorch's unfused ops (matmul, softmax, matmul): the reference of the tests, the
+/// path on CUDA.
+torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                  const torch::Tensor& mask = {});
+
+/// Whether attention() may use the fused CPU kernel (default true); `bench step --attention`
+/// compares the two in one process.
+void set_fused_attention(bool enabled);
+bool fused_attention_enabled();
+
+/// The instruction set the fused kernel runs with on this machine ("avx512f", "avx2" or "x86-64").
+std::string fused_attention_isa();
+
+}  // namespace blocklab
