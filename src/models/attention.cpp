@@ -44,13 +44,13 @@ struct AttentionProblem {
 // e^x for x <= 0 (softmax's exponents once the row maximum is subtracted), in a form the compiler
 // vectorises (no calls, no branches): x = n ln2 + r with |r| <= ln2/2 (Cody-Waite), e^r by Cephes'
 // degree-6 expf polynomial, 2^n put into the exponent bits (n rounded by the 1.5 * 2^23 trick,
-// which IEEE arithmetic keeps exact without -ffast-math). Within 2 ulp of std::exp; exactly 0
+// which IEEE arithmetic keeps exact: nothing here needs relaxed floating-point rules). Within 2 ulp of std::exp; exactly 0
 // below -87.3 (where e^x is no longer a normal float) and for -inf, NaN stays NaN.
 inline __attribute__((always_inline)) float exp_nonpositive(float x) {
   constexpr float kLow = -87.3365447504f, kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
-  const float xc = std::fmax(x, kLow);
+  const float xc = x < kLow ? kLow : x;  // a select between two values: stays branch-free
   const float n = (xc * kLog2e + kRound) - kRound;
   const float r = xc - n * kLn2Hi - n * kLn2Lo;
   const float poly =
@@ -60,7 +60,14 @@ inline __attribute__((always_inline)) float exp_nonpositive(float x) {
   const int32_t bits = (int32_t(n) + 127) << 23;
   float two_n;
   std::memcpy(&two_n, &bits, sizeof two_n);
-  return er * two_n * float(x >= kLow);
+  // Zero below kLow by masking the bits (a multiply by a 0/1 factor would make -inf * 0 = NaN).
+  const float e = er * two_n;
+  uint32_t e_bits;
+  std::memcpy(&e_bits, &e, sizeof e_bits);
+  e_bits &= uint32_t(0) - uint32_t(x >= kLow);
+  float out;
+  std::memcpy(&out, &e_bits, sizeof out);
+  return out;
 }
 inline __attribute__((always_inline)) double exp_nonpositive(double x) { return std::exp(x); }
 
@@ -176,46 +183,39 @@ inline __attribute__((always_inline)) void attention_backward_head(const Attenti
 #endif
 
 // (Everything below the clones is inlined into them: a function they call is compiled for the
-// baseline instruction set.)
-template <typename T, int Width>
-inline __attribute__((always_inline)) void forward_heads(const AttentionProblem<T>& a, int64_t begin, int64_t end) {
-  std::vector<T> kt(size_t(a.dim * (a.tk + kKeyTile)));
-  for (int64_t nh = begin; nh < end; ++nh) attention_forward_head<T, Width>(a, nh / a.heads, nh % a.heads, kt.data());
-}
-template <typename T, int Width>
-inline __attribute__((always_inline)) void backward_heads(const AttentionProblem<T>& a, int64_t begin, int64_t end) {
-  std::vector<T> vt(size_t(a.dim * (a.tk + kKeyTile))), ds(size_t(a.tq * a.tk));
-  for (int64_t nh = begin; nh < end; ++nh)
-    attention_backward_head<T, Width>(a, nh / a.heads, nh % a.heads, vt.data(), ds.data());
-}
-template <typename T>
-inline __attribute__((always_inline)) void attention_forward_range(const AttentionProblem<T>& a, int64_t b, int64_t e) {
-  switch (a.dim) {
-    case 16: return forward_heads<T, 16>(a, b, e);
-    case 32: return forward_heads<T, 32>(a, b, e);
-    case 64: return forward_heads<T, 64>(a, b, e);
-    default: return forward_heads<T, 0>(a, b, e);
+// baseline instruction set.) Every (sample, head) in [begin, end), forward or backward, with the
+// head width fixed at compile time when it is a common one.
+template <bool Backward, typename T, int Width>
+inline __attribute__((always_inline)) void heads(const AttentionProblem<T>& a, int64_t begin, int64_t end) {
+  std::vector<T> transposed(size_t(a.dim * (a.tk + kKeyTile))), ds(Backward ? size_t(a.tq * a.tk) : 0);
+  for (int64_t nh = begin; nh < end; ++nh) {
+    if constexpr (Backward)
+      attention_backward_head<T, Width>(a, nh / a.heads, nh % a.heads, transposed.data(), ds.data());
+    else
+      attention_forward_head<T, Width>(a, nh / a.heads, nh % a.heads, transposed.data());
   }
 }
-template <typename T>
-inline __attribute__((always_inline)) void attention_backward_range(const AttentionProblem<T>& a, int64_t b, int64_t e) {
+template <bool Backward, typename T>
+inline __attribute__((always_inline)) void heads_of_width(const AttentionProblem<T>& a, int64_t b, int64_t e) {
   switch (a.dim) {
-    case 16: return backward_heads<T, 16>(a, b, e);
-    case 32: return backward_heads<T, 32>(a, b, e);
-    case 64: return backward_heads<T, 64>(a, b, e);
-    default: return backward_heads<T, 0>(a, b, e);
+    case 16: return heads<Backward, T, 16>(a, b, e);
+    case 32: return heads<Backward, T, 32>(a, b, e);
+    case 64: return heads<Backward, T, 64>(a, b, e);
+    default: return heads<Backward, T, 0>(a, b, e);
   }
 }
 
-BLOCKLAB_ISAS void forward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { attention_forward_range(a, b, e); }
-BLOCKLAB_ISAS void forward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { attention_forward_range(a, b, e); }
-BLOCKLAB_ISAS void backward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { attention_backward_range(a, b, e); }
-BLOCKLAB_ISAS void backward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { attention_backward_range(a, b, e); }
+BLOCKLAB_ISAS void forward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads_of_width<false>(a, b, e); }
+BLOCKLAB_ISAS void forward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads_of_width<false>(a, b, e); }
+BLOCKLAB_ISAS void backward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads_of_width<true>(a, b, e); }
+BLOCKLAB_ISAS void backward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads_of_width<true>(a, b, e); }
 
-void attention_forward(const AttentionProblem<float>& a, int64_t b, int64_t e) { forward_f32(a, b, e); }
-void attention_forward(const AttentionProblem<double>& a, int64_t b, int64_t e) { forward_f64(a, b, e); }
-void attention_backward(const AttentionProblem<float>& a, int64_t b, int64_t e) { backward_f32(a, b, e); }
-void attention_backward(const AttentionProblem<double>& a, int64_t b, int64_t e) { backward_f64(a, b, e); }
+void run_heads(bool backward, const AttentionProblem<float>& a, int64_t b, int64_t e) {
+  backward ? backward_f32(a, b, e) : forward_f32(a, b, e);
+}
+void run_heads(bool backward, const AttentionProblem<double>& a, int64_t b, int64_t e) {
+  backward ? backward_f64(a, b, e) : forward_f64(a, b, e);
+}
 
 // Enough (sample, head) pairs per task that a thread's share is worth starting.
 int64_t attention_grain(int64_t tq, int64_t tk, int64_t dim) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, tq * tk * dim)); }
@@ -243,7 +243,7 @@ std::pair<torch::Tensor, torch::Tensor> fused_forward(const torch::Tensor& q, co
   auto p = torch::empty({n, h, tq, tk}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "fused attention", [&] {
     const auto a = attention_problem<scalar_t>(q, k, v, mask, o, p);
-    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { attention_forward(a, b, e); });
+    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(false, a, b, e); });
   });
   return {o, p};
 }
@@ -281,7 +281,7 @@ class FusedAttention : public torch::autograd::Function<FusedAttention> {
       auto a = attention_problem<scalar_t>(q, k, v, torch::Tensor(), torch::Tensor(), p);
       a.dout = strided_rows<scalar_t>(dout), a.dq = strided_rows<scalar_t>(dq), a.dk = strided_rows<scalar_t>(dk),
       a.dv = strided_rows<scalar_t>(dv);
-      at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { attention_backward(a, b, e); });
+      at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(true, a, b, e); });
     });
     return {dq, dk, dv, torch::Tensor()};
   }

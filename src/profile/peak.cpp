@@ -50,7 +50,7 @@ double run_parallel(int threads, const std::function<void(int)>& fn) {
 
 // ---- FMA loops: 12 independent chains x = x * a + b, so the FMA units, not the latency of one
 // chain, bound the rate. Explicit intrinsics in functions compiled for the ISA (the rest of the
-// program stays baseline x86-64); no fast-math flags needed, nothing to reassociate.
+// program stays baseline x86-64); no relaxed floating-point flags needed, nothing to reassociate.
 constexpr int kChains = 12;
 
 #ifdef BLOCKLAB_X86

@@ -113,10 +113,13 @@ nlohmann::json read_run(const std::string& dir) {
     if (fs::file_size(png) <= kMaxImageBytes) image["src"] = "data:image/png;base64," + base64(read_for_report(png.string(), "image"));
     run["images"].push_back(image);
   }
-  run["profiles"] = nlohmann::json::array();
+  std::vector<fs::path> profiles;
   for (const auto& e : fs::directory_iterator(dir))
     if (e.is_directory() && e.path().filename().string().rfind("profile", 0) == 0 && fs::exists(e.path() / "ops.json"))
-      run["profiles"].push_back(read_profile(e.path().string()));
+      profiles.push_back(e.path());
+  std::sort(profiles.begin(), profiles.end());
+  run["profiles"] = nlohmann::json::array();
+  for (const auto& p : profiles) run["profiles"].push_back(read_profile(p.string()));
   run["metrics"] = nlohmann::json::array();
   for (const auto& path : metric_files) read_metrics(path, run["metrics"]);
   return run;

@@ -257,13 +257,13 @@ class Trainer {
       if (opts_.group) opts_.group->publish("progress", std::to_string(pos_));
       if ((pos_ % cfg_.train.log_every == 0 || pos_ == plan_.size()) && writes()) log(stats.back(), elapsed(), progress);
       // Before the checkpoint of the same step: a crash between the two repeats the evaluation.
-      if (cfg_.train.eval_every > 0 && pos_ % cfg_.train.eval_every == 0 && pos_ < plan_.size() && writes())
-        evaluate_now(elapsed());
-      if (pos_ % cfg_.train.checkpoint_every == 0 || pos_ == plan_.size() || pos_ == opts_.stop_after) {
-        if (writes()) checkpoint(elapsed());
-        if (writes() && opts_.refresh && pos_ < plan_.size()) opts_.refresh();
-        if (pos_ == opts_.stop_after) break;
-      }
+      const bool evaluate = cfg_.train.eval_every > 0 && pos_ % cfg_.train.eval_every == 0 && pos_ < plan_.size();
+      const bool save = pos_ % cfg_.train.checkpoint_every == 0 || pos_ == plan_.size() || pos_ == opts_.stop_after;
+      if (evaluate && writes()) evaluate_now(elapsed());
+      if (save && writes()) checkpoint(elapsed());
+      // One refresh for both; the end's comes with the summary.
+      if ((evaluate || save) && writes() && opts_.refresh && pos_ < plan_.size()) opts_.refresh();
+      if (pos_ == opts_.stop_after) break;
     }
     if (g_signal) {
       if (writes()) checkpoint(elapsed());
@@ -305,7 +305,6 @@ class Trainer {
     eval_seconds_ += took;
     log_evaluation(evaluation, seconds, took);
     last_evaluation_ = fmt::format(" | step {} {} {}", pos_, evaluation.headline.name, evaluation.headline.show());
-    if (opts_.refresh) opts_.refresh();
   }
 
   // One metrics line of an evaluation's figures, and the family's files (samples) beside it.
