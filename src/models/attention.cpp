@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -11,6 +12,10 @@
 #include <string>
 #include <vector>
 
+// The vector helpers below are always inlined: no vector crosses a call, so no ABI note applies.
+// (GCC reports the note at the end of the translation unit, so it cannot be popped.)
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace blocklab {
 
 namespace {
@@ -18,7 +23,8 @@ namespace {
 std::atomic<bool> g_fused{true};
 
 // One attention problem: pointers to element [0, 0, 0, 0] and the strides of dimensions N, H and
-// T (the channel stride is 1). Probabilities P are [N, H, Tq, Tk] contiguous.
+// T (the channel stride is 1). The probabilities are kept transposed, P^T [N, H, Tk, Tq padded to
+// vectors], as the kernel computes them.
 template <typename T>
 struct StridedRows {
   T* data;
@@ -36,179 +42,273 @@ template <typename T>
 struct AttentionProblem {
   int64_t heads, tq, tk, dim;
   T scale;
-  const T* mask;  // [Tq, Tk] or null
+  const T* mask;  // transposed and padded like P^T, [Tk, Tq padded]; or null
   StridedRows<T> q, k, v, o, p;
   StridedRows<T> dout, dq, dk, dv;  // backward only
 };
 
-// e^x for x <= 0 (softmax's exponents once the row maximum is subtracted), in a form the compiler
-// vectorises (no calls, no branches): x = n ln2 + r with |r| <= ln2/2 (Cody-Waite), e^r by Cephes'
-// degree-6 expf polynomial, 2^n put into the exponent bits (n rounded by the 1.5 * 2^23 trick,
-// which IEEE arithmetic keeps exact: nothing here needs relaxed floating-point rules). Within 2 ulp of std::exp; exactly 0
-// below -87.3 (where e^x is no longer a normal float) and for -inf, NaN stays NaN.
-inline __attribute__((always_inline)) float exp_nonpositive(float x) {
+// Short vectors through GCC's vector extensions: 32 bytes (8 floats, 4 doubles), one AVX register
+// or two SSE registers in the baseline clone. Written as plain arithmetic, the compiler emits the
+// instruction set's own operations; sums are taken in the order the loops say (no reassociation).
+template <typename T>
+struct Simd;
+template <>
+struct Simd<float> {
+  typedef float V __attribute__((vector_size(32)));
+  typedef int32_t Bits __attribute__((vector_size(32)));
+  static constexpr int64_t kLanes = 8;
+};
+template <>
+struct Simd<double> {
+  typedef double V __attribute__((vector_size(32)));
+  typedef int64_t Bits __attribute__((vector_size(32)));
+  static constexpr int64_t kLanes = 4;
+};
+template <typename T>
+using Vec = typename Simd<T>::V;
+template <typename T>
+constexpr int64_t kLanes = Simd<T>::kLanes;
+
+template <typename T>
+inline __attribute__((always_inline)) Vec<T> load(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);  // an unaligned vector load
+  return v;
+}
+template <typename T>
+inline __attribute__((always_inline)) void store(T* p, const Vec<T>& v) {
+  std::memcpy(p, &v, sizeof v);
+}
+template <typename To, typename From>
+inline __attribute__((always_inline)) To bits_as(const From& x) {
+  static_assert(sizeof(To) == sizeof(From));
+  To y;
+  std::memcpy(&y, &x, sizeof y);
+  return y;
+}
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// e^x for x <= 0 (softmax's exponents once the column maximum is subtracted), lane by lane with no
+// calls or branches: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite), e^r by Cephes' degree-6 expf
+// polynomial, 2^n put into the exponent bits (n rounded by the 1.5 * 2^23 trick, which IEEE
+// arithmetic keeps exact: nothing here needs relaxed floating-point rules). Within 2 ulp of
+// std::exp; exactly 0 below -87.3 (where e^x is no longer a normal float) and for -inf; NaN stays NaN.
+inline __attribute__((always_inline)) Vec<float> exp_nonpositive(const Vec<float>& x) {
+  using V = Vec<float>;
+  using Bits = Simd<float>::Bits;
   constexpr float kLow = -87.3365447504f, kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
-  const float xc = x < kLow ? kLow : x;  // a select between two values: stays branch-free
-  const float n = (xc * kLog2e + kRound) - kRound;
-  const float r = xc - n * kLn2Hi - n * kLn2Lo;
-  const float poly =
+  const V low = V{} + kLow;
+  const V xc = x < low ? low : x;
+  const V n = (xc * kLog2e + kRound) - kRound;
+  const V r = xc - n * kLn2Hi - n * kLn2Lo;
+  const V poly =
       ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
        1.6666665459e-1f) * r + 5.0000001201e-1f;
-  const float er = poly * r * r + r + 1.0f;
-  const int32_t bits = (int32_t(n) + 127) << 23;
-  float two_n;
-  std::memcpy(&two_n, &bits, sizeof two_n);
+  const V er = poly * r * r + r + 1.0f;
+  const Bits two_n = (__builtin_convertvector(n, Bits) + 127) << 23;
   // Zero below kLow by masking the bits (a multiply by a 0/1 factor would make -inf * 0 = NaN).
-  const float e = er * two_n;
-  uint32_t e_bits;
-  std::memcpy(&e_bits, &e, sizeof e_bits);
-  e_bits &= uint32_t(0) - uint32_t(x >= kLow);
-  float out;
-  std::memcpy(&out, &e_bits, sizeof out);
-  return out;
+  return bits_as<V>(bits_as<Bits>(er * bits_as<V>(two_n)) & (x >= low));
 }
-inline __attribute__((always_inline)) double exp_nonpositive(double x) { return std::exp(x); }
-
-// Register tiles. Sums are kept in small local arrays of compile-time size, which the compiler
-// holds in vector registers: a loop that added into memory instead would wait on its own stores
-// (store-to-load latency, ~10 cycles) at every step. Scores are computed for kKeyTile keys at a
-// time (keys padded with zeros to a multiple of it); a row of the output or of a gradient has
-// Width channels, a compile-time constant for the common head widths, the problem's own (at most
-// kMaxWidth, summed in memory) otherwise.
-constexpr int64_t kKeyTile = 32;
-constexpr int64_t kMaxWidth = 1024;
-
-template <int Width>
-inline int64_t head_width(int64_t runtime) { return Width > 0 ? Width : runtime; }
-template <int Width>
-constexpr int64_t kAccumulator = Width > 0 ? Width : kMaxWidth;
-
-// K^T (or V^T) of one head, [D, Tk padded to the tile], zero beyond Tk.
-template <typename T>
-inline __attribute__((always_inline)) void transpose_keys(const StridedRows<T>& x, int64_t n, int64_t h, int64_t tk,
-                                                          int64_t dim, int64_t padded, T* __restrict out) {
-  for (int64_t d = 0; d < dim; ++d)
-    for (int64_t j = tk; j < padded; ++j) out[d * padded + j] = 0;
-  for (int64_t j = 0; j < tk; ++j) {
-    const T* __restrict xj = x.row(n, h, j);
-    for (int64_t d = 0; d < dim; ++d) out[d * padded + j] = xj[d];
-  }
+inline __attribute__((always_inline)) Vec<double> exp_nonpositive(Vec<double> x) {
+  for (int64_t l = 0; l < kLanes<double>; ++l) x[l] = std::exp(x[l]);  // float64: the tests' precision
+  return x;
 }
 
-// row[j] (j < tk) = init[j] + sum_d c[d] * xt[d, j], a tile of keys at a time in registers.
+// The matrix products of one head, C[m, :] = sum_k A(m, k) B[k, :] for m < M, each row of B and C
+// `vecs` whole vectors. A is read element by element with any strides (a transposed operand costs
+// nothing); B and C rows are contiguous. A register tile of Rows x Cols vectors is summed over k
+// in registers, Rows x Cols independent chains of multiply-adds that keep the FMA units busy.
 template <typename T>
-inline __attribute__((always_inline)) void row_times_transposed(const T* __restrict c, T scale, const T* __restrict xt,
-                                                                int64_t tk, int64_t dim, int64_t padded,
-                                                                const T* __restrict init, T* __restrict row) {
-  for (int64_t j0 = 0; j0 < tk; j0 += kKeyTile) {
-    T acc[kKeyTile];
-    for (int64_t jj = 0; jj < kKeyTile; ++jj) acc[jj] = 0;
-    for (int64_t d = 0; d < dim; ++d) {
-      const T cd = c[d] * scale;
-      const T* __restrict xd = xt + d * padded + j0;
-      for (int64_t jj = 0; jj < kKeyTile; ++jj) acc[jj] += cd * xd[jj];
+struct Operand {
+  const T* p;
+  int64_t row_stride, col_stride;  // A(m, k) = p[m * row_stride + k * col_stride]
+};
+
+template <typename T, int Rows, int Cols>
+inline __attribute__((always_inline)) void product_tile(const Operand<T>& a, int64_t m0, int64_t depth, const T* b,
+                                                        int64_t ldb, int64_t c0, T* c, int64_t ldc) {
+  Vec<T> acc[Rows][Cols] = {};
+  for (int64_t k = 0; k < depth; ++k) {
+    Vec<T> bk[Cols];
+    for (int v = 0; v < Cols; ++v) bk[v] = load(b + k * ldb + (c0 + v) * kLanes<T>);
+    for (int r = 0; r < Rows; ++r) {
+      const T ark = a.p[(m0 + r) * a.row_stride + k * a.col_stride];
+      for (int v = 0; v < Cols; ++v) acc[r][v] += ark * bk[v];
     }
-    const int64_t m = std::min(kKeyTile, tk - j0);
-    for (int64_t jj = 0; jj < m; ++jj) row[j0 + jj] = (init ? init[j0 + jj] : T(0)) + acc[jj];
+  }
+  for (int r = 0; r < Rows; ++r)
+    for (int v = 0; v < Cols; ++v) store(c + (m0 + r) * ldc + (c0 + v) * kLanes<T>, acc[r][v]);
+}
+
+template <typename T, int Rows>
+inline __attribute__((always_inline)) void product_rows(const Operand<T>& a, int64_t m0, int64_t depth, const T* b,
+                                                        int64_t ldb, int64_t vecs, T* c, int64_t ldc) {
+  int64_t v = 0;
+  for (; v + 2 <= vecs; v += 2) product_tile<T, Rows, 2>(a, m0, depth, b, ldb, v, c, ldc);
+  if (v < vecs) product_tile<T, Rows, 1>(a, m0, depth, b, ldb, v, c, ldc);
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void product(int64_t rows, int64_t depth, const Operand<T>& a, const T* b,
+                                                   int64_t ldb, int64_t vecs, T* c, int64_t ldc) {
+  int64_t m = 0;
+  for (; m + 4 <= rows; m += 4) product_rows<T, 4>(a, m, depth, b, ldb, vecs, c, ldc);
+  for (; m < rows; ++m) product_rows<T, 1>(a, m, depth, b, ldb, vecs, c, ldc);
+}
+
+// `count` rows of one head (q, k, v, dO or a gradient) as B or C of a product: in place when a row
+// is whole vectors, else through `scratch` [count, width padded] (zeros in the padding).
+template <typename T>
+struct HeadRows {
+  T* p;
+  int64_t ld;
+  bool copied;
+};
+template <typename T>
+inline __attribute__((always_inline)) HeadRows<T> rows_in(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
+                                                          int64_t dim, T* scratch) {
+  if (dim % kLanes<T> == 0) return {x.row(n, h, 0), x.st, false};
+  const int64_t padded = round_up(dim, kLanes<T>);
+  for (int64_t t = 0; t < count; ++t) {
+    const T* src = x.row(n, h, t);
+    for (int64_t d = 0; d < padded; ++d) scratch[t * padded + d] = d < dim ? src[d] : T(0);
+  }
+  return {scratch, padded, true};
+}
+template <typename T>
+inline __attribute__((always_inline)) HeadRows<T> rows_out(const StridedRows<T>& x, int64_t n, int64_t h, int64_t dim,
+                                                           T* scratch) {
+  if (dim % kLanes<T> == 0) return {x.row(n, h, 0), x.st, false};
+  return {scratch, round_up(dim, kLanes<T>), true};
+}
+template <typename T>
+inline __attribute__((always_inline)) void finish_rows(const HeadRows<T>& out, const StridedRows<T>& x, int64_t n, int64_t h,
+                                                       int64_t count, int64_t dim) {
+  if (!out.copied) return;
+  for (int64_t t = 0; t < count; ++t) std::memcpy(x.row(n, h, t), out.p + t * out.ld, size_t(dim) * sizeof(T));
+}
+
+// X^T of one head, [D, Tq padded to vectors], times `scale`, zero beyond Tq.
+template <typename T>
+inline __attribute__((always_inline)) void transpose_head(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
+                                                          int64_t dim, int64_t padded, T scale, T* out) {
+  const T* x0 = x.row(n, h, 0);
+  for (int64_t d = 0; d < dim; ++d) {
+    for (int64_t t = 0; t < count; ++t) out[d * padded + t] = x0[t * x.st + d] * scale;
+    for (int64_t t = count; t < padded; ++t) out[d * padded + t] = 0;
   }
 }
 
-// out = sum_r w[r * w_stride] * rows(r) over r < count: a weighted sum of rows, in registers.
-template <typename T, int Width, typename Rows>
-inline __attribute__((always_inline)) void weighted_rows(const T* __restrict w, int64_t w_stride, int64_t count,
-                                                         const Rows& rows, int64_t dim, T* __restrict out) {
-  T acc[kAccumulator<Width>];
-  for (int64_t d = 0; d < dim; ++d) acc[d] = 0;
-  for (int64_t r = 0; r < count; ++r) {
-    const T wr = w[r * w_stride];
-    const T* __restrict x = rows(r);
-    for (int64_t d = 0; d < dim; ++d) acc[d] += wr * x[d];
-  }
-  for (int64_t d = 0; d < dim; ++d) out[d] = acc[d];
+// Scratch of one task, in elements: the transposed operand [D, Tq padded], dS^T [Tk, Tq padded]
+// (backward), and up to four operands or results of a width no vector divides [T, D padded].
+template <typename T>
+size_t scratch_size(const AttentionProblem<T>& a) {
+  const int64_t tqp = round_up(a.tq, kLanes<T>), dp = round_up(a.dim, kLanes<T>), t = std::max(a.tq, a.tk);
+  return size_t(a.dim * tqp + a.tk * tqp + 4 * t * dp);
 }
 
-// Forward of one (sample, head): the scores of query i (keys in tiles), the softmax in place in P,
-// then o_i = sum_j p_ij v_j. kt: scratch [D, Tk padded].
-template <typename T, int Width>
-inline __attribute__((always_inline)) void attention_forward_head(const AttentionProblem<T>& a, int64_t n, int64_t h,
-                                                                  T* __restrict kt) {
-  const int64_t tq = a.tq, tk = a.tk, dim = head_width<Width>(a.dim), padded = (tk + kKeyTile - 1) / kKeyTile * kKeyTile;
-  transpose_keys(a.k, n, h, tk, dim, padded, kt);
-  for (int64_t i = 0; i < tq; ++i) {
-    T* __restrict s = a.p.row(n, h, i);
-    row_times_transposed(a.q.row(n, h, i), a.scale, kt, tk, dim, padded, a.mask ? a.mask + i * tk : nullptr, s);
-    T top = -std::numeric_limits<T>::infinity();
-    for (int64_t j = 0; j < tk; ++j) top = s[j] > top ? s[j] : top;
-    for (int64_t j = 0; j < tk; ++j) s[j] = exp_nonpositive(s[j] - top);
-    T sum = 0;
-    for (int64_t j = 0; j < tk; ++j) sum += s[j];
-    const T inv = T(1) / sum;
-    for (int64_t j = 0; j < tk; ++j) s[j] *= inv;
-    weighted_rows<T, Width>(s, 1, tk, [&](int64_t j) { return a.v.row(n, h, j); }, dim, a.o.row(n, h, i));
+// Forward of one (sample, head), queries along the vector lanes so that the softmax over keys is a
+// column operation (no horizontal sums):
+//   S^T = K (scale Q)^T;  P^T = softmax over keys (rows of S^T);  O = P V.
+// P^T [Tk, Tq padded] is kept for backward.
+template <typename T>
+inline __attribute__((always_inline)) void attention_forward_head(const AttentionProblem<T>& a, int64_t n, int64_t h, T* scratch) {
+  using V = Vec<T>;
+  const int64_t tq = a.tq, tk = a.tk, dim = a.dim, tqp = round_up(tq, kLanes<T>), vq = tqp / kLanes<T>;
+  T* qt = scratch;
+  T* pt = a.p.row(n, h, 0);
+  transpose_head(a.q, n, h, tq, dim, tqp, a.scale, qt);
+  product<T>(tk, dim, {a.k.row(n, h, 0), a.k.st, 1}, qt, tqp, vq, pt, tqp);
+  for (int64_t c = 0; c < tqp; c += kLanes<T>) {
+    V top = V{} - std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < tk; ++j) {
+      V s = load(pt + j * tqp + c);
+      if (a.mask) {
+        s += load(a.mask + j * tqp + c);
+        store(pt + j * tqp + c, s);
+      }
+      top = s > top ? s : top;
+    }
+    V sum{};
+    for (int64_t j = 0; j < tk; ++j) {
+      const V e = exp_nonpositive(load(pt + j * tqp + c) - top);
+      store(pt + j * tqp + c, e);
+      sum += e;
+    }
+    const V inv = T(1) / sum;
+    for (int64_t j = 0; j < tk; ++j) store(pt + j * tqp + c, load(pt + j * tqp + c) * inv);
   }
+  T* pad = scratch + dim * tqp + tk * tqp;
+  const int64_t dp = round_up(dim, kLanes<T>), wide = std::max(tq, tk) * dp;
+  const auto v = rows_in(a.v, n, h, tk, dim, pad);
+  const auto o = rows_out(a.o, n, h, dim, pad + wide);
+  product<T>(tq, tk, {pt, 1, tqp}, v.p, v.ld, dp / kLanes<T>, o.p, o.ld);
+  finish_rows(o, a.o, n, h, tq, dim);
 }
 
-// Backward of one (sample, head), from P and dO:
-//   dP = dO V^T;  dS = P * (dP - rowsum(P * dP)) * scale;  dQ = dS K;  dK = dS^T Q;  dV = P^T dO.
-// vt: scratch [D, Tk padded]; ds: scratch [Tq, Tk].
-template <typename T, int Width>
-inline __attribute__((always_inline)) void attention_backward_head(const AttentionProblem<T>& a, int64_t n, int64_t h,
-                                                                   T* __restrict vt, T* __restrict ds) {
-  const int64_t tq = a.tq, tk = a.tk, dim = head_width<Width>(a.dim), padded = (tk + kKeyTile - 1) / kKeyTile * kKeyTile;
-  transpose_keys(a.v, n, h, tk, dim, padded, vt);
-  const T* __restrict p = a.p.row(n, h, 0);  // [Tq, Tk], contiguous
-  for (int64_t i = 0; i < tq; ++i) {
-    T* __restrict dsi = ds + i * tk;
-    const T* __restrict pi = p + i * tk;
-    row_times_transposed(a.dout.row(n, h, i), T(1), vt, tk, dim, padded, static_cast<const T*>(nullptr), dsi);
-    T dot = 0;
-    for (int64_t j = 0; j < tk; ++j) dot += pi[j] * dsi[j];
-    for (int64_t j = 0; j < tk; ++j) dsi[j] = pi[j] * (dsi[j] - dot) * a.scale;
-    weighted_rows<T, Width>(dsi, 1, tk, [&](int64_t j) { return a.k.row(n, h, j); }, dim, a.dq.row(n, h, i));
+// Backward of one (sample, head), from P^T and dO, queries along the lanes where they are free:
+//   dP^T = V dO^T;  dS^T = P^T * (dP^T - colsum(P^T * dP^T)) * scale;
+//   dQ = dS K;  dK = dS^T Q;  dV = P^T dO.
+template <typename T>
+inline __attribute__((always_inline)) void attention_backward_head(const AttentionProblem<T>& a, int64_t n, int64_t h, T* scratch) {
+  using V = Vec<T>;
+  const int64_t tq = a.tq, tk = a.tk, dim = a.dim, tqp = round_up(tq, kLanes<T>), vq = tqp / kLanes<T>;
+  const int64_t dp = round_up(dim, kLanes<T>), vd = dp / kLanes<T>, wide = std::max(tq, tk) * dp;
+  T* dot = scratch;
+  T* dst = scratch + dim * tqp;
+  T* pad = dst + tk * tqp;
+  const T* pt = a.p.row(n, h, 0);
+  transpose_head(a.dout, n, h, tq, dim, tqp, T(1), dot);
+  product<T>(tk, dim, {a.v.row(n, h, 0), a.v.st, 1}, dot, tqp, vq, dst, tqp);
+  for (int64_t c = 0; c < tqp; c += kLanes<T>) {
+    V rowsum{};
+    for (int64_t j = 0; j < tk; ++j) rowsum += load(pt + j * tqp + c) * load(dst + j * tqp + c);
+    for (int64_t j = 0; j < tk; ++j)
+      store(dst + j * tqp + c, load(pt + j * tqp + c) * (load(dst + j * tqp + c) - rowsum) * a.scale);
   }
-  for (int64_t j = 0; j < tk; ++j) {
-    weighted_rows<T, Width>(ds + j, tk, tq, [&](int64_t i) { return a.q.row(n, h, i); }, dim, a.dk.row(n, h, j));
-    weighted_rows<T, Width>(p + j, tk, tq, [&](int64_t i) { return a.dout.row(n, h, i); }, dim, a.dv.row(n, h, j));
-  }
+  const auto k = rows_in(a.k, n, h, tk, dim, pad);
+  const auto dq = rows_out(a.dq, n, h, dim, pad + wide);
+  product<T>(tq, tk, {dst, 1, tqp}, k.p, k.ld, vd, dq.p, dq.ld);
+  finish_rows(dq, a.dq, n, h, tq, dim);
+  const auto q = rows_in(a.q, n, h, tq, dim, pad);
+  const auto dout = rows_in(a.dout, n, h, tq, dim, pad + wide);
+  const auto dk = rows_out(a.dk, n, h, dim, pad + 2 * wide);
+  const auto dv = rows_out(a.dv, n, h, dim, pad + 3 * wide);
+  product<T>(tk, tq, {dst, tqp, 1}, q.p, q.ld, vd, dk.p, dk.ld);
+  product<T>(tk, tq, {pt, tqp, 1}, dout.p, dout.ld, vd, dv.p, dv.ld);
+  finish_rows(dk, a.dk, n, h, tk, dim);
+  finish_rows(dv, a.dv, n, h, tk, dim);
 }
 
 // The loops over (sample, head) pairs [begin, end), one copy per instruction set; the loader picks
 // the best the CPU has (GCC function multi-versioning). Elsewhere: the compiler's default.
 #if defined(__x86_64__) && defined(__GNUC__)
-#define BLOCKLAB_ISAS __attribute__((target_clones("avx512f", "avx2", "default")))
+// (The x86-64 levels, not single extensions: "avx512f" alone implies AVX2 but not FMA.)
+#define BLOCKLAB_ISAS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define BLOCKLAB_ISAS
 #endif
 
 // (Everything below the clones is inlined into them: a function they call is compiled for the
-// baseline instruction set.) Every (sample, head) in [begin, end), forward or backward, with the
-// head width fixed at compile time when it is a common one.
-template <bool Backward, typename T, int Width>
+// baseline instruction set.)
+template <bool Backward, typename T>
 inline __attribute__((always_inline)) void heads(const AttentionProblem<T>& a, int64_t begin, int64_t end) {
-  std::vector<T> transposed(size_t(a.dim * (a.tk + kKeyTile))), ds(Backward ? size_t(a.tq * a.tk) : 0);
+  std::vector<T> scratch(scratch_size(a));
   for (int64_t nh = begin; nh < end; ++nh) {
     if constexpr (Backward)
-      attention_backward_head<T, Width>(a, nh / a.heads, nh % a.heads, transposed.data(), ds.data());
+      attention_backward_head<T>(a, nh / a.heads, nh % a.heads, scratch.data());
     else
-      attention_forward_head<T, Width>(a, nh / a.heads, nh % a.heads, transposed.data());
-  }
-}
-template <bool Backward, typename T>
-inline __attribute__((always_inline)) void heads_of_width(const AttentionProblem<T>& a, int64_t b, int64_t e) {
-  switch (a.dim) {
-    case 16: return heads<Backward, T, 16>(a, b, e);
-    case 32: return heads<Backward, T, 32>(a, b, e);
-    case 64: return heads<Backward, T, 64>(a, b, e);
-    default: return heads<Backward, T, 0>(a, b, e);
+      attention_forward_head<T>(a, nh / a.heads, nh % a.heads, scratch.data());
   }
 }
 
-BLOCKLAB_ISAS void forward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads_of_width<false>(a, b, e); }
-BLOCKLAB_ISAS void forward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads_of_width<false>(a, b, e); }
-BLOCKLAB_ISAS void backward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads_of_width<true>(a, b, e); }
-BLOCKLAB_ISAS void backward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads_of_width<true>(a, b, e); }
+BLOCKLAB_ISAS void forward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads<false>(a, b, e); }
+BLOCKLAB_ISAS void forward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads<false>(a, b, e); }
+BLOCKLAB_ISAS void backward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads<true>(a, b, e); }
+BLOCKLAB_ISAS void backward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads<true>(a, b, e); }
 
 void run_heads(bool backward, const AttentionProblem<float>& a, int64_t b, int64_t e) {
   backward ? backward_f32(a, b, e) : forward_f32(a, b, e);
@@ -220,36 +320,66 @@ void run_heads(bool backward, const AttentionProblem<double>& a, int64_t b, int6
 // Enough (sample, head) pairs per task that a thread's share is worth starting.
 int64_t attention_grain(int64_t tq, int64_t tk, int64_t dim) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, tq * tk * dim)); }
 
+// Queries padded to whole vectors of the element type: the last dimension of P^T.
+int64_t padded_queries(const torch::Tensor& q) {
+  return round_up(q.size(2), q.scalar_type() == torch::kDouble ? kLanes<double> : kLanes<float>);
+}
+
 template <typename T>
-AttentionProblem<T> attention_problem(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask,
-                   const torch::Tensor& o, const torch::Tensor& p) {
+AttentionProblem<T> attention_problem(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                      const torch::Tensor& mask_t, const torch::Tensor& p) {
   AttentionProblem<T> a{};
   a.heads = q.size(1);
   a.tq = q.size(2);
   a.tk = k.size(2);
   a.dim = q.size(3);
   a.scale = T(1) / std::sqrt(T(a.dim));
-  a.mask = mask.defined() ? mask.data_ptr<T>() : nullptr;
-  a.q = strided_rows<T>(q), a.k = strided_rows<T>(k), a.v = strided_rows<T>(v), a.o = strided_rows<T>(o), a.p = strided_rows<T>(p);
+  a.mask = mask_t.defined() ? mask_t.data_ptr<T>() : nullptr;
+  a.q = strided_rows<T>(q), a.k = strided_rows<T>(k), a.v = strided_rows<T>(v), a.p = strided_rows<T>(p);
   return a;
 }
 
-// Output [N, Tq, H, D] seen as [N, H, Tq, D]; P [N, H, Tq, Tk].
+// Output [N, Tq, H, D] seen as [N, H, Tq, D] (the layout the output projection reads); P^T.
 std::pair<torch::Tensor, torch::Tensor> fused_forward(const torch::Tensor& q, const torch::Tensor& k,
                                                       const torch::Tensor& v, const torch::Tensor& mask) {
   RECORD_FUNCTION("blocklab::fused_attention", std::vector<c10::IValue>({q, k, v}));  // an op for the profiler
-  const int64_t n = q.size(0), h = q.size(1), tq = q.size(2), tk = k.size(2), dim = q.size(3);
+  const int64_t n = q.size(0), h = q.size(1), tq = q.size(2), tk = k.size(2), dim = q.size(3), tqp = padded_queries(q);
   auto o = torch::empty({n, tq, h, dim}, q.options()).transpose(1, 2);
-  auto p = torch::empty({n, h, tq, tk}, q.options());
+  auto p = torch::empty({n, h, tk, tqp}, q.options());
+  const auto mask_t = mask.defined() ? torch::constant_pad_nd(mask.t(), {0, tqp - tq}).contiguous() : torch::Tensor();
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "fused attention", [&] {
-    const auto a = attention_problem<scalar_t>(q, k, v, mask, o, p);
+    auto a = attention_problem<scalar_t>(q, k, v, mask_t, p);
+    a.o = strided_rows<scalar_t>(o);
     at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(false, a, b, e); });
   });
   return {o, p};
 }
 
+// Writes the gradients of q, k and v (tensors laid out as the caller wants them) from P^T and dO.
+void fused_backward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& p,
+                    const torch::Tensor& dout, const torch::Tensor& dq, const torch::Tensor& dk, const torch::Tensor& dv) {
+  RECORD_FUNCTION("blocklab::fused_attention_backward", std::vector<c10::IValue>({dout, k}));
+  const int64_t n = q.size(0), h = q.size(1), tq = q.size(2), tk = k.size(2), dim = q.size(3);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "fused attention backward", [&] {
+    auto a = attention_problem<scalar_t>(q, k, v, torch::Tensor(), p);
+    a.dout = strided_rows<scalar_t>(dout), a.dq = strided_rows<scalar_t>(dq), a.dk = strided_rows<scalar_t>(dk),
+    a.dv = strided_rows<scalar_t>(dv);
+    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(true, a, b, e); });
+  });
+}
+
 // A tensor whose last dimension is contiguous (what the kernel reads), without copying when it is.
 torch::Tensor last_dim_contiguous(const torch::Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); }
+
+// A gradient [N, H, T, D] laid out as [N, T, H, D]: what a packed projection's backward reads.
+torch::Tensor gradient_like_rows(const torch::Tensor& x) {
+  return torch::empty({x.size(0), x.size(2), x.size(1), x.size(3)}, x.options()).transpose(1, 2);
+}
+
+// q, k and v of a packed projection [N, T, 3, H, D], each [N, H, T, D].
+std::array<torch::Tensor, 3> unpack(const torch::Tensor& qkv) {
+  return {qkv.select(2, 0).transpose(1, 2), qkv.select(2, 1).transpose(1, 2), qkv.select(2, 2).transpose(1, 2)};
+}
 
 // The mask is a constant, passed by value beside the tensors autograd tracks (an undefined tensor
 // cannot be an input of a custom function).
@@ -269,21 +399,32 @@ class FusedAttention : public torch::autograd::Function<FusedAttention> {
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto &q = saved[0], &k = saved[1], &v = saved[2], &p = saved[3];
-    RECORD_FUNCTION("blocklab::fused_attention_backward", std::vector<c10::IValue>({grads[0], saved[1]}));
-    const auto dout = last_dim_contiguous(grads[0]);
-    const int64_t n = q.size(0), h = q.size(1), tq = q.size(2), tk = k.size(2), dim = q.size(3);
-    // Gradients laid out like the output, [N, T, H, D]: what the packed qkv projection's backward reads.
-    auto dq = torch::empty({n, tq, h, dim}, q.options()).transpose(1, 2);
-    auto dk = torch::empty({n, tk, h, dim}, q.options()).transpose(1, 2);
-    auto dv = torch::empty({n, tk, h, dim}, q.options()).transpose(1, 2);
-    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "fused attention backward", [&] {
-      auto a = attention_problem<scalar_t>(q, k, v, torch::Tensor(), torch::Tensor(), p);
-      a.dout = strided_rows<scalar_t>(dout), a.dq = strided_rows<scalar_t>(dq), a.dk = strided_rows<scalar_t>(dk),
-      a.dv = strided_rows<scalar_t>(dv);
-      at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(true, a, b, e); });
-    });
+    const auto &q = saved[0], &k = saved[1], &v = saved[2];
+    auto dq = gradient_like_rows(q), dk = gradient_like_rows(k), dv = gradient_like_rows(v);
+    fused_backward(q, k, v, saved[3], last_dim_contiguous(grads[0]), dq, dk, dv);
     return {dq, dk, dv, torch::Tensor()};
+  }
+};
+
+// The same from the packed projection: its gradient is written straight into one [N, T, 3, H, D]
+// tensor (three separate gradients would cost autograd a zero-filled tensor, a copy and a sum each).
+class FusedPackedAttention : public torch::autograd::Function<FusedPackedAttention> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv, const ConstantMask& mask) {
+    const auto in = unpack(qkv);
+    auto [o, p] = fused_forward(in[0], in[1], in[2], mask.mask);
+    ctx->save_for_backward({qkv, p});
+    return o;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto in = unpack(saved[0]);
+    auto dqkv = torch::empty_like(saved[0], torch::MemoryFormat::Contiguous);
+    const auto d = unpack(dqkv);
+    fused_backward(in[0], in[1], in[2], saved[1], last_dim_contiguous(grads[0]), d[0], d[1], d[2]);
+    return {dqkv, torch::Tensor()};
   }
 };
 
@@ -294,13 +435,14 @@ bool attention_fusable(const torch::Tensor& q, const torch::Tensor& k, const tor
   if (q.scalar_type() != torch::kFloat && q.scalar_type() != torch::kDouble) return false;
   for (const auto* t : {&q, &k, &v})
     if (t->dim() != 4 || t->scalar_type() != q.scalar_type() || !t->device().is_cpu()) return false;
-  if (q.size(3) > kMaxWidth || k.size(3) != q.size(3) || v.size(3) != q.size(3)) return false;
-  if (mask.defined() &&
-      (mask.dim() != 2 || mask.size(0) != q.size(2) || mask.size(1) != k.size(2) || mask.scalar_type() != q.scalar_type() ||
-       !mask.is_contiguous()))
+  if (k.size(3) != q.size(3) || v.size(3) != q.size(3)) return false;
+  if (mask.defined() && (mask.dim() != 2 || mask.size(0) != q.size(2) || mask.size(1) != k.size(2) ||
+                         mask.scalar_type() != q.scalar_type()))
     return false;
   return true;
 }
+
+bool needs_grad(const torch::Tensor& x) { return torch::GradMode::is_enabled() && x.requires_grad(); }
 
 }  // namespace
 
@@ -314,9 +456,16 @@ torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask) {
   if (!attention_fusable(q, k, v, mask)) return attention_reference(q, k, v, mask);
   const auto qc = last_dim_contiguous(q), kc = last_dim_contiguous(k), vc = last_dim_contiguous(v);
-  const bool needs_grad = torch::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  if (!needs_grad) return fused_forward(qc, kc, vc, mask).first;
+  if (!needs_grad(q) && !needs_grad(k) && !needs_grad(v)) return fused_forward(qc, kc, vc, mask).first;
   return FusedAttention::apply(qc, kc, vc, ConstantMask{mask});
+}
+
+torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& mask) {
+  TORCH_CHECK(qkv.dim() == 5 && qkv.size(2) == 3, "packed_attention: qkv must be [N, T, 3, H, D], got ", qkv.sizes());
+  const auto in = unpack(qkv);
+  if (!attention_fusable(in[0], in[1], in[2], mask) || qkv.stride(-1) != 1) return attention(in[0], in[1], in[2], mask);
+  if (!needs_grad(qkv)) return fused_forward(in[0], in[1], in[2], mask).first;
+  return FusedPackedAttention::apply(qkv, ConstantMask{mask});
 }
 
 void set_fused_attention(bool enabled) { g_fused.store(enabled); }
@@ -325,8 +474,8 @@ bool fused_attention_enabled() { return g_fused.load(); }
 std::string fused_attention_isa() {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return "avx512f";
-  if (__builtin_cpu_supports("avx2")) return "avx2";
+  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 (AVX-512)";
+  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3 (AVX2, FMA)";
   return "x86-64";
 #else
   return "portable";

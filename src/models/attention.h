@@ -5,10 +5,10 @@
 // matmul as hundreds of tiny GEMMs, then softmax, then another batched matmul, each a separate op
 // with its own intermediate tensors; the profiler shows it at ~10 GFLOP/s, a fifth of the step.
 // The fused kernel does one (sample, head) at a time in cache: scores, softmax and the weighted
-// sum in one pass, keeping only the probabilities for backward. Its inner loops run along keys
-// or head channels (independent outputs), so the compiler vectorises them without reassociating
-// sums; the code is compiled for AVX-512, AVX2 and plain x86-64, chosen at run time
-// (docs/profiling.md). Other devices and layouts take libtorch's ops.
+// sum in one pass, keeping only the probabilities for backward. Queries run along the vector lanes
+// (the softmax over keys is then a column operation), the products are register tiles of
+// independent sums, and no sum is reassociated; the code is compiled for AVX-512, AVX2 and plain
+// x86-64, chosen at run time (docs/profiling.md). Other devices and layouts take libtorch's ops.
 #pragma once
 #include <torch/torch.h>
 
@@ -23,6 +23,10 @@ namespace blocklab {
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& mask = {});
 
+/// attention() of the q, k and v in a packed projection qkv [N, T, 3, H, D] (the layer's one
+/// linear map); returns [N, H, T, D] as attention() does. Its gradient is one [N, T, 3, H, D] tensor.
+torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& mask = {});
+
 /// The same with libtorch's unfused ops (matmul, softmax, matmul): the reference of the tests, the
 /// path on CUDA.
 torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -33,7 +37,7 @@ torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k
 void set_fused_attention(bool enabled);
 bool fused_attention_enabled();
 
-/// The instruction set the fused kernel runs with on this machine ("avx512f", "avx2" or "x86-64").
+/// The instruction set the fused kernel runs with on this machine ("x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2, FMA)" or "x86-64").
 std::string fused_attention_isa();
 
 }  // namespace blocklab

@@ -60,7 +60,10 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& positions) {
 
 torch::Tensor TransformerLayerImpl::attention(const torch::Tensor& x, const AttentionContext& ctx) {
   const int64_t n = x.size(0), t = x.size(1), h = opt.heads, hd = opt.hidden / opt.heads;
-  auto qkv_ = qkv->forward(x).view({n, t, 3, h, hd}).permute({2, 0, 3, 1, 4});  // (3, N, h, T, hd)
+  auto packed = qkv->forward(x).view({n, t, 3, h, hd});
+  if (!ctx.positions.defined() && !ctx.cache)  // one tensor in and one gradient out: no unpacking for autograd
+    return proj->forward(packed_attention(packed, ctx.mask).transpose(1, 2).reshape({n, t, opt.hidden}));
+  auto qkv_ = packed.permute({2, 0, 3, 1, 4});  // (3, N, h, T, hd)
   auto q = qkv_[0], k = qkv_[1], v = qkv_[2];
   if (ctx.positions.defined()) {
     q = rotary(q, ctx.positions);
