@@ -1,5 +1,7 @@
 #include "models/attention.h"
 
+#include "models/simd.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
@@ -12,13 +14,11 @@
 #include <string>
 #include <vector>
 
-// The vector helpers below are always inlined: no vector crosses a call, so no ABI note applies.
-// (GCC reports the note at the end of the translation unit, so it cannot be popped.)
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 namespace blocklab {
 
 namespace {
+
+using namespace simd;
 
 std::atomic<bool> g_fused{true};
 
@@ -47,54 +47,13 @@ struct AttentionProblem {
   StridedRows<T> dout, dq, dk, dv;  // backward only
 };
 
-// Short vectors through GCC's vector extensions: 32 bytes (8 floats, 4 doubles), one AVX register
-// or two SSE registers in the baseline clone. Written as plain arithmetic, the compiler emits the
-// instruction set's own operations; sums are taken in the order the loops say (no reassociation).
-template <typename T>
-struct Simd;
-template <>
-struct Simd<float> {
-  typedef float V __attribute__((vector_size(32)));
-  typedef int32_t Bits __attribute__((vector_size(32)));
-  static constexpr int64_t kLanes = 8;
-};
-template <>
-struct Simd<double> {
-  typedef double V __attribute__((vector_size(32)));
-  typedef int64_t Bits __attribute__((vector_size(32)));
-  static constexpr int64_t kLanes = 4;
-};
-template <typename T>
-using Vec = typename Simd<T>::V;
-template <typename T>
-constexpr int64_t kLanes = Simd<T>::kLanes;
-
-template <typename T>
-inline __attribute__((always_inline)) Vec<T> load(const T* p) {
-  Vec<T> v;
-  std::memcpy(&v, p, sizeof v);  // an unaligned vector load
-  return v;
-}
-template <typename T>
-inline __attribute__((always_inline)) void store(T* p, const Vec<T>& v) {
-  std::memcpy(p, &v, sizeof v);
-}
-template <typename To, typename From>
-inline __attribute__((always_inline)) To bits_as(const From& x) {
-  static_assert(sizeof(To) == sizeof(From));
-  To y;
-  std::memcpy(&y, &x, sizeof y);
-  return y;
-}
-
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // e^x for x <= 0 (softmax's exponents once the column maximum is subtracted), lane by lane with no
 // calls or branches: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite), e^r by Cephes' degree-6 expf
 // polynomial, 2^n put into the exponent bits (n rounded by the 1.5 * 2^23 trick, which IEEE
 // arithmetic keeps exact: nothing here needs relaxed floating-point rules). Within 2 ulp of
 // std::exp; exactly 0 below -87.3 (where e^x is no longer a normal float) and for -inf; NaN stays NaN.
-inline __attribute__((always_inline)) Vec<float> exp_nonpositive(const Vec<float>& x) {
+BLOCKLAB_INLINE Vec<float> exp_nonpositive(const Vec<float>& x) {
   using V = Vec<float>;
   using Bits = Simd<float>::Bits;
   constexpr float kLow = -87.3365447504f, kLog2e = 1.44269504088896341f;
@@ -112,7 +71,7 @@ inline __attribute__((always_inline)) Vec<float> exp_nonpositive(const Vec<float
   // Zero below kLow by masking the bits (a multiply by a 0/1 factor would make -inf * 0 = NaN).
   return bits_as<V>(bits_as<Bits>(er * bits_as<V>(two_n)) & (x >= low));
 }
-inline __attribute__((always_inline)) Vec<double> exp_nonpositive(Vec<double> x) {
+BLOCKLAB_INLINE Vec<double> exp_nonpositive(Vec<double> x) {
   for (int64_t l = 0; l < kLanes<double>; ++l) x[l] = std::exp(x[l]);  // float64: the tests' precision
   return x;
 }
@@ -128,7 +87,7 @@ struct Operand {
 };
 
 template <typename T, int Rows, int Cols>
-inline __attribute__((always_inline)) void product_tile(const Operand<T>& a, int64_t m0, int64_t depth, const T* b,
+BLOCKLAB_INLINE void product_tile(const Operand<T>& a, int64_t m0, int64_t depth, const T* b,
                                                         int64_t ldb, int64_t c0, T* c, int64_t ldc) {
   Vec<T> acc[Rows][Cols] = {};
   for (int64_t k = 0; k < depth; ++k) {
@@ -144,7 +103,7 @@ inline __attribute__((always_inline)) void product_tile(const Operand<T>& a, int
 }
 
 template <typename T, int Rows>
-inline __attribute__((always_inline)) void product_rows(const Operand<T>& a, int64_t m0, int64_t depth, const T* b,
+BLOCKLAB_INLINE void product_rows(const Operand<T>& a, int64_t m0, int64_t depth, const T* b,
                                                         int64_t ldb, int64_t vecs, T* c, int64_t ldc) {
   int64_t v = 0;
   for (; v + 2 <= vecs; v += 2) product_tile<T, Rows, 2>(a, m0, depth, b, ldb, v, c, ldc);
@@ -152,7 +111,7 @@ inline __attribute__((always_inline)) void product_rows(const Operand<T>& a, int
 }
 
 template <typename T>
-inline __attribute__((always_inline)) void product(int64_t rows, int64_t depth, const Operand<T>& a, const T* b,
+BLOCKLAB_INLINE void product(int64_t rows, int64_t depth, const Operand<T>& a, const T* b,
                                                    int64_t ldb, int64_t vecs, T* c, int64_t ldc) {
   int64_t m = 0;
   for (; m + 4 <= rows; m += 4) product_rows<T, 4>(a, m, depth, b, ldb, vecs, c, ldc);
@@ -168,7 +127,7 @@ struct HeadRows {
   bool copied;
 };
 template <typename T>
-inline __attribute__((always_inline)) HeadRows<T> rows_in(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
+BLOCKLAB_INLINE HeadRows<T> rows_in(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
                                                           int64_t dim, T* scratch) {
   if (dim % kLanes<T> == 0) return {x.row(n, h, 0), x.st, false};
   const int64_t padded = round_up(dim, kLanes<T>);
@@ -179,13 +138,13 @@ inline __attribute__((always_inline)) HeadRows<T> rows_in(const StridedRows<T>& 
   return {scratch, padded, true};
 }
 template <typename T>
-inline __attribute__((always_inline)) HeadRows<T> rows_out(const StridedRows<T>& x, int64_t n, int64_t h, int64_t dim,
+BLOCKLAB_INLINE HeadRows<T> rows_out(const StridedRows<T>& x, int64_t n, int64_t h, int64_t dim,
                                                            T* scratch) {
   if (dim % kLanes<T> == 0) return {x.row(n, h, 0), x.st, false};
   return {scratch, round_up(dim, kLanes<T>), true};
 }
 template <typename T>
-inline __attribute__((always_inline)) void finish_rows(const HeadRows<T>& out, const StridedRows<T>& x, int64_t n, int64_t h,
+BLOCKLAB_INLINE void finish_rows(const HeadRows<T>& out, const StridedRows<T>& x, int64_t n, int64_t h,
                                                        int64_t count, int64_t dim) {
   if (!out.copied) return;
   for (int64_t t = 0; t < count; ++t) std::memcpy(x.row(n, h, t), out.p + t * out.ld, size_t(dim) * sizeof(T));
@@ -193,7 +152,7 @@ inline __attribute__((always_inline)) void finish_rows(const HeadRows<T>& out, c
 
 // X^T of one head, [D, Tq padded to vectors], times `scale`, zero beyond Tq.
 template <typename T>
-inline __attribute__((always_inline)) void transpose_head(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
+BLOCKLAB_INLINE void transpose_head(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
                                                           int64_t dim, int64_t padded, T scale, T* out) {
   const T* x0 = x.row(n, h, 0);
   for (int64_t d = 0; d < dim; ++d) {
@@ -215,7 +174,7 @@ size_t scratch_size(const AttentionProblem<T>& a) {
 //   S^T = K (scale Q)^T;  P^T = softmax over keys (rows of S^T);  O = P V.
 // P^T [Tk, Tq padded] is kept for backward.
 template <typename T>
-inline __attribute__((always_inline)) void attention_forward_head(const AttentionProblem<T>& a, int64_t n, int64_t h, T* scratch) {
+BLOCKLAB_INLINE void attention_forward_head(const AttentionProblem<T>& a, int64_t n, int64_t h, T* scratch) {
   using V = Vec<T>;
   const int64_t tq = a.tq, tk = a.tk, dim = a.dim, tqp = round_up(tq, kLanes<T>), vq = tqp / kLanes<T>;
   T* qt = scratch;
@@ -253,7 +212,7 @@ inline __attribute__((always_inline)) void attention_forward_head(const Attentio
 //   dP^T = V dO^T;  dS^T = P^T * (dP^T - colsum(P^T * dP^T)) * scale;
 //   dQ = dS K;  dK = dS^T Q;  dV = P^T dO.
 template <typename T>
-inline __attribute__((always_inline)) void attention_backward_head(const AttentionProblem<T>& a, int64_t n, int64_t h, T* scratch) {
+BLOCKLAB_INLINE void attention_backward_head(const AttentionProblem<T>& a, int64_t n, int64_t h, T* scratch) {
   using V = Vec<T>;
   const int64_t tq = a.tq, tk = a.tk, dim = a.dim, tqp = round_up(tq, kLanes<T>), vq = tqp / kLanes<T>;
   const int64_t dp = round_up(dim, kLanes<T>), vd = dp / kLanes<T>, wide = std::max(tq, tk) * dp;
@@ -283,19 +242,12 @@ inline __attribute__((always_inline)) void attention_backward_head(const Attenti
   finish_rows(dv, a.dv, n, h, tk, dim);
 }
 
-// The loops over (sample, head) pairs [begin, end), one copy per instruction set; the loader picks
-// the best the CPU has (GCC function multi-versioning). Elsewhere: the compiler's default.
-#if defined(__x86_64__) && defined(__GNUC__)
-// (The x86-64 levels, not single extensions: "avx512f" alone implies AVX2 but not FMA.)
-#define BLOCKLAB_ISAS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define BLOCKLAB_ISAS
-#endif
+// The loops over (sample, head) pairs [begin, end), one copy per instruction set (simd.h).
 
 // (Everything below the clones is inlined into them: a function they call is compiled for the
 // baseline instruction set.)
 template <bool Backward, typename T>
-inline __attribute__((always_inline)) void heads(const AttentionProblem<T>& a, int64_t begin, int64_t end) {
+BLOCKLAB_INLINE void heads(const AttentionProblem<T>& a, int64_t begin, int64_t end) {
   std::vector<T> scratch(scratch_size(a));
   for (int64_t nh = begin; nh < end; ++nh) {
     if constexpr (Backward)
@@ -471,15 +423,6 @@ torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& ma
 void set_fused_attention(bool enabled) { g_fused.store(enabled); }
 bool fused_attention_enabled() { return g_fused.load(); }
 
-std::string fused_attention_isa() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 (AVX-512)";
-  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3 (AVX2, FMA)";
-  return "x86-64";
-#else
-  return "portable";
-#endif
-}
+std::string fused_attention_isa() { return kernel_isa(); }
 
 }  // namespace blocklab

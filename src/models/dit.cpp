@@ -1,8 +1,8 @@
 #include "models/dit.h"
+#include "models/modulation.h"
 
 namespace blocklab {
 
-namespace F = torch::nn::functional;
 
 torch::Tensor unpatchify(const torch::Tensor& tokens, int64_t channels, int64_t height, int64_t width, int64_t patch) {
   const int64_t n = tokens.size(0), p = patch;
@@ -73,7 +73,7 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& cond
   auto h = in->patch_embed->forward(x).flatten(2).transpose(1, 2) + in->pos_embed;  // [N, P, d]
   for (int64_t b = first_block; b < last_block; ++b) h = block(b)->forward(h, cond);
   auto m = in->out_ada->forward(cond);  // shift, scale: [N, 1, d]
-  h = F::layer_norm(h, F::LayerNormFuncOptions({opt.hidden}).eps(1e-6)) * (1 + m[1]) + m[0];
+  h = modulate(h, m[0], m[1]);
   return unpatchify(in->head->forward(h), opt.channels, opt.height, opt.width, opt.patch);
 }
 

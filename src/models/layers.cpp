@@ -1,4 +1,5 @@
 #include "models/layers.h"
+#include "models/modulation.h"
 
 #include "models/attention.h"
 #include "util/seed.h"
@@ -8,7 +9,6 @@
 
 namespace blocklab {
 
-namespace F = torch::nn::functional;
 
 torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim, double max_period) {
   const int64_t half = dim / 2;
@@ -80,10 +80,8 @@ torch::Tensor TransformerLayerImpl::attention(const torch::Tensor& x, const Atte
 
 torch::Tensor TransformerLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cond, const AttentionContext& ctx) {
   auto m = ada->forward(cond);  // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
-  auto ln = [&](const torch::Tensor& v) { return F::layer_norm(v, F::LayerNormFuncOptions({opt.hidden}).eps(1e-6)); };
-  auto h = x + m[2] * attention(ln(x) * (1 + m[1]) + m[0], ctx);
-  auto mlp_in = ln(h) * (1 + m[4]) + m[3];
-  return h + m[5] * fc2->forward(torch::gelu(fc1->forward(mlp_in)));
+  auto h = gated_add(x, m[2], attention(modulate(x, m[0], m[1]), ctx));
+  return gated_add(h, m[5], fc2->forward(torch::gelu(fc1->forward(modulate(h, m[3], m[4])))));
 }
 
 BlockImpl::BlockImpl(const TransformerLayerOptions& o, int64_t num_layers) {

@@ -1,10 +1,10 @@
 #include "models/lm.h"
+#include "models/modulation.h"
 
 #include <limits>
 
 namespace blocklab {
 
-namespace F = torch::nn::functional;
 
 LMSharedImpl::LMSharedImpl(const LMOptions& o) {
   tokens = register_module("tokens", torch::nn::Embedding(o.input_vocab, o.hidden));
@@ -73,7 +73,7 @@ torch::Tensor LMImpl::run(torch::Tensor h, const torch::Tensor& cond, const torc
 
 torch::Tensor LMImpl::features(const torch::Tensor& h, const torch::Tensor& cond) {
   auto m = shared->out_ada->forward(cond);  // shift, scale
-  return F::layer_norm(h, F::LayerNormFuncOptions({opt.hidden}).eps(1e-6)) * (1 + m[1]) + m[0];
+  return modulate(h, m[0], m[1]);
 }
 
 torch::Tensor LMImpl::logits(const torch::Tensor& features) { return shared->head->forward(features); }

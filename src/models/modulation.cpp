@@ -1,0 +1,300 @@
+#include "models/modulation.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include <atomic>
+#include <cmath>
+
+#include "models/simd.h"
+
+namespace blocklab {
+
+namespace {
+
+using namespace simd;
+
+std::atomic<bool> g_fused_modulation{true};
+
+// Row (n, t) of a [N, T, D] tensor whose last dimension is contiguous; a [N, 1, D] one is the same
+// row for every t (token stride 0), so a gradient accumulated into it sums over tokens.
+template <typename T>
+struct TokenRows {
+  T* data;
+  int64_t sn, st;
+  T* row(int64_t n, int64_t t) const { return data + n * sn + t * st; }
+};
+
+template <typename T>
+TokenRows<T> token_rows(const torch::Tensor& x) {
+  if (!x.defined()) return {nullptr, 0, 0};
+  return {x.data_ptr<T>(), x.stride(0), x.size(1) == 1 ? 0 : x.stride(1)};
+}
+
+enum class Pass { ModulateForward, ModulateBackward, GatedForward, GatedBackward };
+
+// Everything one pass reads and writes; a pass uses its own fields.
+template <typename T>
+struct Rows {
+  int64_t tokens, dim;
+  TokenRows<T> x, shift, scale, gate, branch, out;  // inputs and output (branch: gated_add's y)
+  TokenRows<T> dout, dx, dshift, dscale, dgate, dbranch;
+  T* mean;  // modulate's statistics per token [N, T], kept for backward
+  T* rstd;
+  T epsilon;
+};
+
+// sum_j f(j) over a row, vectors of lanes summed lane-wise, then the lanes, then the tail.
+template <typename T, typename VecTerm, typename ScalarTerm>
+BLOCKLAB_INLINE T row_sum(int64_t dim, VecTerm vec_term, ScalarTerm scalar_term) {
+  Vec<T> acc{};
+  int64_t j = 0;
+  for (; j + kLanes<T> <= dim; j += kLanes<T>) acc += vec_term(j);
+  T s = lane_sum<T>(acc);
+  for (; j < dim; ++j) s += scalar_term(j);
+  return s;
+}
+
+// modulate forward of one token: mean and variance (two passes, as LayerNorm), then
+// y = (x - mean) * rstd * (1 + scale) + shift.
+template <typename T>
+BLOCKLAB_INLINE void modulate_token(const Rows<T>& r, int64_t n, int64_t t) {
+  const T *x = r.x.row(n, t), *shift = r.shift.row(n, t), *scale = r.scale.row(n, t);
+  T* y = r.out.row(n, t);
+  const int64_t dim = r.dim;
+  const T mean = row_sum<T>(dim, [&](int64_t j) { return load(x + j); }, [&](int64_t j) { return x[j]; }) / T(dim);
+  const T var = row_sum<T>(
+                    dim, [&](int64_t j) { const Vec<T> c = load(x + j) - mean; return c * c; },
+                    [&](int64_t j) { const T c = x[j] - mean; return c * c; }) / T(dim);
+  const T rstd = T(1) / std::sqrt(var + r.epsilon);
+  int64_t j = 0;
+  for (; j + kLanes<T> <= dim; j += kLanes<T>)
+    store(y + j, (load(x + j) - mean) * rstd * (T(1) + load(scale + j)) + load(shift + j));
+  for (; j < dim; ++j) y[j] = (x[j] - mean) * rstd * (T(1) + scale[j]) + shift[j];
+  r.mean[n * r.tokens + t] = mean;
+  r.rstd[n * r.tokens + t] = rstd;
+}
+
+// modulate backward of one token, with xh = (x - mean) * rstd and g = dy * (1 + scale):
+//   dshift += dy;  dscale += dy * xh;  dx = rstd * (g - mean(g) - xh * mean(g * xh)).
+template <typename T>
+BLOCKLAB_INLINE void modulate_token_backward(const Rows<T>& r, int64_t n, int64_t t) {
+  const T *x = r.x.row(n, t), *scale = r.scale.row(n, t), *dy = r.dout.row(n, t);
+  T *dshift = r.dshift.row(n, t), *dscale = r.dscale.row(n, t), *dx = r.dx.row(n, t);
+  const int64_t dim = r.dim;
+  const T mean = r.mean[n * r.tokens + t], rstd = r.rstd[n * r.tokens + t];
+  Vec<T> sum_g{}, sum_gx{};
+  int64_t j = 0;
+  for (; j + kLanes<T> <= dim; j += kLanes<T>) {
+    const Vec<T> d = load(dy + j), xh = (load(x + j) - mean) * rstd, g = d * (T(1) + load(scale + j));
+    sum_g += g;
+    sum_gx += g * xh;
+    store(dshift + j, load(dshift + j) + d);
+    store(dscale + j, load(dscale + j) + d * xh);
+  }
+  T g_mean = lane_sum<T>(sum_g), gx_mean = lane_sum<T>(sum_gx);
+  for (int64_t i = j; i < dim; ++i) {
+    const T xh = (x[i] - mean) * rstd, g = dy[i] * (T(1) + scale[i]);
+    g_mean += g;
+    gx_mean += g * xh;
+    dshift[i] += dy[i];
+    dscale[i] += dy[i] * xh;
+  }
+  g_mean /= T(dim);
+  gx_mean /= T(dim);
+  for (j = 0; j + kLanes<T> <= dim; j += kLanes<T>) {
+    const Vec<T> xh = (load(x + j) - mean) * rstd, g = load(dy + j) * (T(1) + load(scale + j));
+    store(dx + j, rstd * (g - g_mean - xh * gx_mean));
+  }
+  for (; j < dim; ++j) {
+    const T xh = (x[j] - mean) * rstd, g = dy[j] * (T(1) + scale[j]);
+    dx[j] = rstd * (g - g_mean - xh * gx_mean);
+  }
+}
+
+// gated_add of one token: out = x + gate * y; backward: dy = dout * gate, dgate += dout * y
+// (dx is dout itself).
+template <typename T>
+BLOCKLAB_INLINE void gated_token(const Rows<T>& r, int64_t n, int64_t t, bool backward) {
+  const T *gate = r.gate.row(n, t), *y = r.branch.row(n, t);
+  const int64_t dim = r.dim;
+  if (!backward) {
+    const T* x = r.x.row(n, t);
+    T* out = r.out.row(n, t);
+    int64_t j = 0;
+    for (; j + kLanes<T> <= dim; j += kLanes<T>) store(out + j, load(x + j) + load(gate + j) * load(y + j));
+    for (; j < dim; ++j) out[j] = x[j] + gate[j] * y[j];
+    return;
+  }
+  const T* dout = r.dout.row(n, t);
+  T *dgate = r.dgate.row(n, t), *dy = r.dbranch.row(n, t);
+  int64_t j = 0;
+  for (; j + kLanes<T> <= dim; j += kLanes<T>) {
+    const Vec<T> d = load(dout + j);
+    store(dy + j, d * load(gate + j));
+    store(dgate + j, load(dgate + j) + d * load(y + j));
+  }
+  for (; j < dim; ++j) {
+    dy[j] = dout[j] * gate[j];
+    dgate[j] += dout[j] * y[j];
+  }
+}
+
+// Samples [begin, end), every token in order (so a per-sample gradient sums tokens in order).
+template <typename T>
+BLOCKLAB_INLINE void samples(Pass pass, const Rows<T>& r, int64_t begin, int64_t end) {
+  for (int64_t n = begin; n < end; ++n)
+    for (int64_t t = 0; t < r.tokens; ++t) switch (pass) {
+        case Pass::ModulateForward: modulate_token(r, n, t); break;
+        case Pass::ModulateBackward: modulate_token_backward(r, n, t); break;
+        case Pass::GatedForward: gated_token(r, n, t, false); break;
+        case Pass::GatedBackward: gated_token(r, n, t, true); break;
+      }
+}
+
+BLOCKLAB_ISAS void run_samples_f32(Pass pass, const Rows<float>& r, int64_t b, int64_t e) { samples(pass, r, b, e); }
+BLOCKLAB_ISAS void run_samples_f64(Pass pass, const Rows<double>& r, int64_t b, int64_t e) { samples(pass, r, b, e); }
+void run_samples(Pass pass, const Rows<float>& r, int64_t b, int64_t e) { run_samples_f32(pass, r, b, e); }
+void run_samples(Pass pass, const Rows<double>& r, int64_t b, int64_t e) { run_samples_f64(pass, r, b, e); }
+
+// Runs `pass` over all samples of x [N, T, D] in parallel, `fill` setting the pass's fields.
+template <typename Fill>
+void run_pass(Pass pass, const torch::Tensor& x, Fill fill) {
+  const int64_t n = x.size(0), tokens = x.size(1), dim = x.size(2);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "modulation", [&] {
+    Rows<scalar_t> r{};
+    r.tokens = tokens;
+    r.dim = dim;
+    fill(r);
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, tokens * dim));
+    at::parallel_for(0, n, grain, [&](int64_t b, int64_t e) { run_samples(pass, r, b, e); });
+  });
+}
+
+torch::Tensor last_dim_dense(const torch::Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); }
+
+// A fresh [N, T, D] tensor of x's type, contiguous.
+torch::Tensor empty_rows(const torch::Tensor& x) { return torch::empty(x.sizes(), x.options()); }
+
+// What the fused kernels take: CPU float or double, x [N, T, D], the per-sample or per-token
+// operand [N, 1 or T, D] of the same type.
+bool modulation_fusable(const torch::Tensor& x, const std::initializer_list<const torch::Tensor*>& others) {
+  if (!g_fused_modulation.load(std::memory_order_relaxed) || !x.device().is_cpu() || x.dim() != 3) return false;
+  if (x.scalar_type() != torch::kFloat && x.scalar_type() != torch::kDouble) return false;
+  for (const auto* o : others)
+    if (o->dim() != 3 || o->scalar_type() != x.scalar_type() || !o->device().is_cpu() || o->size(0) != x.size(0) ||
+        (o->size(1) != 1 && o->size(1) != x.size(1)) || o->size(2) != x.size(2))
+      return false;
+  return true;
+}
+
+bool any_needs_grad(const std::initializer_list<const torch::Tensor*>& xs) {
+  if (!torch::GradMode::is_enabled()) return false;
+  for (const auto* x : xs)
+    if (x->requires_grad()) return true;
+  return false;
+}
+
+// y, mean and rstd of modulate (the statistics [N, T] for backward).
+std::array<torch::Tensor, 3> modulate_forward(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
+  RECORD_FUNCTION("blocklab::modulate", std::vector<c10::IValue>({x, scale}));
+  auto y = empty_rows(x);
+  auto mean = torch::empty({x.size(0), x.size(1)}, x.options()), rstd = torch::empty_like(mean);
+  run_pass(Pass::ModulateForward, x, [&](auto& r) {
+    using T = std::remove_pointer_t<decltype(r.mean)>;
+    r.x = token_rows<T>(x), r.shift = token_rows<T>(shift), r.scale = token_rows<T>(scale), r.out = token_rows<T>(y);
+    r.mean = mean.data_ptr<T>(), r.rstd = rstd.data_ptr<T>(), r.epsilon = T(kNormEpsilon);
+  });
+  return {y, mean, rstd};
+}
+
+torch::Tensor gated_forward(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
+  RECORD_FUNCTION("blocklab::gated_add", std::vector<c10::IValue>({x, gate}));
+  auto out = empty_rows(x);
+  run_pass(Pass::GatedForward, x, [&](auto& r) {
+    using T = std::remove_pointer_t<decltype(r.mean)>;
+    r.x = token_rows<T>(x), r.gate = token_rows<T>(gate), r.branch = token_rows<T>(y), r.out = token_rows<T>(out);
+  });
+  return out;
+}
+
+class FusedModulate : public torch::autograd::Function<FusedModulate> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& shift,
+                               const torch::Tensor& scale) {
+    auto [y, mean, rstd] = modulate_forward(x, shift, scale);
+    ctx->save_for_backward({x, scale, mean, rstd});
+    ctx->saved_data["shift_tokens"] = shift.size(1);
+    return y;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &scale = saved[1], &mean = saved[2], &rstd = saved[3];
+    RECORD_FUNCTION("blocklab::modulate_backward", std::vector<c10::IValue>({x, scale}));
+    const auto dout = last_dim_dense(grads[0]);
+    auto dx = empty_rows(x);
+    auto dshift = torch::zeros({x.size(0), ctx->saved_data["shift_tokens"].toInt(), x.size(2)}, x.options());
+    auto dscale = torch::zeros(scale.sizes(), x.options());
+    run_pass(Pass::ModulateBackward, x, [&](auto& r) {
+      using T = std::remove_pointer_t<decltype(r.mean)>;
+      r.x = token_rows<T>(x), r.scale = token_rows<T>(scale), r.dout = token_rows<T>(dout), r.dx = token_rows<T>(dx);
+      r.dshift = token_rows<T>(dshift), r.dscale = token_rows<T>(dscale);
+      r.mean = mean.data_ptr<T>(), r.rstd = rstd.data_ptr<T>();
+    });
+    return {dx, dshift, dscale};
+  }
+};
+
+class FusedGatedAdd : public torch::autograd::Function<FusedGatedAdd> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& gate,
+                               const torch::Tensor& y) {
+    ctx->save_for_backward({gate, y});
+    return gated_forward(x, gate, y);
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &gate = saved[0], &y = saved[1];
+    RECORD_FUNCTION("blocklab::gated_add_backward", std::vector<c10::IValue>({y, gate}));
+    const auto dout = last_dim_dense(grads[0]);
+    auto dy = empty_rows(y);
+    auto dgate = torch::zeros(gate.sizes(), gate.options());
+    run_pass(Pass::GatedBackward, y, [&](auto& r) {
+      using T = std::remove_pointer_t<decltype(r.mean)>;
+      r.gate = token_rows<T>(gate), r.branch = token_rows<T>(y), r.dout = token_rows<T>(dout);
+      r.dgate = token_rows<T>(dgate), r.dbranch = token_rows<T>(dy);
+    });
+    return {grads[0], dgate, dy};
+  }
+};
+
+}  // namespace
+
+torch::Tensor modulate_reference(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
+  namespace F = torch::nn::functional;
+  return F::layer_norm(x, F::LayerNormFuncOptions({x.size(-1)}).eps(kNormEpsilon)) * (1 + scale) + shift;
+}
+
+torch::Tensor gated_add_reference(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
+  return x + gate * y;
+}
+
+torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
+  if (!modulation_fusable(x, {&shift, &scale})) return modulate_reference(x, shift, scale);
+  const auto xc = last_dim_dense(x), shc = last_dim_dense(shift), scc = last_dim_dense(scale);
+  if (!any_needs_grad({&x, &shift, &scale})) return modulate_forward(xc, shc, scc)[0];
+  return FusedModulate::apply(xc, shc, scc);
+}
+
+torch::Tensor gated_add(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
+  if (!modulation_fusable(x, {&gate, &y}) || y.size(1) != x.size(1)) return gated_add_reference(x, gate, y);
+  const auto xc = last_dim_dense(x), gc = last_dim_dense(gate), yc = last_dim_dense(y);
+  if (!any_needs_grad({&x, &gate, &y})) return gated_forward(xc, gc, yc);
+  return FusedGatedAdd::apply(xc, gc, yc);
+}
+
+void set_fused_modulation(bool enabled) { g_fused_modulation.store(enabled); }
+
+}  // namespace blocklab

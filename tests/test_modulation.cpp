@@ -1,0 +1,90 @@
+// The fused adaLN kernels (src/models/modulation.h) against libtorch's ops: values and gradients
+// of modulate() and gated_add() in float64 (to rounding) and float32 (tolerance below), with
+// per-sample and per-token modulations, widths that are not multiples of a vector, one token,
+// batch 1, and modulations that are views into one projection (as AdaLN's chunks are).
+#include "test_util.h"
+
+#include <fmt/format.h>
+
+#include "models/modulation.h"
+
+namespace blocklab {
+namespace {
+
+struct ModShape {
+  int64_t n, t, d;
+  bool per_token;
+};
+
+double relative_error(const torch::Tensor& got, const torch::Tensor& want) {
+  return ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item<double>();
+}
+
+// Two modulations [N, 1 or T, D] as views into one [N, 1 or T, 3D] projection, and x [N, T, D].
+std::vector<torch::Tensor> modulation_inputs(const ModShape& s, torch::ScalarType type) {
+  auto projection = torch::randn({s.n, s.per_token ? s.t : 1, 3 * s.d}, type);
+  auto parts = projection.chunk(3, 2);
+  return {torch::randn({s.n, s.t, s.d}, type) * 3 + 1, parts[0], parts[1], torch::randn({s.n, s.t, s.d}, type)};
+}
+
+// f(inputs) fused and unfused: values, then the gradients of every input for the same upstream.
+void compare_op(const char* name, const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f,
+                const std::vector<torch::Tensor>& raw, double tolerance) {
+  SCOPED_TRACE(name);
+  std::vector<torch::Tensor> fused_in, ref_in;
+  for (const auto& t : raw) {
+    fused_in.push_back(t.detach().clone().set_requires_grad(true));
+    ref_in.push_back(t.detach().clone().set_requires_grad(true));
+  }
+  set_fused_modulation(true);
+  const auto out = f(fused_in);
+  set_fused_modulation(false);
+  const auto ref = f(ref_in);
+  set_fused_modulation(true);
+  ASSERT_EQ(out.sizes(), ref.sizes());
+  EXPECT_LT(relative_error(out, ref), tolerance) << "forward";
+  const auto upstream = torch::randn(ref.sizes(), ref.options());
+  (out * upstream).sum().backward();
+  (ref * upstream).sum().backward();
+  for (size_t i = 0; i < raw.size(); ++i) {
+    ASSERT_TRUE(fused_in[i].grad().defined()) << "input " << i;
+    EXPECT_EQ(fused_in[i].grad().sizes(), raw[i].sizes()) << "input " << i;
+    EXPECT_LT(relative_error(fused_in[i].grad(), ref_in[i].grad()), tolerance) << "gradient of input " << i;
+  }
+  torch::NoGradGuard no_grad;  // without autograd: the same values
+  EXPECT_TRUE(torch::equal(f(raw), out.detach()));
+}
+
+TEST(Modulation, FusedMatchesLibtorchInValuesAndGradients) {
+  torch::manual_seed(11);
+  const std::vector<ModShape> shapes = {
+      {2, 18, 64, false},  // the ViT's tokens and width, per-sample modulation
+      {3, 7, 64, true},    // per-token modulation (language models)
+      {1, 5, 13, false},   // batch 1, a width no vector divides
+      {2, 1, 3, true},     // one token, narrower than a vector
+      {4, 9, 40, false},   // whole vectors of both types (5 of floats, 10 of doubles)
+  };
+  for (const auto& s : shapes)
+    for (auto type : {torch::kDouble, torch::kFloat}) {
+      SCOPED_TRACE(fmt::format("N={} T={} D={} {} {}", s.n, s.t, s.d, s.per_token ? "per token" : "per sample",
+                               type == torch::kDouble ? "float64" : "float32"));
+      const double tolerance = type == torch::kDouble ? 1e-12 : 2e-5;
+      const auto in = modulation_inputs(s, type);
+      compare_op("modulate", [](const auto& v) { return modulate(v[0], v[1], v[2]); }, {in[0], in[1], in[2]}, tolerance);
+      compare_op("gated_add", [](const auto& v) { return gated_add(v[0], v[1], v[2]); }, {in[0], in[1], in[3]}, tolerance);
+    }
+}
+
+TEST(Modulation, NormalisesEachToken) {
+  // With no modulation every token has mean 0 and variance 1 - eps-sized (LayerNorm's definition).
+  auto x = torch::randn({3, 5, 64}, torch::kDouble) * 4 + 2;
+  auto zero = torch::zeros({3, 1, 64}, torch::kDouble);
+  const auto y = modulate(x, zero, zero);
+  EXPECT_LT(y.mean(-1).abs().max().item<double>(), 1e-12);
+  const auto var = y.pow(2).mean(-1);
+  const auto want = x.var(-1, /*unbiased=*/false) / (x.var(-1, false) + kNormEpsilon);
+  EXPECT_LT((var - want).abs().max().item<double>(), 1e-12);
+}
+
+}  // namespace
+}  // namespace blocklab
