@@ -478,6 +478,31 @@ TEST(AdamW, MatchesTheReferenceUpdateAndSkipsParametersWithoutGradient) {
   EXPECT_TRUE(test::ThrowsUserError([&] { opt2.load_state_dict(bad, "ckpt.safetensors"); }, {"ckpt.safetensors", "a"}));
 }
 
+// The CPU fast path in float32 (one pass per parameter, vectorised with a scalar tail: 37
+// elements) against the same update in float64, and its gradient norm against libtorch's.
+TEST(AdamW, Float32FastPathMatchesTheUpdateInFloat64) {
+  torch::manual_seed(5);
+  auto a = torch::randn({37}).requires_grad_(true);
+  auto ref = a.detach().to(torch::kFloat64);
+  AdamW opt({{"a", a}}, AdamWOptions{0.9, 0.999, 1e-8, 0.1});
+  auto m = torch::zeros_like(ref), v = torch::zeros_like(ref);
+  const double lr = 0.05;
+  for (int step = 1; step <= 3; ++step) {
+    const auto g = torch::randn({37});
+    a.mutable_grad() = g.clone();
+    const double norm = opt.clip_grad_norm(0.0);
+    EXPECT_NEAR(norm, g.to(torch::kFloat64).norm().item<double>(), 1e-12 * norm);
+    opt.step(lr);
+    opt.zero_grad();
+    const auto gd = g.to(torch::kFloat64);
+    ref = ref * (1 - lr * 0.1);
+    m = 0.9 * m + 0.1 * gd;
+    v = 0.999 * v + 0.001 * gd * gd;
+    ref = ref - lr * (m / (1 - std::pow(0.9, step))) / ((v / (1 - std::pow(0.999, step))).sqrt() + 1e-8);
+    EXPECT_LT((a.detach().to(torch::kFloat64) - ref).abs().max().item<double>(), 2e-6) << "step " << step;
+  }
+}
+
 TEST(AdamW, ClipGradNorm) {
   auto a = torch::zeros({2}, torch::kFloat64).requires_grad_(true);
   auto b = torch::zeros({1}, torch::kFloat64).requires_grad_(true);

@@ -1,6 +1,6 @@
 #include "models/attention.h"
 
-#include "models/simd.h"
+#include "util/simd.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>

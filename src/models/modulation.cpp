@@ -6,7 +6,7 @@
 #include <atomic>
 #include <cmath>
 
-#include "models/simd.h"
+#include "util/simd.h"
 
 namespace blocklab {
 

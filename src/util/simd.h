@@ -1,8 +1,9 @@
-// Short vectors for the CPU kernels (attention.cpp, modulation.cpp), through GCC's vector
-// extensions: 32 bytes (8 floats, 4 doubles), one AVX register, or two SSE registers in the
-// baseline build. Written as plain arithmetic, the compiler emits each instruction set's own
-// operations; every sum is taken in the order the code says (nothing is reassociated, no relaxed
-// floating-point flags), so results do not depend on the machine beyond the use of FMA.
+// Short vectors for the CPU kernels (models/attention.cpp, models/modulation.cpp,
+// train/adamw.cpp), through GCC's vector extensions: 32 bytes (8 floats, 4 doubles), one AVX
+// register, or two SSE registers in the baseline build. Written as plain arithmetic, the compiler
+// emits each instruction set's own operations; every sum is taken in the order the code says
+// (nothing is reassociated, no relaxed floating-point flags), so results do not depend on the
+// machine beyond the use of FMA.
 //
 // A kernel is compiled once per x86-64 level and the loader picks the best the CPU has (GCC
 // function multi-versioning): mark the outer loop BLOCKLAB_ISAS and everything it calls

@@ -1,4 +1,4 @@
-#include "models/simd.h"
+#include "util/simd.h"
 
 namespace blocklab::simd {
 
