@@ -71,9 +71,10 @@ BLOCKLAB_INLINE Vec<float> exp_nonpositive(const Vec<float>& x) {
   // Zero below kLow by masking the bits (a multiply by a 0/1 factor would make -inf * 0 = NaN).
   return bits_as<V>(bits_as<Bits>(er * bits_as<V>(two_n)) & (x >= low));
 }
-BLOCKLAB_INLINE Vec<double> exp_nonpositive(Vec<double> x) {
-  for (int64_t l = 0; l < kLanes<double>; ++l) x[l] = std::exp(x[l]);  // float64: the tests' precision
-  return x;
+BLOCKLAB_INLINE Vec<double> exp_nonpositive(const Vec<double>& x) {
+  Vec<double> e;
+  for (int64_t l = 0; l < kLanes<double>; ++l) e[l] = std::exp(x[l]);  // float64: the tests' precision
+  return e;
 }
 
 // The matrix products of one head, C[m, :] = sum_k A(m, k) B[k, :] for m < M, each row of B and C
