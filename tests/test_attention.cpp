@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "models/attention.h"
+#include "util/simd.h"
 
 namespace blocklab {
 namespace {
@@ -90,12 +91,12 @@ TEST(Attention, SwitchedOffItIsLibtorchsPath) {
   torch::manual_seed(8);
   const Shape s{2, 2, 5, 5, 8};
   const auto in = inputs(s, torch::kFloat);
-  set_fused_attention(false);
+  simd::set_fused_kernels(false);
   const auto off = attention(in[0], in[1], in[2]);
-  set_fused_attention(true);
+  simd::set_fused_kernels(true);
   EXPECT_TRUE(torch::equal(off, attention_reference(in[0], in[1], in[2])));
-  EXPECT_TRUE(fused_attention_enabled());
-  EXPECT_FALSE(fused_attention_isa().empty());
+  EXPECT_TRUE(simd::fused_kernels_enabled());
+  EXPECT_FALSE(simd::kernel_isa().empty());
 }
 
 }  // namespace

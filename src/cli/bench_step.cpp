@@ -6,10 +6,10 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
-#include "models/attention.h"
 #include "train/synthetic.h"
 #include "util/format.h"
 #include "util/memory.h"
+#include "util/simd.h"
 #include "util/system.h"
 
 namespace blocklab {
@@ -52,11 +52,11 @@ int cmd_bench_step(const BenchStepArgs& a) {
              cfg.train.batch_size, cfg.train.threads, cfg.train.device, blas_core());
   const auto e2e = measure_memory(cfg, Mode::E2E, 1);
   const auto blk = measure_memory(cfg, Mode::Blocks, 1);
-  // The fused attention kernel against libtorch's ops on the same models, alternating round by round.
-  const auto variants = alternating_step_times(cfg, a.repeats, a.attention_kernels
-      ? std::vector<std::function<void()>>{[] { set_fused_attention(true); }, [] { set_fused_attention(false); }}
+  // The fused CPU kernels against libtorch's ops on the same models, alternating round by round.
+  const auto variants = alternating_step_times(cfg, a.repeats, a.fused_kernels
+      ? std::vector<std::function<void()>>{[] { simd::set_fused_kernels(true); }, [] { simd::set_fused_kernels(false); }}
       : std::vector<std::function<void()>>{[] {}});
-  set_fused_attention(true);
+  simd::set_fused_kernels(true);
   const auto& times = variants[0];
   auto row = [](const std::string& what, const std::string& x, const std::string& y, const std::string& r) {
     fmt::print("{:<34} {:>14} {:>14} {:>10}\n", what, x, y, r);
@@ -69,15 +69,15 @@ int cmd_bench_step(const BenchStepArgs& a) {
   row("resident params + optimizer state", format_mib(e2e.resident, 2), format_mib(blk.resident, 2), "");
   row("time per step (median, alternating)", fmt::format("{:.2f} ms", times.e2e_ms),
       fmt::format("{:.2f} ms", times.block_ms), fmt::format("{:.3f}", times.block_ms / times.e2e_ms));
-  if (a.attention_kernels) {
+  if (a.fused_kernels) {
     const auto& ops = variants[1];
-    row("  with libtorch's attention ops", fmt::format("{:.2f} ms", ops.e2e_ms), fmt::format("{:.2f} ms", ops.block_ms),
+    row("  with libtorch's ops", fmt::format("{:.2f} ms", ops.e2e_ms), fmt::format("{:.2f} ms", ops.block_ms),
         fmt::format("{:.3f}", ops.block_ms / ops.e2e_ms));
     row("  fused / libtorch's ops", fmt::format("{:.3f}", times.e2e_ms / ops.e2e_ms),
         fmt::format("{:.3f}", times.block_ms / ops.block_ms), "");
   }
-  fmt::print("attention: {}\n", fused_attention_enabled() && cfg.train.device == "cpu"
-                                    ? "fused CPU kernel (" + fused_attention_isa() + ")" : "libtorch's ops");
+  fmt::print("attention, adaLN, bias + GELU, AdamW: {}\n", cfg.train.device == "cpu"
+                                    ? "fused CPU kernels (" + simd::kernel_isa() + ")" : "libtorch's ops");
   fmt::print("block step / end-to-end step = {:.3f} (target <= 1.15/B = {:.3f}); process peak RSS {}\n",
              times.block_ms / times.e2e_ms, 1.15 / B, format_mib(double(peak_rss_bytes()), 2));
   return 0;

@@ -24,10 +24,10 @@
 #include "families/classifier/classifier.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
-#include "models/attention.h"
 #include "train/synthetic.h"
 #include "util/error.h"
 #include "util/seed.h"
+#include "util/simd.h"
 #include "util/stats.h"
 #include "util/system.h"
 
@@ -301,7 +301,7 @@ int cmd_bench_twin(const BenchTwinArgs& a) {
   const Config cfg = Config::load(a.config, a.overrides);
   refuse_what_the_twin_lacks(cfg);
   set_threads(cfg.train.threads);
-  if (a.libtorch_attention) set_fused_attention(false);  // the twin's ops: the ratio of the rest of the step
+  if (a.libtorch_ops) simd::set_fused_kernels(false);  // the twin's ops: what is left is the host's work
   std::vector<Mode> modes;
   if (a.mode != "blocks") modes.push_back(Mode::E2E);
   if (a.mode != "e2e") modes.push_back(Mode::Blocks);
@@ -309,10 +309,10 @@ int cmd_bench_twin(const BenchTwinArgs& a) {
   std::map<std::string, std::string> env;
   const std::string allocator = twin_environment(cfg.train.threads, a.twin_malloc == "same", env);
 
-  fmt::print("bench twin: {} L={} B={} d={} heads={} batch={} threads={} BLAS {}; blocklab attention: {}\n",
+  fmt::print("bench twin: {} L={} B={} d={} heads={} batch={} threads={} BLAS {}; blocklab: {}\n",
              to_string(cfg.model.family), cfg.model.layers, cfg.model.blocks, cfg.model.hidden, cfg.model.heads,
              cfg.train.batch_size, cfg.train.threads, blas_core(),
-             fused_attention_enabled() ? "fused CPU kernel (" + fused_attention_isa() + ")" : "libtorch's ops");
+             simd::fused_kernels_enabled() ? "fused CPU kernels (" + simd::kernel_isa() + ")" : "libtorch's ops");
   FixtureDir dir(a.keep);
   std::optional<Twin> twin;
   std::vector<std::pair<Mode, Timing>> timings;

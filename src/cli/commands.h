@@ -103,7 +103,7 @@ struct BenchStepArgs {
   std::string config;  // optional; built-in defaults otherwise
   std::vector<std::string> overrides;
   int repeats = 10;
-  bool attention_kernels = false;  // also time libtorch's attention ops against the fused kernel
+  bool fused_kernels = false;  // also time libtorch's ops against the fused CPU kernels
 };
 /// Memory and time of one training step, end-to-end against one block.
 int cmd_bench_step(const BenchStepArgs& a);
@@ -118,7 +118,7 @@ struct BenchTwinArgs {
   std::string twin;           // the twin script; default: bench/pytorch_twin.py of this source tree
   std::string twin_malloc = "same";  // same: the twin runs on blocklab's allocator (jemalloc); system: glibc's
   bool keep = false;          // keep the fixture directory (to run the twin by hand)
-  bool libtorch_attention = false;  // blocklab on libtorch's attention ops, as the twin, not its fused kernel
+  bool libtorch_ops = false;  // blocklab on libtorch's ops, as the twin, not its fused CPU kernels
 };
 /// blocklab's classifier step against the same step in plain PyTorch (bench/pytorch_twin.py):
 /// equal losses from equal weights, batch and seeds, then alternating timed rounds and the ratio.

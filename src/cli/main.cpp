@@ -118,8 +118,8 @@ int main(int argc, char** argv) {
   bs->add_option("--config", bstep.config, "config file (default: the built-in recipe)")->check(CLI::ExistingFile);
   bs->add_option("--set", bstep.overrides, "override a key, e.g. model.layers=12 (repeatable)");
   bs->add_option("--repeats", bstep.repeats, "measured steps per mode (and block)")->check(CLI::PositiveNumber);
-  bs->add_flag("--attention-kernels", bstep.attention_kernels,
-               "time the steps with the fused CPU attention and with libtorch's ops, alternating");
+  bs->add_flag("--fused-kernels", bstep.fused_kernels,
+               "time the steps with the fused CPU kernels and with libtorch's ops, alternating");
 
   BenchTwinArgs btwin;
   auto* bt = bench->add_subcommand("twin", "blocklab's classifier step against the same step in PyTorch (python3-torch)");
@@ -136,8 +136,8 @@ int main(int argc, char** argv) {
   bt->add_option("--twin-malloc", btwin.twin_malloc, "same: the twin on blocklab's allocator (jemalloc); system: glibc's")
       ->check(CLI::IsMember({"same", "system"}));
   bt->add_flag("--keep", btwin.keep, "keep the fixture directory and say where it is");
-  bt->add_flag("--libtorch-attention", btwin.libtorch_attention,
-               "blocklab on libtorch's attention ops (the twin's), not its fused kernel");
+  bt->add_flag("--libtorch-ops", btwin.libtorch_ops,
+               "blocklab on libtorch's ops (the twin's), not its fused CPU kernels");
 
   BenchMemoryArgs bmem;
   auto* bm = bench->add_subcommand("memory", "training memory: end-to-end vs block-wise (shared, resident, independent)");

@@ -6,7 +6,6 @@
 #include <ATen/record_function.h>
 
 #include <array>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -19,8 +18,6 @@ namespace blocklab {
 namespace {
 
 using namespace simd;
-
-std::atomic<bool> g_fused{true};
 
 // One attention problem: pointers to element [0, 0, 0, 0] and the strides of dimensions N, H and
 // T (the channel stride is 1). The probabilities are kept transposed, P^T [N, H, Tk, Tq padded to
@@ -47,35 +44,6 @@ struct AttentionProblem {
   StridedRows<T> dout, dq, dk, dv;  // backward only
 };
 
-
-// e^x for x <= 0 (softmax's exponents once the column maximum is subtracted), lane by lane with no
-// calls or branches: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite), e^r by Cephes' degree-6 expf
-// polynomial, 2^n put into the exponent bits (n rounded by the 1.5 * 2^23 trick, which IEEE
-// arithmetic keeps exact: nothing here needs relaxed floating-point rules). Within 2 ulp of
-// std::exp; exactly 0 below -87.3 (where e^x is no longer a normal float) and for -inf; NaN stays NaN.
-BLOCKLAB_INLINE Vec<float> exp_nonpositive(const Vec<float>& x) {
-  using V = Vec<float>;
-  using Bits = Simd<float>::Bits;
-  constexpr float kLow = -87.3365447504f, kLog2e = 1.44269504088896341f;
-  constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
-  const V low = V{} + kLow;
-  const V xc = x < low ? low : x;
-  const V n = (xc * kLog2e + kRound) - kRound;
-  const V r = xc - n * kLn2Hi - n * kLn2Lo;
-  const V poly =
-      ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
-       1.6666665459e-1f) * r + 5.0000001201e-1f;
-  const V er = poly * r * r + r + 1.0f;
-  const Bits two_n = (__builtin_convertvector(n, Bits) + 127) << 23;
-  // Zero below kLow by masking the bits (a multiply by a 0/1 factor would make -inf * 0 = NaN).
-  return bits_as<V>(bits_as<Bits>(er * bits_as<V>(two_n)) & (x >= low));
-}
-BLOCKLAB_INLINE Vec<double> exp_nonpositive(const Vec<double>& x) {
-  Vec<double> e;
-  for (int64_t l = 0; l < kLanes<double>; ++l) e[l] = std::exp(x[l]);  // float64: the tests' precision
-  return e;
-}
 
 // The matrix products of one head, C[m, :] = sum_k A(m, k) B[k, :] for m < M, each row of B and C
 // `vecs` whole vectors. A is read element by element with any strides (a transposed operand costs
@@ -384,7 +352,7 @@ class FusedPackedAttention : public torch::autograd::Function<FusedPackedAttenti
 // What the fused kernel takes: CPU float or double, 4-d, the last dimension contiguous, a
 // [Tq, Tk] mask (or none) of the same type.
 bool attention_fusable(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask) {
-  if (!g_fused.load(std::memory_order_relaxed) || !q.device().is_cpu()) return false;
+  if (!fused_kernels_enabled() || !q.device().is_cpu()) return false;
   if (q.scalar_type() != torch::kFloat && q.scalar_type() != torch::kDouble) return false;
   for (const auto* t : {&q, &k, &v})
     if (t->dim() != 4 || t->scalar_type() != q.scalar_type() || !t->device().is_cpu()) return false;
@@ -420,10 +388,5 @@ torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& ma
   if (!needs_grad(qkv)) return fused_forward(in[0], in[1], in[2], mask).first;
   return FusedPackedAttention::apply(qkv, ConstantMask{mask});
 }
-
-void set_fused_attention(bool enabled) { g_fused.store(enabled); }
-bool fused_attention_enabled() { return g_fused.load(); }
-
-std::string fused_attention_isa() { return kernel_isa(); }
 
 }  // namespace blocklab

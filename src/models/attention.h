@@ -7,12 +7,11 @@
 // The fused kernel does one (sample, head) at a time in cache: scores, softmax and the weighted
 // sum in one pass, keeping only the probabilities for backward. Queries run along the vector lanes
 // (the softmax over keys is then a column operation), the products are register tiles of
-// independent sums, and no sum is reassociated; the code is compiled for AVX-512, AVX2 and plain
-// x86-64, chosen at run time (docs/profiling.md). Other devices and layouts take libtorch's ops.
+// independent sums, and no sum is reassociated; the code is compiled for the x86-64 levels v4
+// (AVX-512), v3 (AVX2, FMA) and the baseline, chosen at run time (util/simd.h, docs/profiling.md).
+// Other devices and layouts, or simd::set_fused_kernels(false), take libtorch's ops.
 #pragma once
 #include <torch/torch.h>
-
-#include <string>
 
 namespace blocklab {
 
@@ -32,12 +31,5 @@ torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& ma
 torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                   const torch::Tensor& mask = {});
 
-/// Whether attention() may use the fused CPU kernel (default true); `bench step --attention`
-/// compares the two in one process.
-void set_fused_attention(bool enabled);
-bool fused_attention_enabled();
-
-/// The instruction set the fused kernel runs with on this machine ("x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2, FMA)" or "x86-64").
-std::string fused_attention_isa();
 
 }  // namespace blocklab

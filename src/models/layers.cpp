@@ -1,6 +1,7 @@
 #include "models/layers.h"
 #include "models/modulation.h"
 
+#include "models/activation.h"
 #include "models/attention.h"
 #include "util/seed.h"
 
@@ -81,7 +82,9 @@ torch::Tensor TransformerLayerImpl::attention(const torch::Tensor& x, const Atte
 torch::Tensor TransformerLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cond, const AttentionContext& ctx) {
   auto m = ada->forward(cond);  // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
   auto h = gated_add(x, m[2], attention(modulate(x, m[0], m[1]), ctx));
-  return gated_add(h, m[5], fc2->forward(torch::gelu(fc1->forward(modulate(h, m[3], m[4])))));
+  // fc1's bias is added inside the fused activation (one pass instead of three ops).
+  const auto hidden = bias_gelu(torch::nn::functional::linear(modulate(h, m[3], m[4]), fc1->weight), fc1->bias);
+  return gated_add(h, m[5], fc2->forward(hidden));
 }
 
 BlockImpl::BlockImpl(const TransformerLayerOptions& o, int64_t num_layers) {

@@ -3,7 +3,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
-#include <atomic>
 #include <cmath>
 
 #include "util/simd.h"
@@ -13,8 +12,6 @@ namespace blocklab {
 namespace {
 
 using namespace simd;
-
-std::atomic<bool> g_fused_modulation{true};
 
 // Row (n, t) of a [N, T, D] tensor whose last dimension is contiguous; a [N, 1, D] one is the same
 // row for every t (token stride 0), so a gradient accumulated into it sums over tokens.
@@ -179,7 +176,7 @@ torch::Tensor empty_rows(const torch::Tensor& x) { return torch::empty(x.sizes()
 // What the fused kernels take: CPU float or double, x [N, T, D], the per-sample or per-token
 // operand [N, 1 or T, D] of the same type.
 bool modulation_fusable(const torch::Tensor& x, const std::initializer_list<const torch::Tensor*>& others) {
-  if (!g_fused_modulation.load(std::memory_order_relaxed) || !x.device().is_cpu() || x.dim() != 3) return false;
+  if (!fused_kernels_enabled() || !x.device().is_cpu() || x.dim() != 3) return false;
   if (x.scalar_type() != torch::kFloat && x.scalar_type() != torch::kDouble) return false;
   for (const auto* o : others)
     if (o->dim() != 3 || o->scalar_type() != x.scalar_type() || !o->device().is_cpu() || o->size(0) != x.size(0) ||
@@ -294,7 +291,5 @@ torch::Tensor gated_add(const torch::Tensor& x, const torch::Tensor& gate, const
   if (!any_needs_grad({&x, &gate, &y})) return gated_forward(xc, gc, yc);
   return FusedGatedAdd::apply(xc, gc, yc);
 }
-
-void set_fused_modulation(bool enabled) { g_fused_modulation.store(enabled); }
 
 }  // namespace blocklab

@@ -6,7 +6,8 @@
 // Unfused, each is four or five libtorch ops forward and as many backward (broadcast products,
 // sums over tokens for the gradients of per-sample modulations), each a pass over the activations;
 // the profiler showed them at a tenth of the ViT's step. Fused, each is one pass forward and one
-// backward. Other devices take the unfused ops (the *_reference functions, also the tests' reference).
+// backward. Other devices, or simd::set_fused_kernels(false), take the unfused ops (the *_reference
+// functions, also the tests' reference).
 #pragma once
 #include <torch/torch.h>
 
@@ -25,9 +26,5 @@ torch::Tensor gated_add(const torch::Tensor& x, const torch::Tensor& gate, const
 /// The same with libtorch's ops.
 torch::Tensor modulate_reference(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale);
 torch::Tensor gated_add_reference(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y);
-
-/// Whether modulate() and gated_add() may use the fused CPU kernels (default true); benchmarks
-/// compare the two in one process.
-void set_fused_modulation(bool enabled);
 
 }  // namespace blocklab

@@ -60,6 +60,7 @@ BLOCKLAB_ISAS double squares_f64(const double* x, int64_t n) { return squares(x,
 
 // Whether the fast path takes these tensors: CPU, contiguous, all float or all double.
 bool adamw_fusable(std::initializer_list<const torch::Tensor*> ts) {
+  if (!fused_kernels_enabled()) return false;
   const auto type = (*ts.begin())->scalar_type();
   if (type != torch::kFloat && type != torch::kDouble) return false;
   for (const auto* t : ts)

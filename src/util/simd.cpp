@@ -1,6 +1,15 @@
 #include "util/simd.h"
 
+#include <atomic>
+
 namespace blocklab::simd {
+
+namespace {
+std::atomic<bool> g_fused_kernels{true};
+}  // namespace
+
+void set_fused_kernels(bool enabled) { g_fused_kernels.store(enabled); }
+bool fused_kernels_enabled() { return g_fused_kernels.load(std::memory_order_relaxed); }
 
 std::string kernel_isa() {
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -10,6 +10,7 @@
 // always_inline (a function it calls is compiled for the baseline instruction set).
 #pragma once
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -73,9 +74,45 @@ BLOCKLAB_INLINE T lane_sum(const Vec<T>& v) {
   return s;
 }
 
+/// e^x for x <= 0 (a softmax's exponents once the maximum is subtracted; a Gaussian's -x^2/2),
+/// lane by lane with no calls or branches: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite), e^r by
+/// Cephes' degree-6 expf polynomial, 2^n put into the exponent bits (n rounded by the 1.5 * 2^23
+/// trick, which IEEE arithmetic keeps exact: nothing here needs relaxed floating-point rules).
+/// Within 2 ulp of std::exp; exactly 0 below -87.3 (where e^x is no longer a normal float) and for
+/// -inf; NaN stays NaN.
+BLOCKLAB_INLINE Vec<float> exp_nonpositive(const Vec<float>& x) {
+  using V = Vec<float>;
+  using Bits = Simd<float>::Bits;
+  constexpr float kLow = -87.3365447504f, kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  const V low = V{} + kLow;
+  const V xc = x < low ? low : x;
+  const V n = (xc * kLog2e + kRound) - kRound;
+  const V r = xc - n * kLn2Hi - n * kLn2Lo;
+  const V poly =
+      ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
+       1.6666665459e-1f) * r + 5.0000001201e-1f;
+  const V er = poly * r * r + r + 1.0f;
+  const Bits two_n = (__builtin_convertvector(n, Bits) + 127) << 23;
+  // Zero below kLow by masking the bits (a multiply by a 0/1 factor would make -inf * 0 = NaN).
+  return bits_as<V>(bits_as<Bits>(er * bits_as<V>(two_n)) & (x >= low));
+}
+BLOCKLAB_INLINE Vec<double> exp_nonpositive(const Vec<double>& x) {
+  Vec<double> e;
+  for (int64_t l = 0; l < kLanes<double>; ++l) e[l] = std::exp(x[l]);  // float64: the tests' precision
+  return e;
+}
+
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 /// The instruction set the kernels run with on this machine ("x86-64-v4 (AVX-512)", ...).
 std::string kernel_isa();
+
+/// Whether the fused CPU kernels (attention, adaLN modulation, bias + GELU, the AdamW pass) may run
+/// (default true). Off, each takes libtorch's ops instead: the tests' reference, and what
+/// `bench step --fused-kernels` and `bench twin --libtorch-ops` compare against in one process.
+void set_fused_kernels(bool enabled);
+bool fused_kernels_enabled();
 
 }  // namespace blocklab::simd

@@ -1,12 +1,15 @@
-// The fused adaLN kernels (src/models/modulation.h) against libtorch's ops: values and gradients
-// of modulate() and gated_add() in float64 (to rounding) and float32 (tolerance below), with
-// per-sample and per-token modulations, widths that are not multiples of a vector, one token,
-// batch 1, and modulations that are views into one projection (as AdaLN's chunks are).
+// The fused element-wise kernels against libtorch's ops, values and gradients in float64 (to
+// rounding) and float32 (tolerance below): adaLN's modulate() and gated_add()
+// (src/models/modulation.h) with per-sample and per-token modulations, widths that are not
+// multiples of a vector, one token, batch 1, and modulations that are views into one projection
+// (as AdaLN's chunks are); the MLP's bias_gelu() (src/models/activation.h).
 #include "test_util.h"
 
 #include <fmt/format.h>
 
+#include "models/activation.h"
 #include "models/modulation.h"
+#include "util/simd.h"
 
 namespace blocklab {
 namespace {
@@ -36,11 +39,10 @@ void compare_op(const char* name, const std::function<torch::Tensor(const std::v
     fused_in.push_back(t.detach().clone().set_requires_grad(true));
     ref_in.push_back(t.detach().clone().set_requires_grad(true));
   }
-  set_fused_modulation(true);
   const auto out = f(fused_in);
-  set_fused_modulation(false);
+  simd::set_fused_kernels(false);
   const auto ref = f(ref_in);
-  set_fused_modulation(true);
+  simd::set_fused_kernels(true);
   ASSERT_EQ(out.sizes(), ref.sizes());
   EXPECT_LT(relative_error(out, ref), tolerance) << "forward";
   const auto upstream = torch::randn(ref.sizes(), ref.options());
@@ -72,6 +74,20 @@ TEST(Modulation, FusedMatchesLibtorchInValuesAndGradients) {
       const auto in = modulation_inputs(s, type);
       compare_op("modulate", [](const auto& v) { return modulate(v[0], v[1], v[2]); }, {in[0], in[1], in[2]}, tolerance);
       compare_op("gated_add", [](const auto& v) { return gated_add(v[0], v[1], v[2]); }, {in[0], in[1], in[3]}, tolerance);
+    }
+}
+
+TEST(BiasGelu, FusedMatchesLibtorchInValuesAndGradients) {
+  torch::manual_seed(12);
+  // [tokens..., F] with F a multiple of a vector, and one with a tail; values out to |x| ~ 12,
+  // where Phi saturates and the density underflows.
+  for (const auto& sizes : std::vector<std::vector<int64_t>>{{4, 18, 256}, {3, 37}, {1, 1, 5}})
+    for (auto type : {torch::kDouble, torch::kFloat}) {
+      SCOPED_TRACE(fmt::format("F={} {}", sizes.back(), type == torch::kDouble ? "float64" : "float32"));
+      const auto x = torch::randn(sizes, type) * 3, bias = torch::randn({sizes.back()}, type);
+      // float32: the erf approximation (|error| < 1.5e-7, Abramowitz & Stegun 7.1.26) against libtorch's.
+      compare_op("bias_gelu", [](const auto& v) { return bias_gelu(v[0], v[1]); }, {x, bias},
+                 type == torch::kDouble ? 1e-12 : 1e-6);
     }
 }
 

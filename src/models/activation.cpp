@@ -1,0 +1,159 @@
+#include "models/activation.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include <cmath>
+
+#include "util/simd.h"
+
+namespace blocklab {
+
+namespace {
+
+using namespace simd;
+
+// The standard normal's CDF Phi(h) and density phi(h), a vector of lanes at a time.
+BLOCKLAB_INLINE void normal_cdf_pdf(const Vec<float>& h, Vec<float>& cdf, Vec<float>& pdf) {
+  using V = Vec<float>;
+  constexpr float kSqrtHalf = 0.70710678118654752f, kInvSqrt2Pi = 0.39894228040143268f;
+  // Abramowitz & Stegun 7.1.26: erf(z) = 1 - t (a1 + t (a2 + ... + t a5)) e^{-z^2}, t = 1 / (1 + p z).
+  constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f,
+                  kA4 = -1.453152027f, kA5 = 1.061405429f;
+  const V z = h * kSqrtHalf;
+  const V az = z < 0 ? -z : z;
+  const V t = 1.0f / (1.0f + kP * az);
+  const V poly = ((((kA5 * t + kA4) * t + kA3) * t + kA2) * t + kA1) * t;
+  const V gauss = exp_nonpositive(-(z * z));  // e^{-h^2/2}
+  const V erf_abs = 1.0f - poly * gauss;
+  cdf = 0.5f * (1.0f + (z < 0 ? -erf_abs : erf_abs));
+  pdf = gauss * kInvSqrt2Pi;
+}
+BLOCKLAB_INLINE void normal_cdf_pdf(const Vec<double>& h, Vec<double>& cdf, Vec<double>& pdf) {
+  for (int64_t l = 0; l < kLanes<double>; ++l) {  // float64: the tests' precision
+    cdf[l] = 0.5 * (1.0 + std::erf(h[l] * M_SQRT1_2));
+    pdf[l] = std::exp(-0.5 * h[l] * h[l]) * (M_2_SQRTPI * M_SQRT1_2 * 0.5);
+  }
+}
+
+template <typename T>
+struct GeluRows {
+  const T *x, *bias, *dy;
+  T *y, *dx, *dbias;
+  int64_t features;
+};
+
+// Elements [j, j + count) of a row, count <= lanes: whole vectors directly, the row's tail through
+// a zero-padded vector (so every element takes the same arithmetic).
+template <typename T>
+BLOCKLAB_INLINE Vec<T> load_part(const T* p, int64_t count) {
+  if (count == kLanes<T>) return load(p);
+  Vec<T> v{};
+  for (int64_t l = 0; l < count; ++l) v[l] = p[l];
+  return v;
+}
+template <typename T>
+BLOCKLAB_INLINE void store_part(T* p, const Vec<T>& v, int64_t count) {
+  if (count == kLanes<T>) return store(p, v);
+  for (int64_t l = 0; l < count; ++l) p[l] = v[l];
+}
+
+// Every chunk of a row of `features`: op(j, count) for whole vectors (count = lanes, a compile-time
+// constant the compiler sees), then the tail.
+template <typename T, typename Op>
+BLOCKLAB_INLINE void chunks(int64_t features, Op op) {
+  int64_t j = 0;
+  for (; j + kLanes<T> <= features; j += kLanes<T>) op(j, kLanes<T>);
+  if (j < features) op(j, features - j);
+}
+
+// Forward of rows [begin, end): y = h Phi(h), h = x + b.
+template <typename T>
+BLOCKLAB_INLINE void gelu_rows(const GeluRows<T>& r, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i)
+    chunks<T>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
+      const Vec<T> h = load_part(r.x + i * r.features + j, count) + load_part(r.bias + j, count);
+      Vec<T> cdf, pdf;
+      normal_cdf_pdf(h, cdf, pdf);
+      store_part(r.y + i * r.features + j, h * cdf, count);
+    });
+}
+
+// Backward of every row, in order: dx = dy (Phi(h) + h phi(h)), db = sum over rows of dx.
+template <typename T>
+BLOCKLAB_INLINE void gelu_rows_backward(const GeluRows<T>& r, int64_t rows) {
+  for (int64_t i = 0; i < rows; ++i)
+    chunks<T>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
+      const Vec<T> h = load_part(r.x + i * r.features + j, count) + load_part(r.bias + j, count);
+      Vec<T> cdf, pdf;
+      normal_cdf_pdf(h, cdf, pdf);
+      const Vec<T> g = load_part(r.dy + i * r.features + j, count) * (cdf + h * pdf);
+      store_part(r.dx + i * r.features + j, g, count);
+      store_part(r.dbias + j, load_part(r.dbias + j, count) + g, count);
+    });
+}
+
+BLOCKLAB_ISAS void gelu_f32(const GeluRows<float>& r, int64_t b, int64_t e) { gelu_rows(r, b, e); }
+BLOCKLAB_ISAS void gelu_f64(const GeluRows<double>& r, int64_t b, int64_t e) { gelu_rows(r, b, e); }
+BLOCKLAB_ISAS void gelu_backward_f32(const GeluRows<float>& r, int64_t rows) { gelu_rows_backward(r, rows); }
+BLOCKLAB_ISAS void gelu_backward_f64(const GeluRows<double>& r, int64_t rows) { gelu_rows_backward(r, rows); }
+void run_gelu(const GeluRows<float>& r, int64_t b, int64_t e) { gelu_f32(r, b, e); }
+void run_gelu(const GeluRows<double>& r, int64_t b, int64_t e) { gelu_f64(r, b, e); }
+void run_gelu_backward(const GeluRows<float>& r, int64_t rows) { gelu_backward_f32(r, rows); }
+void run_gelu_backward(const GeluRows<double>& r, int64_t rows) { gelu_backward_f64(r, rows); }
+
+torch::Tensor bias_gelu_forward(const torch::Tensor& x, const torch::Tensor& bias) {
+  RECORD_FUNCTION("blocklab::bias_gelu", std::vector<c10::IValue>({x, bias}));
+  auto y = torch::empty(x.sizes(), x.options());
+  const int64_t features = x.size(-1), rows = x.numel() / std::max<int64_t>(1, features);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_gelu", [&] {
+    const GeluRows<scalar_t> r{x.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), nullptr,
+                               y.data_ptr<scalar_t>(), nullptr, nullptr, features};
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, features)),
+                     [&](int64_t b, int64_t e) { run_gelu(r, b, e); });
+  });
+  return y;
+}
+
+class FusedBiasGelu : public torch::autograd::Function<FusedBiasGelu> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& bias) {
+    ctx->save_for_backward({x, bias});
+    return bias_gelu_forward(x, bias);
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &bias = saved[1];
+    RECORD_FUNCTION("blocklab::bias_gelu_backward", std::vector<c10::IValue>({x, bias}));
+    const auto dy = grads[0].contiguous();
+    auto dx = torch::empty(x.sizes(), x.options());
+    auto dbias = torch::zeros(bias.sizes(), bias.options());
+    const int64_t features = x.size(-1), rows = x.numel() / std::max<int64_t>(1, features);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_gelu backward", [&] {
+      const GeluRows<scalar_t> r{x.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
+                                 nullptr, dx.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>(), features};
+      run_gelu_backward(r, rows);  // one thread: the bias gradient sums the rows in order
+    });
+    return {dx, dbias};
+  }
+};
+
+bool activation_fusable(const torch::Tensor& x, const torch::Tensor& bias) {
+  if (!fused_kernels_enabled() || !x.device().is_cpu() || !bias.device().is_cpu()) return false;
+  if (x.scalar_type() != torch::kFloat && x.scalar_type() != torch::kDouble) return false;
+  return x.dim() >= 1 && bias.dim() == 1 && bias.size(0) == x.size(-1) && bias.scalar_type() == x.scalar_type();
+}
+
+}  // namespace
+
+torch::Tensor bias_gelu_reference(const torch::Tensor& x, const torch::Tensor& bias) { return torch::gelu(x + bias); }
+
+torch::Tensor bias_gelu(const torch::Tensor& x, const torch::Tensor& bias) {
+  if (!activation_fusable(x, bias)) return bias_gelu_reference(x, bias);
+  const auto xc = x.contiguous(), bc = bias.contiguous();
+  if (!torch::GradMode::is_enabled() || (!x.requires_grad() && !bias.requires_grad())) return bias_gelu_forward(xc, bc);
+  return FusedBiasGelu::apply(xc, bc);
+}
+
+}  // namespace blocklab
