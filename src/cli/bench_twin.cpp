@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -269,13 +270,15 @@ void check_equal_work(SyntheticTraining& t, Twin& twin, const Config& cfg, const
 
 struct Timing {
   double blocklab_ms = 0, twin_ms = 0;
+  // blocklab / twin of each round (neighbours in time, so the host's slow drifts cancel): median, range
+  double ratio = 0, ratio_low = 0, ratio_high = 0;
   double blocklab_loss = 0, twin_loss = 0;  // of the last step, after the same trajectory
   int64_t steps = 0;
 };
 
 // Round 0 warms up (every block's AdamW state, the allocators' pools); the median of the rest.
 Timing time_alternating(SyntheticTraining& t, Twin& twin, const Config& cfg, int steps, int repeats) {
-  std::vector<double> ours, theirs;
+  std::vector<double> ours, theirs, ratios;
   Timing out;
   for (int r = 0; r <= repeats; ++r) {
     const int64_t first = t.steps_taken();
@@ -287,9 +290,13 @@ Timing time_alternating(SyntheticTraining& t, Twin& twin, const Config& cfg, int
     if (r == 0) continue;
     ours.push_back(ms);
     theirs.push_back(1000 * std::stod(reply.at(0)) / steps);
+    ratios.push_back(ours.back() / theirs.back());
   }
   out.blocklab_ms = median(ours);
   out.twin_ms = median(theirs);
+  out.ratio = median(ratios);
+  out.ratio_low = *std::min_element(ratios.begin(), ratios.end());
+  out.ratio_high = *std::max_element(ratios.begin(), ratios.end());
   out.steps = t.steps_taken();
   return out;
 }
@@ -339,12 +346,13 @@ int cmd_bench_twin(const BenchTwinArgs& a) {
 
   fmt::print("time per step, median of {} rounds of {} steps (blocklab's, then the twin's, alternating):\n", a.repeats,
              a.steps);
-  fmt::print("  {:<22} {:>12} {:>12} {:>10}\n", "", "blocklab", "twin", "ratio");
+  fmt::print("  {:<22} {:>12} {:>12} {:>10} {:>15}\n", "", "blocklab", "twin", "ratio", "rounds' range");
   for (const auto& [mode, t] : timings)
-    fmt::print("  {:<22} {:>9.2f} ms {:>9.2f} ms {:>10.3f}\n",
+    fmt::print("  {:<22} {:>9.2f} ms {:>9.2f} ms {:>10.3f} {:>7.3f}-{:.3f}\n",
                mode == Mode::E2E ? std::string("end-to-end") : fmt::format("one block (B={})", cfg.model.blocks),
-               t.blocklab_ms, t.twin_ms, t.blocklab_ms / t.twin_ms);
-  fmt::print("ratio = blocklab / twin (above 1: blocklab's step is slower than the same step in PyTorch)\n");
+               t.blocklab_ms, t.twin_ms, t.ratio, t.ratio_low, t.ratio_high);
+  fmt::print("ratio = median over rounds of blocklab / twin in the same round (above 1: blocklab's step is slower\n"
+             "than the same step in PyTorch)\n");
   for (const auto& [mode, t] : timings)
     fmt::print("{}: after {} steps on both sides, last losses blocklab {:.8g}, twin {:.8g} (rel diff {:.1e})\n",
                to_string(mode), t.steps, t.blocklab_loss, t.twin_loss, relative(t.twin_loss, t.blocklab_loss));
