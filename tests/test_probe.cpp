@@ -60,6 +60,7 @@ TEST(ProbeQuadratic, RandomStepsMatchTheClosedFormAndTheUpdateTheAnalyticChange)
   ASSERT_TRUE(torch::allclose(grads[0], g, 1e-12, 1e-12));
   const double lr = 0.1;
   const auto update = sgd_update(grads, lr);
+  EXPECT_NEAR(cosine(update, grads), -1.0, 1e-12);
 
   RandomStepOptions options;
   options.radii = {2.0, 8.0};  // the linear part dominates the spread at 2, the quadratic at 8
@@ -127,6 +128,10 @@ TEST(ProbeQuadratic, ADirectionIsAFunctionOfSeedAndIndexWithTheGivenNorm) {
   EXPECT_NEAR(global_norm(a), 2.5, 1e-5);
   EXPECT_EQ(a[0].sizes(), like[0].sizes());
   EXPECT_EQ(a[1].dtype(), torch::kFloat32);
+  // The cosine over lists of tensors: the angle of the concatenations.
+  EXPECT_NEAR(cosine({torch::tensor({1.0}), torch::tensor({0.0})}, {torch::tensor({1.0}), torch::tensor({1.0})}),
+              1 / std::sqrt(2.0), 1e-12);
+  EXPECT_EQ(cosine({torch::zeros({2})}, {torch::ones({2})}), 0.0);
 }
 
 TEST(ProbeAdamW, TheUpdateIsTheOptimizersStepOnTheProbedParametersOnly) {

@@ -110,6 +110,7 @@ struct ProbeRecord {
   std::string checkpoint, rule;
   int64_t step = 0;
   double lr = 0, grad_norm = 0;
+  double cosine = 0;  // cos(update, -gradient): for small steps z ~ -sqrt(d) times this
   RandomStepResult result;
 };
 
@@ -118,7 +119,7 @@ nlohmann::json probe_record_json(const ProbeRecord& r) {
   for (const auto& row : r.result.rows) rows.push_back(row.to_json());
   return {{"run", r.run},         {"target", r.target}, {"block", r.block},
           {"checkpoint", r.checkpoint}, {"step", r.step}, {"update", r.rule},
-          {"lr", r.lr},           {"grad_norm", r.grad_norm}, {"d", r.result.d},
+          {"lr", r.lr},           {"grad_norm", r.grad_norm}, {"cos_update_neg_grad", r.cosine}, {"d", r.result.d},
           {"l0", r.result.l0},    {"update_norm", r.result.update_norm}, {"rows", rows}};
 }
 
@@ -163,6 +164,7 @@ ProbeRecord probe_target(const RunDir& run, const Config& cfg, const std::string
   // Clipped as the training step clips (train.grad_clip over the update's gradients).
   rec.grad_norm = probe_clip(grads, cfg.train.grad_clip);
   const auto update = adamw ? adamw_update(*s.opt, params, grads, rec.lr) : sgd_update(grads, rec.lr);
+  rec.cosine = -cosine(update, grads);
 
   RandomStepOptions options;
   options.radii = radii;
@@ -187,14 +189,14 @@ std::string probe_short(double v) { return std::isfinite(v) ? fmt::format("{:.3g
 
 // The table, Markdown (readable in a terminal, pasted as is into the README).
 void print_probe_table(const std::vector<ProbeRecord>& records, bool several_runs) {
-  fmt::print("| {}target | d | L0 | update | lr | update norm | radius | dL update | dL random (mean ± std) | z | random better |\n",
+  fmt::print("| {}target | d | L0 | update | lr | update norm | cos(update, -g) | radius | dL update | dL random (mean ± std) | z | random better |\n",
              several_runs ? "run | " : "");
-  fmt::print("|{}---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n", several_runs ? "---|" : "");
+  fmt::print("|{}---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", several_runs ? "---|" : "");
   for (const auto& r : records)
     for (const auto& row : r.result.rows)
-      fmt::print("| {}{} | {} | {:.4f} | {} | {:.3g} | {:.3g} | {:g} | {} | {} ± {} | {} | {:.0f}% |\n",
+      fmt::print("| {}{} | {} | {:.4f} | {} | {:.3g} | {:.3g} | {:.3f} | {:g} | {} | {} ± {} | {} | {:.0f}% |\n",
                  several_runs ? r.run + " | " : "", r.target, r.result.d, r.result.l0, r.rule, r.lr,
-                 r.result.update_norm, row.radius, probe_short(row.update_change), probe_short(row.mean),
+                 r.result.update_norm, r.cosine, row.radius, probe_short(row.update_change), probe_short(row.mean),
                  probe_short(row.std), std::isfinite(row.z) ? fmt::format("{:.1f}", row.z) : "n/a",
                  100 * row.fraction_better);
 }

@@ -30,6 +30,13 @@ double global_norm(const std::vector<torch::Tensor>& tensors) {
   return std::sqrt(sum);
 }
 
+double cosine(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  double dot = 0;
+  for (size_t i = 0; i < a.size(); ++i) dot += (a[i].to(torch::kFloat64) * b[i].to(torch::kFloat64)).sum().item<double>();
+  const double na = global_norm(a), nb = global_norm(b);
+  return na > 0 && nb > 0 ? dot / (na * nb) : 0.0;
+}
+
 double probe_clip(std::vector<torch::Tensor>& grads, double max_norm) {
   const double total = global_norm(grads);
   // The trainer's rule (AdamW::clip_to): scale to max_norm when above it, with its 1e-6 guard.

@@ -72,6 +72,10 @@ std::vector<torch::Tensor> adamw_update(AdamW& opt, const std::vector<torch::Ten
 /// Global L2 norm of a list of tensors, accumulated in double.
 double global_norm(const std::vector<torch::Tensor>& tensors);
 
+/// a.b / (|a| |b|) over lists of tensors, in double (0 if either is zero). For small steps
+/// z ~ -sqrt(d) cos(update, -gradient): the linear term's mean is zero and its spread |g| r|u| / sqrt(d).
+double cosine(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b);
+
 /// Random direction `index` over tensors shaped like `like`: standard Gaussian, drawn in double on
 /// the CPU from (seed, index) so it does not depend on the device, rescaled to global norm `norm`
 /// and cast to each tensor's dtype and device.
