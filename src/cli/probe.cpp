@@ -111,6 +111,7 @@ struct ProbeRecord {
   int64_t step = 0;
   double lr = 0, grad_norm = 0;
   double cosine = 0;  // cos(update, -gradient): for small steps z ~ -sqrt(d) times this
+  int64_t unreached = 0;  // elements of candidates the target's loss does not reach (not in d)
   RandomStepResult result;
 };
 
@@ -119,7 +120,7 @@ nlohmann::json probe_record_json(const ProbeRecord& r) {
   for (const auto& row : r.result.rows) rows.push_back(row.to_json());
   return {{"run", r.run},         {"target", r.target}, {"block", r.block},
           {"checkpoint", r.checkpoint}, {"step", r.step}, {"update", r.rule},
-          {"lr", r.lr},           {"grad_norm", r.grad_norm}, {"cos_update_neg_grad", r.cosine}, {"d", r.result.d},
+          {"lr", r.lr},           {"grad_norm", r.grad_norm}, {"cos_update_neg_grad", r.cosine}, {"d", r.result.d}, {"d_unreached", r.unreached},
           {"l0", r.result.l0},    {"update_norm", r.result.update_norm}, {"rows", rows}};
 }
 
@@ -152,6 +153,8 @@ ProbeRecord probe_target(const RunDir& run, const Config& cfg, const std::string
       names.push_back(candidates[i].first);
       params.push_back(all[i]);
       grads.push_back(all_grads[i]);
+    } else {
+      rec.unreached += all[i].numel();
     }
   if (params.empty()) throw UserError(fmt::format("{}: the {} loss reaches no parameter", run.root(), rec.target));
 
