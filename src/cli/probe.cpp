@@ -75,13 +75,15 @@ ProbeSubject probe_load(const RunDir& run, const Config& cfg, const std::string&
   s.checkpoint = run.file("checkpoint.safetensors");
   std::optional<int> only;  // the model holds this block alone
   bool apart = false;       // a block trained in its own process (blocks/K/checkpoint.safetensors)
-  const auto own = run.file(fmt::format("blocks/{}/checkpoint.safetensors", block));
-  if (block >= 0 && !std::filesystem::exists(s.checkpoint) && std::filesystem::exists(own))
-    s.checkpoint = own, only = block, apart = true;
+  if (block >= 0 && !std::filesystem::exists(s.checkpoint)) {
+    const auto own = run.file(fmt::format("blocks/{}/checkpoint.safetensors", block));
+    if (std::filesystem::exists(own)) s.checkpoint = own, only = block, apart = true;
+  }
   if (!std::filesystem::exists(s.checkpoint))
-    throw UserError(fmt::format("{}: no checkpoint.safetensors (the probe starts from a checkpoint's weights and "
+    throw UserError(fmt::format("{}: no checkpoint.safetensors{} (the probe starts from a checkpoint's weights and "
                                 "optimizer state)",
-                                run.root()));
+                                run.root(),
+                                block >= 0 ? fmt::format(" nor blocks/{}/checkpoint.safetensors", block) : ""));
   TensorMap tensors;
   const auto state = read_checkpoint(s.checkpoint, run_config, tensors);
   if (state.held_block >= 0 && !apart) {
