@@ -91,6 +91,19 @@ struct ReportArgs {
 /// One self-contained HTML page of one or more runs.
 int cmd_report(const ReportArgs& a);
 
+struct ProbeRandomStepArgs {
+  std::vector<std::string> runs;  // run directories: end-to-end (one row) or blocks (one per block)
+  int block = -1;                 // blocks runs: only this block; -1 every block
+  long long directions = 100, batches = 4, seed = 0;
+  std::string radius = "1";       // comma-separated multiples of the update's norm, parsed in cmd
+  std::string update = "auto";    // auto (adamw when the checkpoint has moments), adamw or sgd
+  double lr = -1;                 // > 0: instead of the run's schedule at the checkpoint's step
+  std::string out;                // default: <first run>/probe
+};
+/// Loss change of one optimizer update against random directions of the same norm, per block and
+/// end-to-end: a table, <out>/probe.json and <out>/random-step.png (docs/probe.md).
+int cmd_probe_random_step(const ProbeRandomStepArgs& a);
+
 struct DemoArgs {
   std::string out = "runs/demo";
   std::vector<std::string> overrides;

@@ -104,6 +104,23 @@ int main(int argc, char** argv) {
   rp->add_option("--profile", report.profiles,
                  "a `blocklab profile` output directory to show (repeatable; a run's own profile*/ are found)");
 
+  auto* probe = app.add_subcommand("probe", "diagnostics of a trained run's loss landscape");
+  probe->require_subcommand(1);
+  ProbeRandomStepArgs prs;
+  auto* ps = probe->add_subcommand("random-step",
+                                   "is an optimizer step better than random steps of the same length? per block and end-to-end");
+  ps->add_option("runs", prs.runs, "run directories with a checkpoint (end-to-end: one row; blocks: one per block)")->required();
+  ps->add_option("--block", prs.block, "blocks runs: probe only block K (default: every block)")->check(CLI::NonNegativeNumber);
+  ps->add_option("--directions", prs.directions, "random directions per radius (default 100)")->check(CLI::PositiveNumber);
+  ps->add_option("--batches", prs.batches, "fixed training batches the loss is averaged over (default 4)")
+      ->check(CLI::PositiveNumber);
+  ps->add_option("--radius", prs.radius, "step lengths in units of the update's norm, comma-separated (default 1)");
+  ps->add_option("--update", prs.update, "auto (adamw when the checkpoint has AdamW moments, else sgd), adamw or sgd");
+  ps->add_option("--lr", prs.lr, "learning rate of the update (default: the run's schedule at the checkpoint's step)");
+  ps->add_option("--seed", prs.seed, "seed of the batches, their noise and the directions (default 0)")
+      ->check(CLI::NonNegativeNumber);
+  ps->add_option("--out", prs.out, "directory for probe.json and random-step.png (default <first run>/probe)");
+
   DemoArgs demo;
   auto* d = app.add_subcommand("demo", "train the default recipe end-to-end and block-wise, then compare");
   d->add_option("--out", demo.out, "output directory (default runs/demo)");
@@ -196,6 +213,7 @@ int main(int argc, char** argv) {
     if (*la) return cmd_launch(launch);
     if (*e) return cmd_eval(run_dir, eval_overrides);
     if (*d) return cmd_demo(demo);
+    if (*ps) return cmd_probe_random_step(prs);
     if (*sa) return cmd_sample(sample);
     if (*ge) return cmd_generate(gen);
     if (*rp) return cmd_report(report);

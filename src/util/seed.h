@@ -16,6 +16,8 @@ enum class Stream : uint64_t {
   Init = 5,           // weight initialization (index 0)
   Synthetic = 6,      // synthetic data of benchmarks and the profiler
   Replica = 7,        // a block's replica `index` > 0: its own noise for its share of the step's batch
+  ProbeBatch = 8,     // `probe random-step`: the examples (index 0) and the noise of its batch `index`
+  ProbeDirection = 9, // `probe random-step`: random direction `index`
 };
 
 /// A seed for torch or std::mt19937_64, below 2^63 (torch keeps seeds signed).
