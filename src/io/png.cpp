@@ -47,7 +47,8 @@ std::string png_bytes(const torch::Tensor& image) {
               "png_bytes: expected uint8 [H, W] or [H, W, 3]");
   const auto img = image.contiguous().cpu();
   const auto height = png_uint_32(img.size(0)), width = png_uint_32(img.size(1));
-  const int channels = img.dim() == 2 ? 1 : 3;
+  // (volatile: GCC cannot tell that setjmp below leaves it alone)
+  const volatile int channels = img.dim() == 2 ? 1 : 3;
   PngError error;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &error, on_png_error, on_png_warning);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
