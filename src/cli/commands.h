@@ -154,6 +154,7 @@ struct ProfileArgs {
   std::string out;     // default: <run>/profile-<mode> or runs/profile-<config>-<mode>
   std::string peak;    // peak file; default: default_peak_path()
   int steps = 6, warmup = -1, top = 25;
+  bool libtorch_ops = false;  // libtorch's ops instead of the fused CPU kernels (the "before" profile)
 };
 /// Profiles training steps: ops table, phases, MFU, ops.json and trace.json.
 int cmd_profile(const ProfileArgs& a);

@@ -175,6 +175,7 @@ int main(int argc, char** argv) {
   pr->add_option("--peak", prof.peak, "peak file of `blocklab bench peak` (default ~/.cache/blocklab/peak.json)");
   pr->add_option("--warmup", prof.warmup, "warm-up steps (default: one round of blocks, 2 end-to-end)");
   pr->add_option("--top", prof.top, "rows of the printed table")->check(CLI::PositiveNumber);
+  pr->add_flag("--libtorch-ops", prof.libtorch_ops, "libtorch's ops instead of the fused CPU kernels (to compare)");
   ProfileLinearArgs plin;
   auto* pl = pr->add_subcommand("linear", "y = x W + b: matmul + add vs fused addmm, forward and backward, roofline");
   pl->add_option("--sizes", plin.sizes, "n of x [batch, n] and W [n, n]")->delimiter(',')->check(CLI::PositiveNumber);

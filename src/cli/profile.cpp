@@ -8,6 +8,7 @@
 #include "profile/linear.h"
 #include "profile/profile_run.h"
 #include "util/error.h"
+#include "util/simd.h"
 #include "util/system.h"
 
 namespace blocklab {
@@ -25,6 +26,7 @@ Config load_config(const std::string& config, std::vector<std::string> overrides
 }  // namespace
 
 int cmd_profile(const ProfileArgs& a) {
+  if (a.libtorch_ops) simd::set_fused_kernels(false);
   std::string config = a.target;
   const bool run_dir = fs::is_directory(a.target);
   if (run_dir) {
