@@ -1,7 +1,5 @@
 #include "models/attention.h"
 
-#include "util/simd.h"
-
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
@@ -12,6 +10,8 @@
 #include <limits>
 #include <string>
 #include <vector>
+
+#include "util/simd.h"
 
 namespace blocklab {
 
@@ -44,7 +44,6 @@ struct AttentionProblem {
   StridedRows<T> dout, dq, dk, dv;  // backward only
 };
 
-
 // The matrix products of one head, C[m, :] = sum_k A(m, k) B[k, :] for m < M, each row of B and C
 // `vecs` whole vectors. A is read element by element with any strides (a transposed operand costs
 // nothing); B and C rows are contiguous. A register tile of Rows x Cols vectors is summed over k
@@ -57,7 +56,7 @@ struct Operand {
 
 template <typename T, int Rows, int Cols>
 BLOCKLAB_INLINE void product_tile(const Operand<T>& a, int64_t m0, int64_t depth, const T* b,
-                                                        int64_t ldb, int64_t c0, T* c, int64_t ldc) {
+                                  int64_t ldb, int64_t c0, T* c, int64_t ldc) {
   Vec<T> acc[Rows][Cols] = {};
   for (int64_t k = 0; k < depth; ++k) {
     Vec<T> bk[Cols];
@@ -73,7 +72,7 @@ BLOCKLAB_INLINE void product_tile(const Operand<T>& a, int64_t m0, int64_t depth
 
 template <typename T, int Rows>
 BLOCKLAB_INLINE void product_rows(const Operand<T>& a, int64_t m0, int64_t depth, const T* b,
-                                                        int64_t ldb, int64_t vecs, T* c, int64_t ldc) {
+                                  int64_t ldb, int64_t vecs, T* c, int64_t ldc) {
   int64_t v = 0;
   for (; v + 2 <= vecs; v += 2) product_tile<T, Rows, 2>(a, m0, depth, b, ldb, v, c, ldc);
   if (v < vecs) product_tile<T, Rows, 1>(a, m0, depth, b, ldb, v, c, ldc);
@@ -81,7 +80,7 @@ BLOCKLAB_INLINE void product_rows(const Operand<T>& a, int64_t m0, int64_t depth
 
 template <typename T>
 BLOCKLAB_INLINE void product(int64_t rows, int64_t depth, const Operand<T>& a, const T* b,
-                                                   int64_t ldb, int64_t vecs, T* c, int64_t ldc) {
+                             int64_t ldb, int64_t vecs, T* c, int64_t ldc) {
   int64_t m = 0;
   for (; m + 4 <= rows; m += 4) product_rows<T, 4>(a, m, depth, b, ldb, vecs, c, ldc);
   for (; m < rows; ++m) product_rows<T, 1>(a, m, depth, b, ldb, vecs, c, ldc);
@@ -97,7 +96,7 @@ struct HeadRows {
 };
 template <typename T>
 BLOCKLAB_INLINE HeadRows<T> rows_in(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
-                                                          int64_t dim, T* scratch) {
+                                    int64_t dim, T* scratch) {
   if (dim % kLanes<T> == 0) return {x.row(n, h, 0), x.st, false};
   const int64_t padded = round_up(dim, kLanes<T>);
   for (int64_t t = 0; t < count; ++t) {
@@ -108,13 +107,13 @@ BLOCKLAB_INLINE HeadRows<T> rows_in(const StridedRows<T>& x, int64_t n, int64_t 
 }
 template <typename T>
 BLOCKLAB_INLINE HeadRows<T> rows_out(const StridedRows<T>& x, int64_t n, int64_t h, int64_t dim,
-                                                           T* scratch) {
+                                     T* scratch) {
   if (dim % kLanes<T> == 0) return {x.row(n, h, 0), x.st, false};
   return {scratch, round_up(dim, kLanes<T>), true};
 }
 template <typename T>
 BLOCKLAB_INLINE void finish_rows(const HeadRows<T>& out, const StridedRows<T>& x, int64_t n, int64_t h,
-                                                       int64_t count, int64_t dim) {
+                                 int64_t count, int64_t dim) {
   if (!out.copied) return;
   for (int64_t t = 0; t < count; ++t) std::memcpy(x.row(n, h, t), out.p + t * out.ld, size_t(dim) * sizeof(T));
 }
@@ -122,7 +121,7 @@ BLOCKLAB_INLINE void finish_rows(const HeadRows<T>& out, const StridedRows<T>& x
 // X^T of one head, [D, Tq padded to vectors], times `scale`, zero beyond Tq.
 template <typename T>
 BLOCKLAB_INLINE void transpose_head(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
-                                                          int64_t dim, int64_t padded, T scale, T* out) {
+                                    int64_t dim, int64_t padded, T scale, T* out) {
   const T* x0 = x.row(n, h, 0);
   for (int64_t d = 0; d < dim; ++d) {
     for (int64_t t = 0; t < count; ++t) out[d * padded + t] = x0[t * x.st + d] * scale;
@@ -185,36 +184,34 @@ BLOCKLAB_INLINE void attention_backward_head(const AttentionProblem<T>& a, int64
   using V = Vec<T>;
   const int64_t tq = a.tq, tk = a.tk, dim = a.dim, tqp = round_up(tq, kLanes<T>), vq = tqp / kLanes<T>;
   const int64_t dp = round_up(dim, kLanes<T>), vd = dp / kLanes<T>, wide = std::max(tq, tk) * dp;
-  T* dot = scratch;
-  T* dst = scratch + dim * tqp;
-  T* pad = dst + tk * tqp;
+  T* dout_t = scratch;
+  T* ds_t = scratch + dim * tqp;
+  T* pad = ds_t + tk * tqp;
   const T* pt = a.p.row(n, h, 0);
-  transpose_head(a.dout, n, h, tq, dim, tqp, T(1), dot);
-  product<T>(tk, dim, {a.v.row(n, h, 0), a.v.st, 1}, dot, tqp, vq, dst, tqp);
+  transpose_head(a.dout, n, h, tq, dim, tqp, T(1), dout_t);
+  product<T>(tk, dim, {a.v.row(n, h, 0), a.v.st, 1}, dout_t, tqp, vq, ds_t, tqp);
   for (int64_t c = 0; c < tqp; c += kLanes<T>) {
     V rowsum{};
-    for (int64_t j = 0; j < tk; ++j) rowsum += load(pt + j * tqp + c) * load(dst + j * tqp + c);
+    for (int64_t j = 0; j < tk; ++j) rowsum += load(pt + j * tqp + c) * load(ds_t + j * tqp + c);
     for (int64_t j = 0; j < tk; ++j)
-      store(dst + j * tqp + c, load(pt + j * tqp + c) * (load(dst + j * tqp + c) - rowsum) * a.scale);
+      store(ds_t + j * tqp + c, load(pt + j * tqp + c) * (load(ds_t + j * tqp + c) - rowsum) * a.scale);
   }
   const auto k = rows_in(a.k, n, h, tk, dim, pad);
   const auto dq = rows_out(a.dq, n, h, dim, pad + wide);
-  product<T>(tq, tk, {dst, 1, tqp}, k.p, k.ld, vd, dq.p, dq.ld);
+  product<T>(tq, tk, {ds_t, 1, tqp}, k.p, k.ld, vd, dq.p, dq.ld);
   finish_rows(dq, a.dq, n, h, tq, dim);
   const auto q = rows_in(a.q, n, h, tq, dim, pad);
   const auto dout = rows_in(a.dout, n, h, tq, dim, pad + wide);
   const auto dk = rows_out(a.dk, n, h, dim, pad + 2 * wide);
   const auto dv = rows_out(a.dv, n, h, dim, pad + 3 * wide);
-  product<T>(tk, tq, {dst, tqp, 1}, q.p, q.ld, vd, dk.p, dk.ld);
+  product<T>(tk, tq, {ds_t, tqp, 1}, q.p, q.ld, vd, dk.p, dk.ld);
   product<T>(tk, tq, {pt, tqp, 1}, dout.p, dout.ld, vd, dv.p, dv.ld);
   finish_rows(dk, a.dk, n, h, tk, dim);
   finish_rows(dv, a.dv, n, h, tk, dim);
 }
 
-// The loops over (sample, head) pairs [begin, end), one copy per instruction set (simd.h).
-
-// (Everything below the clones is inlined into them: a function they call is compiled for the
-// baseline instruction set.)
+// The loops over (sample, head) pairs [begin, end), one copy per instruction set (util/simd.h:
+// everything below the clones is inlined into them).
 template <bool Backward, typename T>
 BLOCKLAB_INLINE void heads(const AttentionProblem<T>& a, int64_t begin, int64_t end) {
   std::vector<T> scratch(scratch_size(a));
