@@ -46,6 +46,7 @@ int cmd_bench_step(const BenchStepArgs& a) {
   TensorMemoryTracker::install();  // before any model exists, so parameters are counted too
   const Config cfg = Config::load(a.config, a.overrides);
   set_threads(cfg.train.threads);
+  simd::set_fused_kernels(!a.libtorch_ops);
   const int B = cfg.model.blocks;
   fmt::print("bench step: {} L={} B={} d={} heads={} batch={} threads={} device={} BLAS {}\n",
              to_string(cfg.model.family), cfg.model.layers, B, cfg.model.hidden, cfg.model.heads,
@@ -56,7 +57,7 @@ int cmd_bench_step(const BenchStepArgs& a) {
   const auto variants = alternating_step_times(cfg, a.repeats, a.fused_kernels
       ? std::vector<std::function<void()>>{[] { simd::set_fused_kernels(true); }, [] { simd::set_fused_kernels(false); }}
       : std::vector<std::function<void()>>{[] {}});
-  simd::set_fused_kernels(true);
+  simd::set_fused_kernels(!a.libtorch_ops);
   const auto& times = variants[0];
   auto row = [](const std::string& what, const std::string& x, const std::string& y, const std::string& r) {
     fmt::print("{:<34} {:>14} {:>14} {:>10}\n", what, x, y, r);
@@ -76,7 +77,7 @@ int cmd_bench_step(const BenchStepArgs& a) {
     row("  fused / libtorch's ops", fmt::format("{:.3f}", times.e2e_ms / ops.e2e_ms),
         fmt::format("{:.3f}", times.block_ms / ops.block_ms), "");
   }
-  fmt::print("attention, adaLN, bias + GELU, AdamW: {}\n", cfg.train.device == "cpu"
+  fmt::print("attention, adaLN, bias + GELU, AdamW: {}\n", cfg.train.device == "cpu" && !a.libtorch_ops
                                     ? "fused CPU kernels (" + simd::kernel_isa() + ")" : "libtorch's ops");
   fmt::print("block step / end-to-end step = {:.3f} (target <= 1.15/B = {:.3f}); process peak RSS {}\n",
              times.block_ms / times.e2e_ms, 1.15 / B, format_mib(double(peak_rss_bytes()), 2));

@@ -117,6 +117,7 @@ struct BenchStepArgs {
   std::vector<std::string> overrides;
   int repeats = 10;
   bool fused_kernels = false;  // also time libtorch's ops against the fused CPU kernels
+  bool libtorch_ops = false;   // measure everything on libtorch's ops instead of the fused CPU kernels
 };
 /// Memory and time of one training step, end-to-end against one block.
 int cmd_bench_step(const BenchStepArgs& a);

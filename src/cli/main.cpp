@@ -137,6 +137,7 @@ int main(int argc, char** argv) {
   bs->add_option("--repeats", bstep.repeats, "measured steps per mode (and block)")->check(CLI::PositiveNumber);
   bs->add_flag("--fused-kernels", bstep.fused_kernels,
                "time the steps with the fused CPU kernels and with libtorch's ops, alternating");
+  bs->add_flag("--libtorch-ops", bstep.libtorch_ops, "memory and time on libtorch's ops instead of the fused CPU kernels");
 
   BenchTwinArgs btwin;
   auto* bt = bench->add_subcommand("twin", "blocklab's classifier step against the same step in PyTorch (python3-torch)");

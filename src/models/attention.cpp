@@ -289,6 +289,12 @@ void fused_backward(const torch::Tensor& q, const torch::Tensor& k, const torch:
 // A tensor whose last dimension is contiguous (what the kernel reads), without copying when it is.
 torch::Tensor last_dim_contiguous(const torch::Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); }
 
+// x itself, or a copy when x is a view into a larger tensor: saved for backward, a view would keep
+// all of that tensor alive (v of the layer's packed projection, once q and k are rotated: 3x v).
+torch::Tensor compact(const torch::Tensor& x) {
+  return x.storage().nbytes() > size_t(x.numel()) * x.element_size() ? x.contiguous() : x;
+}
+
 // A gradient [N, H, T, D] laid out as [N, T, H, D]: what a packed projection's backward reads.
 torch::Tensor gradient_like_rows(const torch::Tensor& x) {
   return torch::empty({x.size(0), x.size(2), x.size(1), x.size(3)}, x.options()).transpose(1, 2);
@@ -375,7 +381,7 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   if (!attention_fusable(q, k, v, mask)) return attention_reference(q, k, v, mask);
   const auto qc = last_dim_contiguous(q), kc = last_dim_contiguous(k), vc = last_dim_contiguous(v);
   if (!needs_grad(q) && !needs_grad(k) && !needs_grad(v)) return fused_forward(qc, kc, vc, mask).first;
-  return FusedAttention::apply(qc, kc, vc, ConstantMask{mask});
+  return FusedAttention::apply(compact(qc), compact(kc), compact(vc), ConstantMask{mask});
 }
 
 torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& mask) {
