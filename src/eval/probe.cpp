@@ -38,10 +38,9 @@ double cosine(const std::vector<torch::Tensor>& a, const std::vector<torch::Tens
 }
 
 double probe_clip(std::vector<torch::Tensor>& grads, double max_norm) {
-  const double total = global_norm(grads);
-  // The trainer's rule (AdamW::clip_to): scale to max_norm when above it, with its 1e-6 guard.
-  if (max_norm > 0 && total > max_norm)
-    for (auto& g : grads) g = g * (max_norm / (total + 1e-6));
+  const double total = global_norm(grads), scale = clip_factor(total, max_norm);  // the trainer's rule
+  if (scale != 1.0)
+    for (auto& g : grads) g = g * scale;
   return total;
 }
 

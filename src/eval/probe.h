@@ -55,7 +55,7 @@ struct RandomStepOptions {
 std::vector<torch::Tensor> probe_gradient(const std::vector<torch::Tensor>& params, const ProbeLoss& loss);
 
 /// Scales `grads` in place to global L2 norm at most `max_norm` (if > 0), as training clips
-/// (AdamW::clip_to's rule); returns their norm before.
+/// (clip_factor); returns their norm before.
 double probe_clip(std::vector<torch::Tensor>& grads, double max_norm);
 
 /// The SGD update -lr * grads.

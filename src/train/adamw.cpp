@@ -95,11 +95,15 @@ double AdamW::clip_grad_norm(double max_norm) {
   return total;
 }
 
+double clip_factor(double total, double max_norm) {
+  return max_norm > 0 && total > max_norm ? max_norm / (total + 1e-6) : 1.0;
+}
+
 void AdamW::clip_to(double total, double max_norm) {
   if (max_norm <= 0) return;
   // Scaled in every step (by exactly 1 when under the limit, which changes no bit), so a step
   // runs the same ops whatever its gradient: the profiler copies one step's shapes to the rest.
-  const double scale = total > max_norm ? max_norm / (total + 1e-6) : 1.0;
+  const double scale = clip_factor(total, max_norm);
   for (auto& [name, p] : params_) {
     auto& g = p.mutable_grad();
     if (!g.defined()) continue;

@@ -13,6 +13,10 @@ struct AdamWOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
 };
 
+/// The factor that scales gradients of global norm `total` to at most `max_norm` (no limit when
+/// max_norm <= 0): exactly 1 under the limit. The one clipping rule (training, the probe).
+double clip_factor(double total, double max_norm);
+
 class AdamW {
  public:
   /// `decay[i]`: whether weight decay reaches params[i] (empty: all of them).
