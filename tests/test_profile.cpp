@@ -48,6 +48,10 @@ TEST(ProfileFlops, MatrixProductsOfKnownShapes) {
   // linear(input [..., in], weight [out, in]): every leading dimension is a row.
   EXPECT_EQ(op_flops("aten::linear", {T::tensor({B, M, K}), T::tensor({N, K}), T::tensor({N})}), 2 * B * M * K * N);
   // Not counted, or not fitting the schema: 0.
+  // blocklab's dense: x [M, K], W [N, K]; backward with the number of products it computes
+  EXPECT_EQ(op_flops("blocklab::dense", {T::tensor({M, K}), T::tensor({N, K})}), 2 * M * K * N);
+  EXPECT_EQ(op_flops("blocklab::dense_backward", {T::tensor({M, K}), T::tensor({N, K}), T::scalar(2)}), 4 * M * K * N);
+  EXPECT_EQ(op_flops("blocklab::dense_backward", {T::tensor({M, K}), T::tensor({N, K}), T::scalar(1)}), 2 * M * K * N);
   EXPECT_EQ(op_flops("aten::add", {T::tensor({M, K}), T::tensor({M, K})}), 0);
   EXPECT_FALSE(counts_flops("aten::add"));
   EXPECT_TRUE(counts_flops("aten::bmm"));
@@ -442,6 +446,7 @@ TEST(ProfilePeak, FmaLoopRunsAndThePeakFileRoundTrips) {
   PeakEntry e;
   e.threads = 2;
   e.gemm_gflops = 150;
+  e.gemm_kernel = "blocklab AVX-512";
   e.fma_gflops = 300;
   e.fma_isa = "avx512";
   e.copy_gbs = 20;
@@ -457,6 +462,17 @@ TEST(ProfilePeak, FmaLoopRunsAndThePeakFileRoundTrips) {
   std::string source;
   EXPECT_DOUBLE_EQ(resolve_peak(2, path, &source).gemm_gflops, 150);
   EXPECT_TRUE(test::Contains(source, path));
+  // A file from before blocklab's own GEMM (no "gemm_kernel"): its GEMM peak was libtorch's mm
+  // only, so a quick peak is measured instead, and says which GEMM it took.
+  auto old = t.to_json();
+  old["entries"][0].erase("gemm_kernel");
+  old["entries"][0]["threads"] = 1;
+  write_file_atomic(dir.file("old.json"), old.dump());
+  const auto fresh = resolve_peak(1, dir.file("old.json"), &source);
+  EXPECT_TRUE(test::Contains(source, "predates blocklab's GEMM"));
+  EXPECT_NE(fresh.gemm_gflops, 150);
+  EXPECT_FALSE(fresh.gemm_kernel.empty());
+  EXPECT_GE(fresh.gemm_gflops, fresh.mm_gflops);
 
   write_file_atomic(dir.file("bad.json"), "{\"entries\": 3}");
   EXPECT_TRUE(ThrowsUserError([&] { load_peak(dir.file("bad.json")); }, {"bad.json", "bench peak"}));

@@ -3,6 +3,7 @@
 
 #include "models/activation.h"
 #include "models/attention.h"
+#include "models/dense.h"
 #include "util/seed.h"
 
 #include <algorithm>
@@ -38,7 +39,7 @@ AdaLNImpl::AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks_, AdaLNSty
 }
 
 std::vector<torch::Tensor> AdaLNImpl::forward(const torch::Tensor& cond) {
-  auto m = style == AdaLNStyle::SiluAfter ? torch::silu(proj->forward(cond)) : proj->forward(torch::silu(cond));
+  auto m = style == AdaLNStyle::SiluAfter ? torch::silu(dense(cond, proj)) : dense(torch::silu(cond), proj);
   return (m.dim() == 2 ? m.unsqueeze(1) : m).chunk(chunks, /*dim=*/2);
 }
 
@@ -61,9 +62,9 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& positions) {
 
 torch::Tensor TransformerLayerImpl::attention(const torch::Tensor& x, const AttentionContext& ctx) {
   const int64_t n = x.size(0), t = x.size(1), h = opt.heads, hd = opt.hidden / opt.heads;
-  auto packed = qkv->forward(x).view({n, t, 3, h, hd});
+  auto packed = dense(x, qkv).view({n, t, 3, h, hd});
   if (!ctx.positions.defined() && !ctx.cache)  // one tensor in and one gradient out: no unpacking for autograd
-    return proj->forward(packed_attention(packed, ctx.mask).transpose(1, 2).reshape({n, t, opt.hidden}));
+    return dense(packed_attention(packed, ctx.mask).transpose(1, 2).reshape({n, t, opt.hidden}), proj);
   auto qkv_ = packed.permute({2, 0, 3, 1, 4});  // (3, N, h, T, hd)
   auto q = qkv_[0], k = qkv_[1], v = qkv_[2];
   if (ctx.positions.defined()) {
@@ -76,15 +77,15 @@ torch::Tensor TransformerLayerImpl::attention(const torch::Tensor& x, const Atte
   }
   if (ctx.cache && ctx.keep) *ctx.cache = {k, v};
   auto y = blocklab::attention(q, k, v, ctx.mask).transpose(1, 2).reshape({n, t, opt.hidden});  // (N, T, d)
-  return proj->forward(y);
+  return dense(y, proj);
 }
 
 torch::Tensor TransformerLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cond, const AttentionContext& ctx) {
   auto m = ada->forward(cond);  // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
   auto h = gated_add(x, m[2], attention(modulate(x, m[0], m[1]), ctx));
   // fc1's bias is added inside the fused activation (one pass instead of three ops).
-  const auto hidden = bias_gelu(torch::nn::functional::linear(modulate(h, m[3], m[4]), fc1->weight), fc1->bias);
-  return gated_add(h, m[5], fc2->forward(hidden));
+  const auto hidden = bias_gelu(dense(modulate(h, m[3], m[4]), fc1->weight), fc1->bias);
+  return gated_add(h, m[5], dense(hidden, fc2));
 }
 
 BlockImpl::BlockImpl(const TransformerLayerOptions& o, int64_t num_layers) {

@@ -1,5 +1,6 @@
 #include "models/lm.h"
 #include "models/modulation.h"
+#include "models/dense.h"
 
 #include <limits>
 
@@ -76,6 +77,6 @@ torch::Tensor LMImpl::features(const torch::Tensor& h, const torch::Tensor& cond
   return modulate(h, m[0], m[1]);
 }
 
-torch::Tensor LMImpl::logits(const torch::Tensor& features) { return shared->head->forward(features); }
+torch::Tensor LMImpl::logits(const torch::Tensor& features) { return dense(features, shared->head); }
 
 }  // namespace blocklab

@@ -138,6 +138,15 @@ int64_t fused_attention(const Inputs& in, int products) {
   return products * 2 * (*q)[0] * (*q)[1] * (*q)[2] * (*k)[2] * (*q)[3];
 }
 
+// blocklab's dense (models/dense.h), recorded with x [M, in], W [out, in] and, backward, how many
+// of the two products (dx, dW) it computes: 2 M in out each.
+int64_t dense(const Inputs& in, bool backward) {
+  const auto *x = tensor_at(in, 0), *w = tensor_at(in, 1);
+  const auto* products = backward ? ints_at(in, 2) : nullptr;
+  if (!x || !w || x->size() != 2 || w->size() != 2 || (backward && (!products || products->empty()))) return 0;
+  return (backward ? (*products)[0] : 1) * 2 * (*x)[0] * (*x)[1] * (*w)[0];
+}
+
 using Counter = std::function<int64_t(const Inputs&)>;
 
 const std::unordered_map<std::string, Counter>& counters() {
@@ -156,6 +165,8 @@ const std::unordered_map<std::string, Counter>& counters() {
       {"aten::convolution_backward", conv_backward},
       {"blocklab::fused_attention", [](const Inputs& in) { return fused_attention(in, 2); }},
       {"blocklab::fused_attention_backward", [](const Inputs& in) { return fused_attention(in, 4); }},
+      {"blocklab::dense", [](const Inputs& in) { return dense(in, false); }},
+      {"blocklab::dense_backward", [](const Inputs& in) { return dense(in, true); }},
   };
   return table;
 }

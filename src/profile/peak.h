@@ -1,6 +1,7 @@
 // This machine's measured peaks, the yardstick of every "share of peak" and MFU figure:
-//   fp32 FLOP/s  - a large GEMM through libtorch (what the BLAS in use reaches) and a hand-written
-//                  FMA loop (the cores' arithmetic roof, widest vector ISA the CPU has);
+//   fp32 FLOP/s  - a large GEMM, the faster of libtorch's mm (the BLAS in use) and blocklab's own
+//                  (util/gemm.h, what the models' linear layers run on), and a hand-written FMA
+//                  loop (the cores' arithmetic roof, widest vector ISA the CPU has);
 //   bandwidth    - stream-style copy and triad over arrays far larger than the caches.
 // `blocklab bench peak` measures them per thread count and saves them as JSON; the profiler
 // reads that file.
@@ -16,7 +17,9 @@ namespace blocklab {
 
 struct PeakEntry {
   int threads = 1;
-  double gemm_gflops = 0;  // best torch::mm_out of gemm_n^3 fp32
+  double gemm_gflops = 0;   // the GEMM peak: the faster of the two below, on gemm_n^3 fp32
+  std::string gemm_kernel;  // which: "libtorch mm" or "blocklab AVX-512" / "blocklab AVX2"
+  double mm_gflops = 0;     // best torch::mm_out
   int64_t gemm_n = 0;
   double fma_gflops = 0;  // FMA loop, widest ISA (fma_isa)
   std::string fma_isa;
@@ -52,8 +55,13 @@ void save_peak(const PeakTable& table, const std::string& path);
 /// FMA-loop GFLOP/s with `threads` threads, each running independent FMA chains for about
 /// `seconds`. `isa` selects "avx512", "avx2" or "generic"; "" picks the widest available.
 double fma_loop_gflops(int threads, double seconds, std::string isa = "", std::string* isa_used = nullptr);
-/// Best GFLOP/s of torch::mm_out on n x n fp32 matrices with `threads` intra-op threads.
-double gemm_gflops(int threads, int64_t n, int reps);
+/// Best GFLOP/s on n x n fp32 matrices with `threads` intra-op threads: of torch::mm_out, and of
+/// blocklab's GEMM where the CPU has one of its kernels and the fused kernels are on.
+struct GemmPeak {
+  double gflops = 0, mm_gflops = 0;
+  std::string kernel;
+};
+GemmPeak gemm_peak(int threads, int64_t n, int reps);
 /// Stream copy and triad GB/s with `threads` threads over arrays of `mib` MiB each (best of reps).
 std::pair<double, double> stream_gbs(int threads, double mib, int reps);
 

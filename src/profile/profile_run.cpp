@@ -145,9 +145,9 @@ void print_profile(const ProfileResult& r, const ProfileOptions& o, int top) {
              c.model.layers, c.model.blocks, c.model.hidden, c.model.heads, c.train.batch_size, c.train.threads,
              c.train.device, blas_core());
   if (roof > 0)
-    fmt::print("peak ({} thread{}): FMA loop {:.1f} GFLOP/s ({}), GEMM {:.1f} GFLOP/s, copy {:.1f} GB/s  [{}]\n",
+    fmt::print("peak ({} thread{}): FMA loop {:.1f} GFLOP/s ({}), GEMM {:.1f} GFLOP/s ({}), copy {:.1f} GB/s  [{}]\n",
                o.peak.threads, o.peak.threads == 1 ? "" : "s", o.peak.fma_gflops, o.peak.fma_isa,
-               o.peak.gemm_gflops, o.peak.copy_gbs, o.peak_source);
+               o.peak.gemm_gflops, o.peak.gemm_kernel, o.peak.copy_gbs, o.peak_source);
   else
     fmt::print("peak: unknown, shares of peak are not shown ({})\n", o.peak_source);
   const int n = int(r.steps.size());

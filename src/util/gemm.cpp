@@ -1,0 +1,227 @@
+#include "util/gemm.h"
+
+#include "util/simd.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace blocklab::gemm {
+
+namespace {
+
+// Block sizes (Goto & van de Geijn 2008, section 6): a packed B panel of kKc x kNr floats (32 KiB
+// with AVX-512) is reused from L1 by every strip of A in a block, a packed A block of kMc x kKc
+// floats (120 KiB) from L2, a packed B block of kKc x kNc floats (1 MiB) from L2/L3.
+constexpr int64_t kKc = 256;
+constexpr int64_t kMc = 120;  // a multiple of both kernels' kMr
+constexpr int64_t kNc = 1024;
+
+// The register tile: kMr rows by two vectors of C. AVX-512: 12 x 32, 24 of the 32 zmm registers
+// hold sums; AVX2: 6 x 16, 12 of the 16 ymm registers.
+template <int Lanes, int Rows>
+struct Kernel {
+  typedef float V __attribute__((vector_size(Lanes * sizeof(float))));
+  static constexpr int64_t kLanes = Lanes, kMr = Rows, kNr = 2 * Lanes;
+};
+using Avx512 = Kernel<16, 12>;
+using Avx2 = Kernel<8, 6>;
+
+template <class V>
+BLOCKLAB_INLINE V load(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class V>
+BLOCKLAB_INLINE void store(float* p, const V& v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// B [pc, pc + kc) x [jc, jc + nc) into panels of nr columns, each kc rows of nr floats, the columns
+// past n zero (their sums are computed and thrown away).
+void pack_b(const Operand& b, int64_t pc, int64_t kc, int64_t jc, int64_t nc, int64_t nr, float* dst) {
+  for (int64_t j0 = 0; j0 < nc; j0 += nr, dst += kc * nr) {
+    const int64_t cols = std::min(nr, nc - j0);
+    if (cols < nr) std::fill(dst, dst + kc * nr, 0.0f);
+    if (!b.transposed) {
+      for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * nr, b.data + (pc + p) * b.ld + jc + j0, cols * sizeof(float));
+    } else {  // column j of B is row j of the stored matrix: read it along its row
+      for (int64_t j = 0; j < cols; ++j) {
+        const float* src = b.data + (jc + j0 + j) * b.ld + pc;
+        for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = src[p];
+      }
+    }
+  }
+}
+
+// A [ic, ic + mc) x [pc, pc + kc) into strips of mr rows, each kc columns of mr floats.
+BLOCKLAB_INLINE void pack_a(const Operand& a, int64_t ic, int64_t mc, int64_t pc, int64_t kc, int64_t mr, float* dst) {
+  for (int64_t i0 = 0; i0 < mc; i0 += mr, dst += kc * mr) {
+    const int64_t rows = std::min(mr, mc - i0);
+    if (rows < mr) std::fill(dst, dst + kc * mr, 0.0f);
+    if (!a.transposed) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* src = a.data + (ic + i0 + r) * a.ld + pc;
+        for (int64_t p = 0; p < kc; ++p) dst[p * mr + r] = src[p];
+      }
+    } else {
+      for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * mr, a.data + (pc + p) * a.ld + ic + i0, rows * sizeof(float));
+    }
+  }
+}
+
+// One register tile: C[rows, cols] = sum_p A(r, p) b[p] (+ C if `add_to_c`, else + bias if given),
+// A(r, p) = a[r * a_row + p * a_step]: A read where it lies (a row-major operand, its transpose or
+// a packed edge strip), one broadcast per row and k.
+template <class K>
+BLOCKLAB_INLINE void tile(int64_t kc, const float* a, int64_t a_row, int64_t a_step, const float* b, float* c, int64_t ldc,
+                          int64_t rows, int64_t cols, const float* bias, bool add_to_c) {
+  using V = typename K::V;
+  constexpr int64_t L = K::kLanes, Mr = K::kMr;
+  // C's rows are far apart in memory: fetch them while the sums are computed.
+#pragma GCC unroll 16
+  for (int64_t r = 0; r < Mr; ++r) {
+    __builtin_prefetch(c + r * ldc, 1);
+    __builtin_prefetch(c + r * ldc + L, 1);
+  }
+  V s0[Mr], s1[Mr];
+#pragma GCC unroll 16
+  for (int64_t r = 0; r < Mr; ++r) s0[r] = s1[r] = V{};
+  for (int64_t p = 0; p < kc; ++p, a += a_step, b += 2 * L) {
+    const V b0 = load<V>(b), b1 = load<V>(b + L);
+#pragma GCC unroll 16
+    for (int64_t r = 0; r < Mr; ++r) {
+      s0[r] += a[r * a_row] * b0;
+      s1[r] += a[r * a_row] * b1;
+    }
+  }
+  if (rows == Mr && cols == 2 * L) {
+#pragma GCC unroll 16
+    for (int64_t r = 0; r < Mr; ++r) {
+      float* cr = c + r * ldc;
+      if (add_to_c) {
+        s0[r] = load<V>(cr) + s0[r];
+        s1[r] = load<V>(cr + L) + s1[r];
+      } else if (bias) {
+        s0[r] += load<V>(bias);
+        s1[r] += load<V>(bias + L);
+      }
+      store(cr, s0[r]);
+      store(cr + L, s1[r]);
+    }
+    return;
+  }
+  float sums[Mr][2 * L];  // an edge tile: through a buffer, the valid part only
+  for (int64_t r = 0; r < Mr; ++r) {
+    store(sums[r], s0[r]);
+    store(sums[r] + L, s1[r]);
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) {
+      float& out = c[r * ldc + j];
+      out = add_to_c ? out + sums[r][j] : bias ? sums[r][j] + bias[j] : sums[r][j];
+    }
+}
+
+// One block of rows of C against the packed B block: pack its A, run every tile.
+struct RowBlock {
+  Operand a;
+  const float* bpack;
+  const float* bias;  // null, or the bias of columns [jc, jc + nc) when this is the first depth block
+  float* c;           // C at (ic, jc)
+  int64_t ldc, ic, mc, pc, kc, nc;
+  bool add_to_c;
+};
+
+// A row-major A is read where it lies (its rows are contiguous in k); a transposed one is packed
+// first (read in place, each k would touch another row of the stored matrix, kKc rows a stride
+// apart that map to the same few cache sets), and so are the rows past the last full strip.
+template <class K>
+BLOCKLAB_INLINE void multiply(const RowBlock& blk, float* packed) {
+  constexpr int64_t Mr = K::kMr, Nr = K::kNr;
+  const Operand& a = blk.a;
+  const int64_t in_place = a.transposed ? 0 : blk.mc / Mr * Mr;  // rows read in place
+  if (in_place < blk.mc) pack_a(a, blk.ic + in_place, blk.mc - in_place, blk.pc, blk.kc, Mr, packed);
+  for (int64_t jr = 0; jr < blk.nc; jr += Nr) {
+    const float* panel = blk.bpack + jr * blk.kc;
+    const float* bias = blk.bias ? blk.bias + jr : nullptr;
+    const int64_t cols = std::min(Nr, blk.nc - jr);
+    for (int64_t ir = 0; ir < blk.mc; ir += Mr) {
+      const bool direct = ir < in_place;
+      const float* strip = direct ? a.data + (blk.ic + ir) * a.ld + blk.pc : packed + (ir - in_place) * blk.kc;
+      tile<K>(blk.kc, strip, direct ? a.ld : 1, direct ? 1 : Mr, panel, blk.c + ir * blk.ldc + jr, blk.ldc,
+              std::min(Mr, blk.mc - ir), cols, bias, blk.add_to_c);
+    }
+  }
+}
+
+// Each kernel compiled for its instruction set (the templates above are inlined into these).
+__attribute__((target("arch=x86-64-v4"))) void multiply_avx512(const RowBlock& blk, float* packed) {
+  multiply<Avx512>(blk, packed);
+}
+__attribute__((target("arch=x86-64-v3"))) void multiply_avx2(const RowBlock& blk, float* packed) {
+  multiply<Avx2>(blk, packed);
+}
+
+}  // namespace
+
+Isa best() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return Isa::Avx512;
+    if (__builtin_cpu_supports("x86-64-v3")) return Isa::Avx2;
+    return Isa::None;
+  }();
+  return isa;
+#else
+  return Isa::None;
+#endif
+}
+
+const char* name(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return "AVX-512";
+    case Isa::Avx2: return "AVX2";
+    case Isa::None: break;
+  }
+  return "none";
+}
+
+void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* bias, float* c, int64_t ldc, Isa isa) {
+  TORCH_CHECK(isa != Isa::None, "gemm::sgemm: no vector kernel for this CPU");
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias ? bias[j] : 0.0f;
+    return;
+  }
+  const bool wide = isa == Isa::Avx512;
+  const int64_t mr = wide ? Avx512::kMr : Avx2::kMr, nr = wide ? Avx512::kNr : Avx2::kNr;
+  const auto kernel = wide ? multiply_avx512 : multiply_avx2;
+  std::vector<float> bpack(kKc * simd::round_up(std::min(n, kNc), nr));
+  const int64_t row_blocks = (m + kMc - 1) / kMc;
+  for (int64_t jc = 0; jc < n; jc += kNc) {
+    const int64_t nc = std::min(kNc, n - jc);
+    for (int64_t pc = 0; pc < k; pc += kKc) {
+      const int64_t kc = std::min(kKc, k - pc);
+      pack_b(b, pc, kc, jc, nc, nr, bpack.data());
+      at::parallel_for(0, row_blocks, 1, [&](int64_t begin, int64_t end) {
+        thread_local std::vector<float> packed;
+        packed.resize(simd::round_up(kMc, mr) * kKc);
+        for (int64_t ib = begin; ib < end; ++ib) {
+          const int64_t ic = ib * kMc;
+          kernel({a, bpack.data(), pc == 0 && bias ? bias + jc : nullptr, c + ic * ldc + jc, ldc, ic, std::min(kMc, m - ic), pc,
+                  kc, nc, pc > 0},
+                 packed.data());
+        }
+      });
+    }
+  }
+}
+
+}  // namespace blocklab::gemm

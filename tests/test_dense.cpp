@@ -1,0 +1,150 @@
+// blocklab's float32 GEMM (src/util/gemm.h) against a float64 product with Higham's bound on the
+// rounding of a k-term dot product, |error| <= gamma_k |A| |B| (Higham 2002, eq. 3.13); every
+// vector kernel this CPU has, all transpositions, sizes that are not multiples of a register tile
+// or of a depth block, a bias, a C inside a larger matrix. Then dense() (src/models/dense.h),
+// values and the three gradients against torch::nn::functional::linear in float64.
+#include "test_util.h"
+
+#include <fmt/format.h>
+
+#include "models/dense.h"
+#include "util/gemm.h"
+#include "util/simd.h"
+
+namespace blocklab {
+namespace {
+
+struct Shape {
+  int64_t m, n, k;
+};
+
+// The kernels this machine can run: the widest and every narrower one.
+std::vector<gemm::Isa> kernels() {
+  std::vector<gemm::Isa> out;
+  if (gemm::best() == gemm::Isa::Avx512) out.push_back(gemm::Isa::Avx512);
+  if (gemm::best() != gemm::Isa::None) out.push_back(gemm::Isa::Avx2);
+  return out;
+}
+
+// A (m x k) and B (k x n) as stored for the given transpositions, the float64 product + bias, and
+// the rounding bound gamma_k |A| |B| + |bias| u.
+struct Case {
+  torch::Tensor a_stored, b_stored, bias, want, bound;
+};
+Case make_case(const Shape& s, bool ta, bool tb) {
+  Case c;
+  c.a_stored = ta ? torch::randn({s.k, s.m}) : torch::randn({s.m, s.k});
+  c.b_stored = tb ? torch::randn({s.n, s.k}) : torch::randn({s.k, s.n});
+  c.bias = torch::randn({s.n});
+  const auto a = (ta ? c.a_stored.t() : c.a_stored).to(torch::kDouble), b = (tb ? c.b_stored.t() : c.b_stored).to(torch::kDouble);
+  c.want = a.mm(b) + c.bias.to(torch::kDouble);
+  const double u = std::ldexp(1.0, -24), gamma = (s.k + 1) * u / (1 - (s.k + 1) * u);  // k products, k sums, the bias
+  c.bound = gamma * (a.abs().mm(b.abs()) + c.bias.to(torch::kDouble).abs());
+  return c;
+}
+
+TEST(Gemm, MatchesTheFloat64ProductWithinTheRoundingBound) {
+  ASSERT_FALSE(kernels().empty()) << "no AVX2 + FMA on this CPU: the GEMM cannot be tested here";
+  torch::manual_seed(7);
+  const std::vector<Shape> shapes = {{1, 1, 1},   {1, 33, 7},   {13, 1, 5},   {12, 32, 256}, {37, 70, 300},
+                                     {121, 17, 64}, {250, 95, 513}, {7, 1030, 9}, {64, 48, 2}};
+  for (const auto isa : kernels())
+    for (const auto& s : shapes)
+      for (const bool ta : {false, true})
+        for (const bool tb : {false, true}) {
+          SCOPED_TRACE(fmt::format("{} m={} n={} k={} A{} B{}", gemm::name(isa), s.m, s.n, s.k, ta ? "^T" : "", tb ? "^T" : ""));
+          const auto c = make_case(s, ta, tb);
+          auto out = torch::full({s.m, s.n}, std::nanf(""));
+          gemm::sgemm(s.m, s.n, s.k, {c.a_stored.data_ptr<float>(), c.a_stored.size(1), ta},
+                      {c.b_stored.data_ptr<float>(), c.b_stored.size(1), tb}, c.bias.data_ptr<float>(), out.data_ptr<float>(),
+                      s.n, isa);
+          const auto excess = (out.to(torch::kDouble) - c.want).abs() - c.bound;
+          EXPECT_LE(excess.max().item<double>(), 0.0);
+          // and the bound is not vacuous: a missing or doubled bias (|b| ~ 0.8) or a lost term exceeds it
+          EXPECT_LT(c.bound.max().item<double>(), 0.05);
+        }
+}
+
+TEST(Gemm, WritesOnlyItsBlockOfALargerMatrixWithoutBias) {
+  torch::manual_seed(8);
+  for (const auto isa : kernels()) {
+    SCOPED_TRACE(gemm::name(isa));
+    const auto a = torch::randn({29, 40}), b = torch::randn({40, 45});
+    auto big = torch::full({31, 50}, 5.0f);  // C is big[1:30, 2:47], row stride 50
+    gemm::sgemm(29, 45, 40, {a.data_ptr<float>(), 40}, {b.data_ptr<float>(), 45}, nullptr, big.data_ptr<float>() + 50 + 2,
+                50, isa);
+    const auto inner = big.narrow(0, 1, 29).narrow(1, 2, 45);
+    EXPECT_TRUE(torch::allclose(inner.to(torch::kDouble), a.to(torch::kDouble).mm(b.to(torch::kDouble)), 0, 1e-4));
+    auto outside = big.clone();
+    outside.narrow(0, 1, 29).narrow(1, 2, 45).fill_(5.0f);
+    EXPECT_TRUE(torch::equal(outside, torch::full({31, 50}, 5.0f)));
+  }
+}
+
+TEST(Gemm, ResultsDoNotDependOnTheThreadCount) {
+  torch::manual_seed(9);
+  const auto a = torch::randn({500, 300}), b = torch::randn({300, 70});
+  const auto run = [&](int threads) {
+    const int before = at::get_num_threads();
+    at::set_num_threads(threads);
+    auto c = torch::empty({500, 70});
+    gemm::sgemm(500, 70, 300, {a.data_ptr<float>(), 300}, {b.data_ptr<float>(), 70}, nullptr, c.data_ptr<float>(), 70);
+    at::set_num_threads(before);
+    return c;
+  };
+  EXPECT_TRUE(torch::equal(run(1), run(2)));
+}
+
+// dense() in float32 against libtorch's linear in float64: the output and the gradients of x, W, b.
+TEST(Dense, ValuesAndGradientsMatchLinearInFloat64) {
+  torch::manual_seed(10);
+  struct Input {
+    std::vector<int64_t> x;
+    int64_t out;
+    bool bias, transposed_x;
+  };
+  for (const auto& in : std::vector<Input>{{{4, 9, 24}, 72, true, false},
+                                           {{3, 17}, 5, false, false},
+                                           {{1, 1, 64}, 64, true, false},
+                                           {{6, 10, 33}, 40, true, true}}) {
+    SCOPED_TRACE(fmt::format("x {} out {} bias {} transposed {}", fmt::join(in.x, "x"), in.out, in.bias, in.transposed_x));
+    auto x0 = torch::randn(in.x);
+    if (in.transposed_x) x0 = x0.transpose(0, 1).contiguous().transpose(0, 1);  // the same values, not contiguous
+    const auto w0 = torch::randn({in.out, in.x.back()}) * 0.2, b0 = in.bias ? torch::randn({in.out}) : torch::Tensor();
+    const auto run = [&](bool fused, torch::ScalarType type) {
+      simd::set_fused_kernels(fused);
+      auto x = x0.to(type).clone().set_requires_grad(true), w = w0.to(type).clone().set_requires_grad(true);
+      auto b = in.bias ? b0.to(type).clone().set_requires_grad(true) : torch::Tensor();
+      const auto y = dense(x, w, b);
+      torch::manual_seed(11);  // the same upstream gradient for every run
+      const auto up = torch::randn(y.sizes()).to(type);
+      (y * up).sum().backward();
+      simd::set_fused_kernels(true);
+      return std::vector<torch::Tensor>{y, x.grad(), w.grad(), in.bias ? b.grad() : torch::zeros({1}, type)};
+    };
+    const auto got = run(true, torch::kFloat), want = run(false, torch::kDouble), plain = run(false, torch::kFloat);
+    const char* names[] = {"y", "dx", "dW", "db"};
+    for (int i = 0; i < 4; ++i) {
+      SCOPED_TRACE(names[i]);
+      const double scale = want[i].abs().max().item<double>();
+      EXPECT_LE((got[i].to(torch::kDouble) - want[i]).abs().max().item<double>(), 2e-5 * std::max(1.0, scale));
+      // libtorch's float32 linear is no closer than that: the tolerance is float32 rounding
+      EXPECT_LE((plain[i].to(torch::kDouble) - want[i]).abs().max().item<double>(), 2e-5 * std::max(1.0, scale));
+    }
+    EXPECT_EQ(got[0].sizes(), want[0].sizes());
+  }
+}
+
+TEST(Dense, TakesLibtorchsLinearForOtherTypesAndWhenSwitchedOff) {
+  torch::manual_seed(12);
+  const auto x = torch::randn({5, 8}, torch::kDouble), w = torch::randn({3, 8}, torch::kDouble);
+  EXPECT_TRUE(torch::equal(dense(x, w), torch::nn::functional::linear(x, w)));
+  const auto xf = x.to(torch::kFloat), wf = w.to(torch::kFloat);
+  simd::set_fused_kernels(false);
+  const auto off = dense(xf, wf);
+  simd::set_fused_kernels(true);
+  EXPECT_TRUE(torch::equal(off, torch::nn::functional::linear(xf, wf)));
+}
+
+}  // namespace
+}  // namespace blocklab
