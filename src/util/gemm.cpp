@@ -41,47 +41,65 @@ BLOCKLAB_INLINE void store(float* p, const V& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// B [pc, pc + kc) x [jc, jc + nc) into panels of nr columns, each kc rows of nr floats, the columns
+// B [pc, pc + kc) x [jc, jc + nc) into panels of Nr columns, each kc rows of Nr floats, the columns
 // past n zero (their sums are computed and thrown away).
-void pack_b(const Operand& b, int64_t pc, int64_t kc, int64_t jc, int64_t nc, int64_t nr, float* dst) {
-  for (int64_t j0 = 0; j0 < nc; j0 += nr, dst += kc * nr) {
-    const int64_t cols = std::min(nr, nc - j0);
-    if (cols < nr) std::fill(dst, dst + kc * nr, 0.0f);
+template <int64_t Nr>
+BLOCKLAB_INLINE void pack_b(const Operand& b, int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* dst) {
+  for (int64_t j0 = 0; j0 < nc; j0 += Nr, dst += kc * Nr) {
+    const int64_t cols = std::min(Nr, nc - j0);
+    if (cols < Nr) std::fill(dst, dst + kc * Nr, 0.0f);
     if (!b.transposed) {
-      for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * nr, b.data + (pc + p) * b.ld + jc + j0, cols * sizeof(float));
+      for (int64_t p = 0; p < kc; ++p) {
+        const float* src = b.data + (pc + p) * b.ld + jc + j0;
+        float* d = dst + p * Nr;
+        if (cols == Nr)  // a constant length: copied inline, not by a call
+          std::memcpy(d, src, Nr * sizeof(float));
+        else
+          std::memcpy(d, src, cols * sizeof(float));
+      }
     } else {  // column j of B is row j of the stored matrix: read it along its row
       for (int64_t j = 0; j < cols; ++j) {
         const float* src = b.data + (jc + j0 + j) * b.ld + pc;
-        for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = src[p];
+        for (int64_t p = 0; p < kc; ++p) dst[p * Nr + j] = src[p];
       }
     }
   }
 }
 
-// A [ic, ic + mc) x [pc, pc + kc) into strips of mr rows, each kc columns of mr floats.
-BLOCKLAB_INLINE void pack_a(const Operand& a, int64_t ic, int64_t mc, int64_t pc, int64_t kc, int64_t mr, float* dst) {
-  for (int64_t i0 = 0; i0 < mc; i0 += mr, dst += kc * mr) {
-    const int64_t rows = std::min(mr, mc - i0);
-    if (rows < mr) std::fill(dst, dst + kc * mr, 0.0f);
+// A [ic, ic + mc) x [pc, pc + kc) into strips of Mr rows, each kc columns of Mr floats.
+template <int64_t Mr>
+BLOCKLAB_INLINE void pack_a(const Operand& a, int64_t ic, int64_t mc, int64_t pc, int64_t kc, float* dst) {
+  for (int64_t i0 = 0; i0 < mc; i0 += Mr, dst += kc * Mr) {
+    const int64_t rows = std::min(Mr, mc - i0);
+    if (rows < Mr) std::fill(dst, dst + kc * Mr, 0.0f);
     if (!a.transposed) {
       for (int64_t r = 0; r < rows; ++r) {
         const float* src = a.data + (ic + i0 + r) * a.ld + pc;
-        for (int64_t p = 0; p < kc; ++p) dst[p * mr + r] = src[p];
+        for (int64_t p = 0; p < kc; ++p) dst[p * Mr + r] = src[p];
       }
     } else {
-      for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * mr, a.data + (pc + p) * a.ld + ic + i0, rows * sizeof(float));
+      for (int64_t p = 0; p < kc; ++p) {
+        const float* src = a.data + (pc + p) * a.ld + ic + i0;
+        float* d = dst + p * Mr;
+        if (rows == Mr)  // a constant length: copied inline, not by a call
+          std::memcpy(d, src, Mr * sizeof(float));
+        else
+          std::memcpy(d, src, rows * sizeof(float));
+      }
     }
   }
 }
 
-// One register tile: C[rows, cols] = sum_p A(r, p) b[p] (+ C if `add_to_c`, else + bias if given),
-// A(r, p) = a[r * a_row + p * a_step]: A read where it lies (a row-major operand, its transpose or
-// a packed edge strip), one broadcast per row and k.
-template <class K>
-BLOCKLAB_INLINE void tile(int64_t kc, const float* a, int64_t a_row, int64_t a_step, const float* b, float* c, int64_t ldc,
-                          int64_t rows, int64_t cols, const float* bias, bool add_to_c) {
+// One register tile: C[rows, cols] = sum_p A(r, p) b[p] (+ C if `add_to_c`, else + bias if given).
+// A is a packed strip (A(r, p) = a[p * kMr + r]) or, in place, rows of a row-major matrix
+// (a[r * lda + p]); one broadcast per row and k. (Which one is a template argument: the packed
+// strip's offsets are then constants, and the 12 row offsets do not take 12 registers.)
+template <class K, bool kPacked>
+BLOCKLAB_INLINE void tile(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int64_t rows,
+                          int64_t cols, const float* bias, bool add_to_c) {
   using V = typename K::V;
   constexpr int64_t L = K::kLanes, Mr = K::kMr;
+  const int64_t a_row = kPacked ? 1 : lda, a_step = kPacked ? Mr : 1;
   // C's rows are far apart in memory: fetch them while the sums are computed.
 #pragma GCC unroll 16
   for (int64_t r = 0; r < Mr; ++r) {
@@ -145,23 +163,38 @@ BLOCKLAB_INLINE void multiply(const RowBlock& blk, float* packed) {
   constexpr int64_t Mr = K::kMr, Nr = K::kNr;
   const Operand& a = blk.a;
   const int64_t in_place = a.transposed ? 0 : blk.mc / Mr * Mr;  // rows read in place
-  if (in_place < blk.mc) pack_a(a, blk.ic + in_place, blk.mc - in_place, blk.pc, blk.kc, Mr, packed);
+  if (in_place < blk.mc) pack_a<Mr>(a, blk.ic + in_place, blk.mc - in_place, blk.pc, blk.kc, packed);
   for (int64_t jr = 0; jr < blk.nc; jr += Nr) {
     const float* panel = blk.bpack + jr * blk.kc;
     const float* bias = blk.bias ? blk.bias + jr : nullptr;
     const int64_t cols = std::min(Nr, blk.nc - jr);
     for (int64_t ir = 0; ir < blk.mc; ir += Mr) {
-      const bool direct = ir < in_place;
-      const float* strip = direct ? a.data + (blk.ic + ir) * a.ld + blk.pc : packed + (ir - in_place) * blk.kc;
-      tile<K>(blk.kc, strip, direct ? a.ld : 1, direct ? 1 : Mr, panel, blk.c + ir * blk.ldc + jr, blk.ldc,
-              std::min(Mr, blk.mc - ir), cols, bias, blk.add_to_c);
+      float* c = blk.c + ir * blk.ldc + jr;
+      const int64_t rows = std::min(Mr, blk.mc - ir);
+      if (ir < in_place)
+        tile<K, false>(blk.kc, a.data + (blk.ic + ir) * a.ld + blk.pc, a.ld, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
+      else
+        tile<K, true>(blk.kc, packed + (ir - in_place) * blk.kc, 0, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
     }
   }
 }
 
 // Each kernel compiled for its instruction set (the templates above are inlined into these).
+struct Kernels {
+  int64_t mr, nr;
+  void (*pack_b)(const Operand& b, int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* dst);
+  void (*multiply)(const RowBlock& blk, float* packed);
+};
+__attribute__((target("arch=x86-64-v4"))) void pack_b_avx512(const Operand& b, int64_t pc, int64_t kc, int64_t jc,
+                                                              int64_t nc, float* dst) {
+  pack_b<Avx512::kNr>(b, pc, kc, jc, nc, dst);
+}
 __attribute__((target("arch=x86-64-v4"))) void multiply_avx512(const RowBlock& blk, float* packed) {
   multiply<Avx512>(blk, packed);
+}
+__attribute__((target("arch=x86-64-v3"))) void pack_b_avx2(const Operand& b, int64_t pc, int64_t kc, int64_t jc,
+                                                            int64_t nc, float* dst) {
+  pack_b<Avx2::kNr>(b, pc, kc, jc, nc, dst);
 }
 __attribute__((target("arch=x86-64-v3"))) void multiply_avx2(const RowBlock& blk, float* packed) {
   multiply<Avx2>(blk, packed);
@@ -200,24 +233,24 @@ void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* b
       for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias ? bias[j] : 0.0f;
     return;
   }
-  const bool wide = isa == Isa::Avx512;
-  const int64_t mr = wide ? Avx512::kMr : Avx2::kMr, nr = wide ? Avx512::kNr : Avx2::kNr;
-  const auto kernel = wide ? multiply_avx512 : multiply_avx2;
-  std::vector<float> bpack(kKc * simd::round_up(std::min(n, kNc), nr));
+  const Kernels kernel = isa == Isa::Avx512 ? Kernels{Avx512::kMr, Avx512::kNr, pack_b_avx512, multiply_avx512}
+                                             : Kernels{Avx2::kMr, Avx2::kNr, pack_b_avx2, multiply_avx2};
+  thread_local std::vector<float> bpack;  // kept between calls: no allocation and zeroing per product
+  bpack.resize(kKc * simd::round_up(std::min(n, kNc), kernel.nr));
   const int64_t row_blocks = (m + kMc - 1) / kMc;
   for (int64_t jc = 0; jc < n; jc += kNc) {
     const int64_t nc = std::min(kNc, n - jc);
     for (int64_t pc = 0; pc < k; pc += kKc) {
       const int64_t kc = std::min(kKc, k - pc);
-      pack_b(b, pc, kc, jc, nc, nr, bpack.data());
+      kernel.pack_b(b, pc, kc, jc, nc, bpack.data());
       at::parallel_for(0, row_blocks, 1, [&](int64_t begin, int64_t end) {
         thread_local std::vector<float> packed;
-        packed.resize(simd::round_up(kMc, mr) * kKc);
+        packed.resize(simd::round_up(kMc, kernel.mr) * kKc);
         for (int64_t ib = begin; ib < end; ++ib) {
           const int64_t ic = ib * kMc;
-          kernel({a, bpack.data(), pc == 0 && bias ? bias + jc : nullptr, c + ic * ldc + jc, ldc, ic, std::min(kMc, m - ic), pc,
-                  kc, nc, pc > 0},
-                 packed.data());
+          const RowBlock blk{a,  bpack.data(), pc == 0 && bias ? bias + jc : nullptr, c + ic * ldc + jc, ldc, ic,
+                             std::min(kMc, m - ic), pc, kc, nc, pc > 0};
+          kernel.multiply(blk, packed.data());
         }
       });
     }
