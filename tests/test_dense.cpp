@@ -1,7 +1,7 @@
 // blocklab's float32 GEMM (src/util/gemm.h) against a float64 product with Higham's bound on the
-// rounding of a k-term dot product, |error| <= gamma_k |A| |B| (Higham 2002, eq. 3.13); every
-// vector kernel this CPU has, all transpositions, sizes that are not multiples of a register tile
-// or of a depth block, a bias, a C inside a larger matrix. Then dense() (src/models/dense.h),
+// rounding of a k-term dot product, |error| <= gamma_k |A| |B| (Higham 2002, eq. 3.13); all
+// transpositions, sizes that are not multiples of a register tile or of a depth block, a bias, a C
+// inside a larger matrix. Then dense() (src/models/dense.h),
 // values and the three gradients against torch::nn::functional::linear in float64.
 #include "test_util.h"
 
@@ -18,13 +18,9 @@ struct Shape {
   int64_t m, n, k;
 };
 
-// The kernels this machine can run: the widest and every narrower one.
-std::vector<gemm::Isa> kernels() {
-  std::vector<gemm::Isa> out;
-  if (gemm::best() == gemm::Isa::Avx512) out.push_back(gemm::Isa::Avx512);
-  if (gemm::best() != gemm::Isa::None) out.push_back(gemm::Isa::Avx2);
-  return out;
-}
+// blocklab's GEMM needs AVX-512; elsewhere dense() takes libtorch's linear (tested below).
+#define REQUIRE_GEMM()                                                                                  \
+  if (!gemm::available()) GTEST_SKIP() << "this CPU has no AVX-512: blocklab's GEMM is not used here"
 
 // A (m x k) and B (k x n) as stored for the given transpositions, the float64 product + bias, and
 // the rounding bound gamma_k |A| |B| + |bias| u.
@@ -44,44 +40,41 @@ Case make_case(const Shape& s, bool ta, bool tb) {
 }
 
 TEST(Gemm, MatchesTheFloat64ProductWithinTheRoundingBound) {
-  ASSERT_FALSE(kernels().empty()) << "no AVX2 + FMA on this CPU: the GEMM cannot be tested here";
+  REQUIRE_GEMM();
   torch::manual_seed(7);
   const std::vector<Shape> shapes = {{1, 1, 1},   {1, 33, 7},   {13, 1, 5},   {12, 32, 256}, {37, 70, 300},
                                      {121, 17, 64}, {250, 95, 513}, {7, 1030, 9}, {64, 48, 2}};
-  for (const auto isa : kernels())
-    for (const auto& s : shapes)
-      for (const bool ta : {false, true})
-        for (const bool tb : {false, true}) {
-          SCOPED_TRACE(fmt::format("{} m={} n={} k={} A{} B{}", gemm::name(isa), s.m, s.n, s.k, ta ? "^T" : "", tb ? "^T" : ""));
-          const auto c = make_case(s, ta, tb);
-          auto out = torch::full({s.m, s.n}, std::nanf(""));
-          gemm::sgemm(s.m, s.n, s.k, {c.a_stored.data_ptr<float>(), c.a_stored.size(1), ta},
-                      {c.b_stored.data_ptr<float>(), c.b_stored.size(1), tb}, c.bias.data_ptr<float>(), out.data_ptr<float>(),
-                      s.n, isa);
-          const auto excess = (out.to(torch::kDouble) - c.want).abs() - c.bound;
-          EXPECT_LE(excess.max().item<double>(), 0.0);
-          // and the bound is not vacuous: a missing or doubled bias (|b| ~ 0.8) or a lost term exceeds it
-          EXPECT_LT(c.bound.max().item<double>(), 0.05);
-        }
+  for (const auto& s : shapes)
+    for (const bool ta : {false, true})
+      for (const bool tb : {false, true}) {
+        SCOPED_TRACE(fmt::format("m={} n={} k={} A{} B{}", s.m, s.n, s.k, ta ? "^T" : "", tb ? "^T" : ""));
+        const auto c = make_case(s, ta, tb);
+        auto out = torch::full({s.m, s.n}, std::nanf(""));
+        gemm::sgemm(s.m, s.n, s.k, {c.a_stored.data_ptr<float>(), c.a_stored.size(1), ta},
+                    {c.b_stored.data_ptr<float>(), c.b_stored.size(1), tb}, c.bias.data_ptr<float>(), out.data_ptr<float>(),
+                    s.n);
+        const auto excess = (out.to(torch::kDouble) - c.want).abs() - c.bound;
+        EXPECT_LE(excess.max().item<double>(), 0.0);
+        // and the bound is not vacuous: a missing or doubled bias (|b| ~ 0.8) or a lost term exceeds it
+        EXPECT_LT(c.bound.max().item<double>(), 0.05);
+      }
 }
 
 TEST(Gemm, WritesOnlyItsBlockOfALargerMatrixWithoutBias) {
+  REQUIRE_GEMM();
   torch::manual_seed(8);
-  for (const auto isa : kernels()) {
-    SCOPED_TRACE(gemm::name(isa));
-    const auto a = torch::randn({29, 40}), b = torch::randn({40, 45});
-    auto big = torch::full({31, 50}, 5.0f);  // C is big[1:30, 2:47], row stride 50
-    gemm::sgemm(29, 45, 40, {a.data_ptr<float>(), 40}, {b.data_ptr<float>(), 45}, nullptr, big.data_ptr<float>() + 50 + 2,
-                50, isa);
-    const auto inner = big.narrow(0, 1, 29).narrow(1, 2, 45);
-    EXPECT_TRUE(torch::allclose(inner.to(torch::kDouble), a.to(torch::kDouble).mm(b.to(torch::kDouble)), 0, 1e-4));
-    auto outside = big.clone();
-    outside.narrow(0, 1, 29).narrow(1, 2, 45).fill_(5.0f);
-    EXPECT_TRUE(torch::equal(outside, torch::full({31, 50}, 5.0f)));
-  }
+  const auto a = torch::randn({29, 40}), b = torch::randn({40, 45});
+  auto big = torch::full({31, 50}, 5.0f);  // C is big[1:30, 2:47], row stride 50
+  gemm::sgemm(29, 45, 40, {a.data_ptr<float>(), 40}, {b.data_ptr<float>(), 45}, nullptr, big.data_ptr<float>() + 50 + 2, 50);
+  const auto inner = big.narrow(0, 1, 29).narrow(1, 2, 45);
+  EXPECT_TRUE(torch::allclose(inner.to(torch::kDouble), a.to(torch::kDouble).mm(b.to(torch::kDouble)), 0, 1e-4));
+  auto outside = big.clone();
+  outside.narrow(0, 1, 29).narrow(1, 2, 45).fill_(5.0f);
+  EXPECT_TRUE(torch::equal(outside, torch::full({31, 50}, 5.0f)));
 }
 
 TEST(Gemm, ResultsDoNotDependOnTheThreadCount) {
+  REQUIRE_GEMM();
   torch::manual_seed(9);
   const auto a = torch::randn({500, 300}), b = torch::randn({300, 70});
   const auto run = [&](int threads) {

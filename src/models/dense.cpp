@@ -60,7 +60,7 @@ class DenseFunction : public torch::autograd::Function<DenseFunction> {
 };
 
 bool dense_fusable(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-  if (!simd::fused_kernels_enabled() || gemm::best() == gemm::Isa::None) return false;
+  if (!simd::fused_kernels_enabled() || !gemm::available()) return false;
   const auto on_cpu_f32 = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat; };
   if (!on_cpu_f32(x) || !on_cpu_f32(w) || (b.defined() && !on_cpu_f32(b))) return false;
   return x.dim() >= 1 && w.dim() == 2 && w.size(1) == x.size(-1) && (!b.defined() || b.numel() == w.size(0));

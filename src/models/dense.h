@@ -2,7 +2,7 @@
 // (util/gemm.h): the forward product with the bias added as C is written, and both backward
 // products (dx = dy W, dW = dy^T x). With the AVX-512 kernel the GEMMs of a training step run at
 // 1.6-1.8x the speed of libtorch 1.13's mm on OpenBLAS's AVX2 kernel (docs/profiling.md).
-// Other devices, other dtypes, a CPU without AVX2 + FMA, or simd::set_fused_kernels(false) take
+// Other devices, other dtypes, a CPU without AVX-512, or simd::set_fused_kernels(false) take
 // torch::nn::functional::linear.
 #pragma once
 #include <torch/torch.h>

@@ -13,76 +13,64 @@ namespace blocklab::gemm {
 
 namespace {
 
-// Block sizes (Goto & van de Geijn 2008, section 6): a packed B panel of kKc x kNr floats (32 KiB
-// with AVX-512) is reused from L1 by every strip of A in a block, a packed A block of kMc x kKc
-// floats (120 KiB) from L2, a packed B block of kKc x kNc floats (1 MiB) from L2/L3.
+// The register tile: kMr rows by two 16-float vectors of C, 24 of the 32 zmm registers.
+typedef float V __attribute__((vector_size(64)));
+constexpr int64_t kLanes = 16, kMr = 12, kNr = 2 * kLanes;
+
+// Block sizes (Goto & van de Geijn 2008, section 6): a packed B panel of kKc x kNr floats (32 KiB)
+// is reused from L1 by every strip of A in a block, an A block of kMc x kKc floats (120 KiB) from
+// L2, a packed B block of kKc x kNc floats (1 MiB) from L2.
 constexpr int64_t kKc = 256;
-constexpr int64_t kMc = 120;  // a multiple of both kernels' kMr
+constexpr int64_t kMc = 10 * kMr;
 constexpr int64_t kNc = 1024;
 
-// The register tile: kMr rows by two vectors of C. AVX-512: 12 x 32, 24 of the 32 zmm registers
-// hold sums; AVX2: 6 x 16, 12 of the 16 ymm registers.
-template <int Lanes, int Rows>
-struct Kernel {
-  typedef float V __attribute__((vector_size(Lanes * sizeof(float))));
-  static constexpr int64_t kLanes = Lanes, kMr = Rows, kNr = 2 * Lanes;
-};
-using Avx512 = Kernel<16, 12>;
-using Avx2 = Kernel<8, 6>;
-
-template <class V>
 BLOCKLAB_INLINE V load(const float* p) {
   V v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-template <class V>
-BLOCKLAB_INLINE void store(float* p, const V& v) {
-  std::memcpy(p, &v, sizeof v);
-}
+BLOCKLAB_INLINE void store(float* p, const V& v) { std::memcpy(p, &v, sizeof v); }
 
-// B [pc, pc + kc) x [jc, jc + nc) into panels of Nr columns, each kc rows of Nr floats, the columns
-// past n zero (their sums are computed and thrown away).
-template <int64_t Nr>
+// B [pc, pc + kc) x [jc, jc + nc) into panels of kNr columns, each kc rows of kNr floats, the
+// columns past n zero (their sums are computed and thrown away).
 BLOCKLAB_INLINE void pack_b(const Operand& b, int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* dst) {
-  for (int64_t j0 = 0; j0 < nc; j0 += Nr, dst += kc * Nr) {
-    const int64_t cols = std::min(Nr, nc - j0);
-    if (cols < Nr) std::fill(dst, dst + kc * Nr, 0.0f);
+  for (int64_t j0 = 0; j0 < nc; j0 += kNr, dst += kc * kNr) {
+    const int64_t cols = std::min(kNr, nc - j0);
+    if (cols < kNr) std::fill(dst, dst + kc * kNr, 0.0f);
     if (!b.transposed) {
       for (int64_t p = 0; p < kc; ++p) {
         const float* src = b.data + (pc + p) * b.ld + jc + j0;
-        float* d = dst + p * Nr;
-        if (cols == Nr)  // a constant length: copied inline, not by a call
-          std::memcpy(d, src, Nr * sizeof(float));
+        float* d = dst + p * kNr;
+        if (cols == kNr)  // a constant length: copied inline, not by a call
+          std::memcpy(d, src, kNr * sizeof(float));
         else
           std::memcpy(d, src, cols * sizeof(float));
       }
     } else {  // column j of B is row j of the stored matrix: read it along its row
       for (int64_t j = 0; j < cols; ++j) {
         const float* src = b.data + (jc + j0 + j) * b.ld + pc;
-        for (int64_t p = 0; p < kc; ++p) dst[p * Nr + j] = src[p];
+        for (int64_t p = 0; p < kc; ++p) dst[p * kNr + j] = src[p];
       }
     }
   }
 }
 
-// A [ic, ic + mc) x [pc, pc + kc) into strips of Mr rows, each kc columns of Mr floats.
-template <int64_t Mr>
+// A [ic, ic + mc) x [pc, pc + kc) into strips of kMr rows, each kc columns of kMr floats.
 BLOCKLAB_INLINE void pack_a(const Operand& a, int64_t ic, int64_t mc, int64_t pc, int64_t kc, float* dst) {
-  for (int64_t i0 = 0; i0 < mc; i0 += Mr, dst += kc * Mr) {
-    const int64_t rows = std::min(Mr, mc - i0);
-    if (rows < Mr) std::fill(dst, dst + kc * Mr, 0.0f);
+  for (int64_t i0 = 0; i0 < mc; i0 += kMr, dst += kc * kMr) {
+    const int64_t rows = std::min(kMr, mc - i0);
+    if (rows < kMr) std::fill(dst, dst + kc * kMr, 0.0f);
     if (!a.transposed) {
       for (int64_t r = 0; r < rows; ++r) {
         const float* src = a.data + (ic + i0 + r) * a.ld + pc;
-        for (int64_t p = 0; p < kc; ++p) dst[p * Mr + r] = src[p];
+        for (int64_t p = 0; p < kc; ++p) dst[p * kMr + r] = src[p];
       }
     } else {
       for (int64_t p = 0; p < kc; ++p) {
         const float* src = a.data + (pc + p) * a.ld + ic + i0;
-        float* d = dst + p * Mr;
-        if (rows == Mr)  // a constant length: copied inline, not by a call
-          std::memcpy(d, src, Mr * sizeof(float));
+        float* d = dst + p * kMr;
+        if (rows == kMr)  // a constant length: copied inline, not by a call
+          std::memcpy(d, src, kMr * sizeof(float));
         else
           std::memcpy(d, src, rows * sizeof(float));
       }
@@ -94,49 +82,47 @@ BLOCKLAB_INLINE void pack_a(const Operand& a, int64_t ic, int64_t mc, int64_t pc
 // A is a packed strip (A(r, p) = a[p * kMr + r]) or, in place, rows of a row-major matrix
 // (a[r * lda + p]); one broadcast per row and k. (Which one is a template argument: the packed
 // strip's offsets are then constants, and the 12 row offsets do not take 12 registers.)
-template <class K, bool kPacked>
+template <bool kPacked>
 BLOCKLAB_INLINE void tile(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int64_t rows,
                           int64_t cols, const float* bias, bool add_to_c) {
-  using V = typename K::V;
-  constexpr int64_t L = K::kLanes, Mr = K::kMr;
-  const int64_t a_row = kPacked ? 1 : lda, a_step = kPacked ? Mr : 1;
+  const int64_t a_row = kPacked ? 1 : lda, a_step = kPacked ? kMr : 1;
   // C's rows are far apart in memory: fetch them while the sums are computed.
 #pragma GCC unroll 16
-  for (int64_t r = 0; r < Mr; ++r) {
+  for (int64_t r = 0; r < kMr; ++r) {
     __builtin_prefetch(c + r * ldc, 1);
-    __builtin_prefetch(c + r * ldc + L, 1);
+    __builtin_prefetch(c + r * ldc + kLanes, 1);
   }
-  V s0[Mr], s1[Mr];
+  V s0[kMr], s1[kMr];
 #pragma GCC unroll 16
-  for (int64_t r = 0; r < Mr; ++r) s0[r] = s1[r] = V{};
-  for (int64_t p = 0; p < kc; ++p, a += a_step, b += 2 * L) {
-    const V b0 = load<V>(b), b1 = load<V>(b + L);
+  for (int64_t r = 0; r < kMr; ++r) s0[r] = s1[r] = V{};
+  for (int64_t p = 0; p < kc; ++p, a += a_step, b += 2 * kLanes) {
+    const V b0 = load(b), b1 = load(b + kLanes);
 #pragma GCC unroll 16
-    for (int64_t r = 0; r < Mr; ++r) {
+    for (int64_t r = 0; r < kMr; ++r) {
       s0[r] += a[r * a_row] * b0;
       s1[r] += a[r * a_row] * b1;
     }
   }
-  if (rows == Mr && cols == 2 * L) {
+  if (rows == kMr && cols == 2 * kLanes) {
 #pragma GCC unroll 16
-    for (int64_t r = 0; r < Mr; ++r) {
+    for (int64_t r = 0; r < kMr; ++r) {
       float* cr = c + r * ldc;
       if (add_to_c) {
-        s0[r] = load<V>(cr) + s0[r];
-        s1[r] = load<V>(cr + L) + s1[r];
+        s0[r] = load(cr) + s0[r];
+        s1[r] = load(cr + kLanes) + s1[r];
       } else if (bias) {
-        s0[r] += load<V>(bias);
-        s1[r] += load<V>(bias + L);
+        s0[r] += load(bias);
+        s1[r] += load(bias + kLanes);
       }
       store(cr, s0[r]);
-      store(cr + L, s1[r]);
+      store(cr + kLanes, s1[r]);
     }
     return;
   }
-  float sums[Mr][2 * L];  // an edge tile: through a buffer, the valid part only
-  for (int64_t r = 0; r < Mr; ++r) {
+  float sums[kMr][2 * kLanes];  // an edge tile: through a buffer, the valid part only
+  for (int64_t r = 0; r < kMr; ++r) {
     store(sums[r], s0[r]);
-    store(sums[r] + L, s1[r]);
+    store(sums[r] + kLanes, s1[r]);
   }
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < cols; ++j) {
@@ -158,99 +144,72 @@ struct RowBlock {
 // A row-major A is read where it lies (its rows are contiguous in k); a transposed one is packed
 // first (read in place, each k would touch another row of the stored matrix, kKc rows a stride
 // apart that map to the same few cache sets), and so are the rows past the last full strip.
-template <class K>
 BLOCKLAB_INLINE void multiply(const RowBlock& blk, float* packed) {
-  constexpr int64_t Mr = K::kMr, Nr = K::kNr;
   const Operand& a = blk.a;
-  const int64_t in_place = a.transposed ? 0 : blk.mc / Mr * Mr;  // rows read in place
-  if (in_place < blk.mc) pack_a<Mr>(a, blk.ic + in_place, blk.mc - in_place, blk.pc, blk.kc, packed);
-  for (int64_t jr = 0; jr < blk.nc; jr += Nr) {
+  const int64_t in_place = a.transposed ? 0 : blk.mc / kMr * kMr;  // rows read in place
+  if (in_place < blk.mc) pack_a(a, blk.ic + in_place, blk.mc - in_place, blk.pc, blk.kc, packed);
+  for (int64_t jr = 0; jr < blk.nc; jr += kNr) {
     const float* panel = blk.bpack + jr * blk.kc;
     const float* bias = blk.bias ? blk.bias + jr : nullptr;
-    const int64_t cols = std::min(Nr, blk.nc - jr);
-    for (int64_t ir = 0; ir < blk.mc; ir += Mr) {
+    const int64_t cols = std::min(kNr, blk.nc - jr);
+    for (int64_t ir = 0; ir < blk.mc; ir += kMr) {
       float* c = blk.c + ir * blk.ldc + jr;
-      const int64_t rows = std::min(Mr, blk.mc - ir);
+      const int64_t rows = std::min(kMr, blk.mc - ir);
       if (ir < in_place)
-        tile<K, false>(blk.kc, a.data + (blk.ic + ir) * a.ld + blk.pc, a.ld, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
+        tile<false>(blk.kc, a.data + (blk.ic + ir) * a.ld + blk.pc, a.ld, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
       else
-        tile<K, true>(blk.kc, packed + (ir - in_place) * blk.kc, 0, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
+        tile<true>(blk.kc, packed + (ir - in_place) * blk.kc, 0, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
     }
   }
 }
 
-// Each kernel compiled for its instruction set (the templates above are inlined into these).
-struct Kernels {
-  int64_t mr, nr;
-  void (*pack_b)(const Operand& b, int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* dst);
-  void (*multiply)(const RowBlock& blk, float* packed);
-};
+// The kernel compiled for AVX-512 (everything above is inlined into these two).
 __attribute__((target("arch=x86-64-v4"))) void pack_b_avx512(const Operand& b, int64_t pc, int64_t kc, int64_t jc,
                                                               int64_t nc, float* dst) {
-  pack_b<Avx512::kNr>(b, pc, kc, jc, nc, dst);
+  pack_b(b, pc, kc, jc, nc, dst);
 }
 __attribute__((target("arch=x86-64-v4"))) void multiply_avx512(const RowBlock& blk, float* packed) {
-  multiply<Avx512>(blk, packed);
-}
-__attribute__((target("arch=x86-64-v3"))) void pack_b_avx2(const Operand& b, int64_t pc, int64_t kc, int64_t jc,
-                                                            int64_t nc, float* dst) {
-  pack_b<Avx2::kNr>(b, pc, kc, jc, nc, dst);
-}
-__attribute__((target("arch=x86-64-v3"))) void multiply_avx2(const RowBlock& blk, float* packed) {
-  multiply<Avx2>(blk, packed);
+  multiply(blk, packed);
 }
 
 }  // namespace
 
-Isa best() {
+bool available() {
 #if defined(__x86_64__) && defined(__GNUC__)
-  static const Isa isa = [] {
+  static const bool v4 = [] {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("x86-64-v4")) return Isa::Avx512;
-    if (__builtin_cpu_supports("x86-64-v3")) return Isa::Avx2;
-    return Isa::None;
+    return __builtin_cpu_supports("x86-64-v4");
   }();
-  return isa;
+  return v4;
 #else
-  return Isa::None;
+  return false;
 #endif
 }
 
-const char* name(Isa isa) {
-  switch (isa) {
-    case Isa::Avx512: return "AVX-512";
-    case Isa::Avx2: return "AVX2";
-    case Isa::None: break;
-  }
-  return "none";
-}
-
-void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* bias, float* c, int64_t ldc, Isa isa) {
-  TORCH_CHECK(isa != Isa::None, "gemm::sgemm: no vector kernel for this CPU");
+void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* bias, float* c, int64_t ldc) {
+  TORCH_CHECK(available(), "gemm::sgemm: this CPU has no AVX-512 (x86-64-v4)");
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias ? bias[j] : 0.0f;
     return;
   }
-  const Kernels kernel = isa == Isa::Avx512 ? Kernels{Avx512::kMr, Avx512::kNr, pack_b_avx512, multiply_avx512}
-                                             : Kernels{Avx2::kMr, Avx2::kNr, pack_b_avx2, multiply_avx2};
   thread_local std::vector<float> bpack;  // kept between calls: no allocation and zeroing per product
-  bpack.resize(kKc * simd::round_up(std::min(n, kNc), kernel.nr));
+  bpack.resize(kKc * simd::round_up(std::min(n, kNc), kNr));
   const int64_t row_blocks = (m + kMc - 1) / kMc;
   for (int64_t jc = 0; jc < n; jc += kNc) {
     const int64_t nc = std::min(kNc, n - jc);
     for (int64_t pc = 0; pc < k; pc += kKc) {
       const int64_t kc = std::min(kKc, k - pc);
-      kernel.pack_b(b, pc, kc, jc, nc, bpack.data());
+      pack_b_avx512(b, pc, kc, jc, nc, bpack.data());
       at::parallel_for(0, row_blocks, 1, [&](int64_t begin, int64_t end) {
         thread_local std::vector<float> packed;
-        packed.resize(simd::round_up(kMc, kernel.mr) * kKc);
+        packed.resize(kMc * kKc);
         for (int64_t ib = begin; ib < end; ++ib) {
           const int64_t ic = ib * kMc;
           const RowBlock blk{a,  bpack.data(), pc == 0 && bias ? bias + jc : nullptr, c + ic * ldc + jc, ldc, ic,
                              std::min(kMc, m - ic), pc, kc, nc, pc > 0};
-          kernel.multiply(blk, packed.data());
+          multiply_avx512(blk, packed.data());
         }
       });
     }
