@@ -178,6 +178,13 @@ struct BenchPeakArgs {
 /// Measures fp32 FLOP/s (GEMM, FMA loop) and memory bandwidth per thread count; saves them.
 int cmd_bench_peak(const BenchPeakArgs& a);
 
+struct BenchGemmArgs {
+  int64_t rows = 2176, hidden = 64, mlp_ratio = 4;  // rows: the default recipe's 128 x 17 tokens
+  int threads = 1, rounds = 9;
+};
+/// blocklab's GEMM against libtorch's mm on one transformer layer's products, alternating.
+int cmd_bench_gemm(const BenchGemmArgs& a);
+
 struct BenchOverheadArgs {
   std::string config;
   std::vector<std::string> overrides;

@@ -191,6 +191,14 @@ int main(int argc, char** argv) {
   bp->add_option("--threads", bpeak.threads, "thread counts to measure")->delimiter(',')->check(CLI::PositiveNumber);
   bp->add_option("--out", bpeak.out, "peak file to write (default ~/.cache/blocklab/peak.json)");
   bp->add_flag("--quick", bpeak.quick, "about a second per thread count instead of several");
+  BenchGemmArgs bgemm;
+  auto* bg = bench->add_subcommand("gemm", "blocklab's GEMM against libtorch's mm on one layer's products, alternating");
+  bg->add_option("--rows", bgemm.rows, "tokens in a batch (default 2176: the default recipe's 128 x 17)")
+      ->check(CLI::PositiveNumber);
+  bg->add_option("--hidden", bgemm.hidden, "model width d")->check(CLI::PositiveNumber);
+  bg->add_option("--mlp-ratio", bgemm.mlp_ratio, "MLP width / d")->check(CLI::PositiveNumber);
+  bg->add_option("--threads", bgemm.threads, "threads of both")->check(CLI::PositiveNumber);
+  bg->add_option("--rounds", bgemm.rounds, "alternating rounds per product")->check(CLI::PositiveNumber);
   BenchOverheadArgs bover;
   auto* bo = bench->add_subcommand("profiler-overhead", "step time with and without the profiler, interleaved");
   bo->add_option("--config", bover.config, "config file (default: the built-in recipe)")->check(CLI::ExistingFile);
@@ -231,6 +239,7 @@ int main(int argc, char** argv) {
     }
     if (*bp) return cmd_bench_peak(bpeak);
     if (*bo) return cmd_bench_profiler_overhead(bover);
+    if (*bg) return cmd_bench_gemm(bgemm);
   } catch (const UserError& err) {
     fmt::print(stderr, "error: {}\n", err.what());
     return 1;
