@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "train/synthetic.h"
 #include "util/format.h"
+#include "util/gemm.h"
 #include "util/memory.h"
 #include "util/simd.h"
 #include "util/system.h"
@@ -77,8 +78,10 @@ int cmd_bench_step(const BenchStepArgs& a) {
     row("  fused / libtorch's ops", fmt::format("{:.3f}", times.e2e_ms / ops.e2e_ms),
         fmt::format("{:.3f}", times.block_ms / ops.block_ms), "");
   }
-  fmt::print("attention, adaLN, bias + GELU, AdamW: {}\n", cfg.train.device == "cpu" && !a.libtorch_ops
-                                    ? "fused CPU kernels (" + simd::kernel_isa() + ")" : "libtorch's ops");
+  const bool fused = cfg.train.device == "cpu" && !a.libtorch_ops;
+  fmt::print("attention, adaLN, bias + GELU, AdamW: {}; linear layers: {}\n",
+             fused ? "fused CPU kernels (" + simd::kernel_isa() + ")" : "libtorch's ops",
+             fused && gemm::available() ? "blocklab's GEMM (AVX-512)" : "libtorch's mm");
   fmt::print("block step / end-to-end step = {:.3f} (target <= 1.15/B = {:.3f}); process peak RSS {}\n",
              times.block_ms / times.e2e_ms, 1.15 / B, format_mib(double(peak_rss_bytes()), 2));
   return 0;

@@ -109,8 +109,8 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 /// The instruction set the kernels run with on this machine ("x86-64-v4 (AVX-512)", ...).
 std::string kernel_isa();
 
-/// Whether the fused CPU kernels (attention, adaLN modulation, bias + GELU, the AdamW pass) may run
-/// (default true). Off, each takes libtorch's ops instead: the tests' reference, and what
+/// Whether the fused CPU kernels (attention, adaLN modulation, bias + GELU, the AdamW pass, and the
+/// linear layers on blocklab's GEMM: models/dense.h) may run (default true). Off, each takes libtorch's ops instead: the tests' reference, and what
 /// `bench step --fused-kernels` and `bench twin --libtorch-ops` compare against in one process.
 void set_fused_kernels(bool enabled);
 bool fused_kernels_enabled();
