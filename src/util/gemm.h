@@ -23,7 +23,6 @@ struct Operand {
   const float* data;
   int64_t ld;
   bool transposed = false;
-  float at(int64_t i, int64_t k) const { return transposed ? data[k * ld + i] : data[i * ld + k]; }
 };
 
 /// Whether this CPU runs the kernel (AVX-512: x86-64-v4).
