@@ -4,6 +4,7 @@
 #include <ATen/record_function.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "util/simd.h"
 
@@ -13,9 +14,9 @@ namespace {
 
 using namespace simd;
 
-// The standard normal's CDF Phi(h) and density phi(h), a vector of lanes at a time.
-BLOCKLAB_INLINE void normal_cdf_pdf(const Vec<float>& h, Vec<float>& cdf, Vec<float>& pdf) {
-  using V = Vec<float>;
+// The standard normal's CDF Phi(h) and density phi(h), a vector of floats (of any width) at a time.
+template <typename V>
+BLOCKLAB_INLINE void normal_cdf_pdf(const V& h, V& cdf, V& pdf) {
   constexpr float kSqrtHalf = 0.70710678118654752f, kInvSqrt2Pi = 0.39894228040143268f;
   // Abramowitz & Stegun 7.1.26: erf(z) = 1 - t (a1 + t (a2 + ... + t a5)) e^{-z^2}, t = 1 / (1 + p z).
   constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f,
@@ -24,7 +25,7 @@ BLOCKLAB_INLINE void normal_cdf_pdf(const Vec<float>& h, Vec<float>& cdf, Vec<fl
   const V az = z < 0 ? -z : z;
   const V t = 1.0f / (1.0f + kP * az);
   const V poly = ((((kA5 * t + kA4) * t + kA3) * t + kA2) * t + kA1) * t;
-  const V gauss = exp_nonpositive(-(z * z));  // e^{-h^2/2}
+  const V gauss = exp_nonpositive_lanes(-(z * z));  // e^{-h^2/2}
   const V erf_abs = 1.0f - poly * gauss;
   cdf = 0.5f * (1.0f + (z < 0 ? -erf_abs : erf_abs));
   pdf = gauss * kInvSqrt2Pi;
@@ -43,63 +44,81 @@ struct GeluRows {
   int64_t features;
 };
 
-// Elements [j, j + count) of a row, count <= lanes: whole vectors directly, the row's tail through
-// a zero-padded vector (so every element takes the same arithmetic).
-template <typename T>
-BLOCKLAB_INLINE Vec<T> load_part(const T* p, int64_t count) {
-  if (count == kLanes<T>) return load(p);
-  Vec<T> v{};
+// Elements [j, j + count) of a row, count <= the lanes of V: whole vectors directly, the row's
+// tail through a zero-padded vector (so every element takes the same arithmetic).
+template <typename V, typename T>
+BLOCKLAB_INLINE V load_part(const T* p, int64_t count) {
+  V v{};
+  if (count == int64_t(sizeof(V) / sizeof(T))) {
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
   for (int64_t l = 0; l < count; ++l) v[l] = p[l];
   return v;
 }
-template <typename T>
-BLOCKLAB_INLINE void store_part(T* p, const Vec<T>& v, int64_t count) {
-  if (count == kLanes<T>) return store(p, v);
+template <typename V, typename T>
+BLOCKLAB_INLINE void store_part(T* p, const V& v, int64_t count) {
+  if (count == int64_t(sizeof(V) / sizeof(T))) return std::memcpy(p, &v, sizeof v), void();
   for (int64_t l = 0; l < count; ++l) p[l] = v[l];
 }
 
 // Every chunk of a row of `features`: op(j, count) for whole vectors (count = lanes, a compile-time
 // constant the compiler sees), then the tail.
-template <typename T, typename Op>
+template <int64_t Lanes, typename Op>
 BLOCKLAB_INLINE void chunks(int64_t features, Op op) {
   int64_t j = 0;
-  for (; j + kLanes<T> <= features; j += kLanes<T>) op(j, kLanes<T>);
+  for (; j + Lanes <= features; j += Lanes) op(j, Lanes);
   if (j < features) op(j, features - j);
 }
 
-// Forward of rows [begin, end): y = h Phi(h), h = x + b.
-template <typename T>
+// Forward of rows [begin, end): y = h Phi(h), h = x + b, in vectors V of T.
+template <typename T, typename V>
 BLOCKLAB_INLINE void gelu_rows(const GeluRows<T>& r, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i)
-    chunks<T>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
-      const Vec<T> h = load_part(r.x + i * r.features + j, count) + load_part(r.bias + j, count);
-      Vec<T> cdf, pdf;
+    chunks<sizeof(V) / sizeof(T)>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
+      const V h = load_part<V>(r.x + i * r.features + j, count) + load_part<V>(r.bias + j, count);
+      V cdf, pdf;
       normal_cdf_pdf(h, cdf, pdf);
       store_part(r.y + i * r.features + j, h * cdf, count);
     });
 }
 
 // Backward of every row, in order: dx = dy (Phi(h) + h phi(h)), db = sum over rows of dx.
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE void gelu_rows_backward(const GeluRows<T>& r, int64_t rows) {
   for (int64_t i = 0; i < rows; ++i)
-    chunks<T>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
-      const Vec<T> h = load_part(r.x + i * r.features + j, count) + load_part(r.bias + j, count);
-      Vec<T> cdf, pdf;
+    chunks<sizeof(V) / sizeof(T)>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
+      const V h = load_part<V>(r.x + i * r.features + j, count) + load_part<V>(r.bias + j, count);
+      V cdf, pdf;
       normal_cdf_pdf(h, cdf, pdf);
-      const Vec<T> g = load_part(r.dy + i * r.features + j, count) * (cdf + h * pdf);
+      const V g = load_part<V>(r.dy + i * r.features + j, count) * (cdf + h * pdf);
       store_part(r.dx + i * r.features + j, g, count);
-      store_part(r.dbias + j, load_part(r.dbias + j, count) + g, count);
+      store_part(r.dbias + j, load_part<V>(r.dbias + j, count) + g, count);
     });
 }
 
-BLOCKLAB_ISAS void gelu_f32(const GeluRows<float>& r, int64_t b, int64_t e) { gelu_rows(r, b, e); }
-BLOCKLAB_ISAS void gelu_f64(const GeluRows<double>& r, int64_t b, int64_t e) { gelu_rows(r, b, e); }
-BLOCKLAB_ISAS void gelu_backward_f32(const GeluRows<float>& r, int64_t rows) { gelu_rows_backward(r, rows); }
-BLOCKLAB_ISAS void gelu_backward_f64(const GeluRows<double>& r, int64_t rows) { gelu_rows_backward(r, rows); }
-void run_gelu(const GeluRows<float>& r, int64_t b, int64_t e) { gelu_f32(r, b, e); }
+// float32 with AVX-512 runs 16 lanes at a time (0.77 -> 0.53 ms for a [2176, 256] forward in a
+// microbenchmark); the clones below keep Vec's 8.
+typedef float Wide __attribute__((vector_size(64)));
+__attribute__((target("arch=x86-64-v4"))) void gelu_f32_wide(const GeluRows<float>& r, int64_t b, int64_t e) {
+  gelu_rows<float, Wide>(r, b, e);
+}
+__attribute__((target("arch=x86-64-v4"))) void gelu_backward_f32_wide(const GeluRows<float>& r, int64_t rows) {
+  gelu_rows_backward<float, Wide>(r, rows);
+}
+BLOCKLAB_ISAS void gelu_f32(const GeluRows<float>& r, int64_t b, int64_t e) { gelu_rows<float, Vec<float>>(r, b, e); }
+BLOCKLAB_ISAS void gelu_f64(const GeluRows<double>& r, int64_t b, int64_t e) { gelu_rows<double, Vec<double>>(r, b, e); }
+BLOCKLAB_ISAS void gelu_backward_f32(const GeluRows<float>& r, int64_t rows) {
+  gelu_rows_backward<float, Vec<float>>(r, rows);
+}
+BLOCKLAB_ISAS void gelu_backward_f64(const GeluRows<double>& r, int64_t rows) {
+  gelu_rows_backward<double, Vec<double>>(r, rows);
+}
+void run_gelu(const GeluRows<float>& r, int64_t b, int64_t e) { has_avx512() ? gelu_f32_wide(r, b, e) : gelu_f32(r, b, e); }
 void run_gelu(const GeluRows<double>& r, int64_t b, int64_t e) { gelu_f64(r, b, e); }
-void run_gelu_backward(const GeluRows<float>& r, int64_t rows) { gelu_backward_f32(r, rows); }
+void run_gelu_backward(const GeluRows<float>& r, int64_t rows) {
+  has_avx512() ? gelu_backward_f32_wide(r, rows) : gelu_backward_f32(r, rows);
+}
 void run_gelu_backward(const GeluRows<double>& r, int64_t rows) { gelu_backward_f64(r, rows); }
 
 torch::Tensor bias_gelu_forward(const torch::Tensor& x, const torch::Tensor& bias) {

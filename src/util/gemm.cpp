@@ -174,17 +174,7 @@ __attribute__((target("arch=x86-64-v4"))) void multiply_avx512(const RowBlock& b
 
 }  // namespace
 
-bool available() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool v4 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("x86-64-v4");
-  }();
-  return v4;
-#else
-  return false;
-#endif
-}
+bool available() { return simd::has_avx512(); }
 
 void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* bias, float* c, int64_t ldc) {
   TORCH_CHECK(available(), "gemm::sgemm: this CPU has no AVX-512 (x86-64-v4)");

@@ -11,6 +11,18 @@ std::atomic<bool> g_fused_kernels{true};
 void set_fused_kernels(bool enabled) { g_fused_kernels.store(enabled); }
 bool fused_kernels_enabled() { return g_fused_kernels.load(std::memory_order_relaxed); }
 
+bool has_avx512() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool v4 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("x86-64-v4");
+  }();
+  return v4;
+#else
+  return false;
+#endif
+}
+
 std::string kernel_isa() {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();

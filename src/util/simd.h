@@ -79,10 +79,11 @@ BLOCKLAB_INLINE T lane_sum(const Vec<T>& v) {
 /// Cephes' degree-6 expf polynomial, 2^n put into the exponent bits (n rounded by the 1.5 * 2^23
 /// trick, which IEEE arithmetic keeps exact: nothing here needs relaxed floating-point rules).
 /// Within 2 ulp of std::exp; exactly 0 below -87.3 (where e^x is no longer a normal float) and for
-/// -inf; NaN stays NaN.
-BLOCKLAB_INLINE Vec<float> exp_nonpositive(const Vec<float>& x) {
-  using V = Vec<float>;
-  using Bits = Simd<float>::Bits;
+/// -inf; NaN stays NaN. V is a vector of floats of any width (Vec<float>, or 16 lanes in a kernel
+/// compiled for AVX-512).
+template <typename V>
+BLOCKLAB_INLINE V exp_nonpositive_lanes(const V& x) {
+  typedef int32_t Bits __attribute__((vector_size(sizeof(V))));
   constexpr float kLow = -87.3365447504f, kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
@@ -98,6 +99,7 @@ BLOCKLAB_INLINE Vec<float> exp_nonpositive(const Vec<float>& x) {
   // Zero below kLow by masking the bits (a multiply by a 0/1 factor would make -inf * 0 = NaN).
   return bits_as<V>(bits_as<Bits>(er * bits_as<V>(two_n)) & (x >= low));
 }
+BLOCKLAB_INLINE Vec<float> exp_nonpositive(const Vec<float>& x) { return exp_nonpositive_lanes(x); }
 BLOCKLAB_INLINE Vec<double> exp_nonpositive(const Vec<double>& x) {
   Vec<double> e;
   for (int64_t l = 0; l < kLanes<double>; ++l) e[l] = std::exp(x[l]);  // float64: the tests' precision
@@ -108,6 +110,8 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 /// The instruction set the kernels run with on this machine ("x86-64-v4 (AVX-512)", ...).
 std::string kernel_isa();
+/// Whether the CPU has AVX-512 (x86-64-v4): kernels with 16-float vectors may run.
+bool has_avx512();
 
 /// Whether the fused CPU kernels (attention, adaLN modulation, bias + GELU, the AdamW pass, and the
 /// linear layers on blocklab's GEMM: models/dense.h) may run (default true). Off, each takes libtorch's ops instead: the tests' reference, and what
