@@ -197,7 +197,7 @@ void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* b
         packed.resize(kMc * kKc);
         for (int64_t ib = begin; ib < end; ++ib) {
           const int64_t ic = ib * kMc;
-          const RowBlock blk{a,  bpack.data(), pc == 0 && bias ? bias + jc : nullptr, c + ic * ldc + jc, ldc, ic,
+          const RowBlock blk{a, bpack.data(), pc == 0 && bias ? bias + jc : nullptr, c + ic * ldc + jc, ldc, ic,
                              std::min(kMc, m - ic), pc, kc, nc, pc > 0};
           multiply_avx512(blk, packed.data());
         }
