@@ -4,7 +4,6 @@
 #include <ATen/record_function.h>
 
 #include <cmath>
-#include <cstring>
 
 #include "util/simd.h"
 
@@ -48,17 +47,14 @@ struct GeluRows {
 // tail through a zero-padded vector (so every element takes the same arithmetic).
 template <typename V, typename T>
 BLOCKLAB_INLINE V load_part(const T* p, int64_t count) {
+  if (count == int64_t(sizeof(V) / sizeof(T))) return load_as<V>(p);
   V v{};
-  if (count == int64_t(sizeof(V) / sizeof(T))) {
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
   for (int64_t l = 0; l < count; ++l) v[l] = p[l];
   return v;
 }
 template <typename V, typename T>
 BLOCKLAB_INLINE void store_part(T* p, const V& v, int64_t count) {
-  if (count == int64_t(sizeof(V) / sizeof(T))) return std::memcpy(p, &v, sizeof v), void();
+  if (count == int64_t(sizeof(V) / sizeof(T))) return store_as(p, v);
   for (int64_t l = 0; l < count; ++l) p[l] = v[l];
 }
 
@@ -99,12 +95,11 @@ BLOCKLAB_INLINE void gelu_rows_backward(const GeluRows<T>& r, int64_t rows) {
 
 // float32 with AVX-512 runs 16 lanes at a time (0.77 -> 0.53 ms for a [2176, 256] forward in a
 // microbenchmark); the clones below keep Vec's 8.
-typedef float Wide __attribute__((vector_size(64)));
 __attribute__((target("arch=x86-64-v4"))) void gelu_f32_wide(const GeluRows<float>& r, int64_t b, int64_t e) {
-  gelu_rows<float, Wide>(r, b, e);
+  gelu_rows<float, Floats16>(r, b, e);
 }
 __attribute__((target("arch=x86-64-v4"))) void gelu_backward_f32_wide(const GeluRows<float>& r, int64_t rows) {
-  gelu_rows_backward<float, Wide>(r, rows);
+  gelu_rows_backward<float, Floats16>(r, rows);
 }
 BLOCKLAB_ISAS void gelu_f32(const GeluRows<float>& r, int64_t b, int64_t e) { gelu_rows<float, Vec<float>>(r, b, e); }
 BLOCKLAB_ISAS void gelu_f64(const GeluRows<double>& r, int64_t b, int64_t e) { gelu_rows<double, Vec<double>>(r, b, e); }

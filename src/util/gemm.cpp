@@ -14,7 +14,7 @@ namespace blocklab::gemm {
 namespace {
 
 // The register tile: kMr rows by two 16-float vectors of C, 24 of the 32 zmm registers.
-typedef float V __attribute__((vector_size(64)));
+using V = simd::Floats16;
 constexpr int64_t kLanes = 16, kMr = 12, kNr = 2 * kLanes;
 
 // Block sizes (Goto & van de Geijn 2008, section 6): a packed B panel of kKc x kNr floats (32 KiB)
@@ -24,12 +24,17 @@ constexpr int64_t kKc = 256;
 constexpr int64_t kMc = 10 * kMr;
 constexpr int64_t kNc = 1024;
 
-BLOCKLAB_INLINE V load(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
+BLOCKLAB_INLINE V load(const float* p) { return simd::load_as<V>(p); }
+BLOCKLAB_INLINE void store(float* p, const V& v) { simd::store_as(p, v); }
+
+// count <= N floats; N itself, a constant length, is copied inline rather than by a call to memcpy.
+template <int64_t N>
+BLOCKLAB_INLINE void copy_floats(float* dst, const float* src, int64_t count) {
+  if (count == N)
+    std::memcpy(dst, src, N * sizeof(float));
+  else
+    std::memcpy(dst, src, count * sizeof(float));
 }
-BLOCKLAB_INLINE void store(float* p, const V& v) { std::memcpy(p, &v, sizeof v); }
 
 // B [pc, pc + kc) x [jc, jc + nc) into panels of kNr columns, each kc rows of kNr floats, the
 // columns past n zero (their sums are computed and thrown away).
@@ -38,14 +43,7 @@ BLOCKLAB_INLINE void pack_b(const Operand& b, int64_t pc, int64_t kc, int64_t jc
     const int64_t cols = std::min(kNr, nc - j0);
     if (cols < kNr) std::fill(dst, dst + kc * kNr, 0.0f);
     if (!b.transposed) {
-      for (int64_t p = 0; p < kc; ++p) {
-        const float* src = b.data + (pc + p) * b.ld + jc + j0;
-        float* d = dst + p * kNr;
-        if (cols == kNr)  // a constant length: copied inline, not by a call
-          std::memcpy(d, src, kNr * sizeof(float));
-        else
-          std::memcpy(d, src, cols * sizeof(float));
-      }
+      for (int64_t p = 0; p < kc; ++p) copy_floats<kNr>(dst + p * kNr, b.data + (pc + p) * b.ld + jc + j0, cols);
     } else {  // column j of B is row j of the stored matrix: read it along its row
       for (int64_t j = 0; j < cols; ++j) {
         const float* src = b.data + (jc + j0 + j) * b.ld + pc;
@@ -66,14 +64,7 @@ BLOCKLAB_INLINE void pack_a(const Operand& a, int64_t ic, int64_t mc, int64_t pc
         for (int64_t p = 0; p < kc; ++p) dst[p * kMr + r] = src[p];
       }
     } else {
-      for (int64_t p = 0; p < kc; ++p) {
-        const float* src = a.data + (pc + p) * a.ld + ic + i0;
-        float* d = dst + p * kMr;
-        if (rows == kMr)  // a constant length: copied inline, not by a call
-          std::memcpy(d, src, kMr * sizeof(float));
-        else
-          std::memcpy(d, src, rows * sizeof(float));
-      }
+      for (int64_t p = 0; p < kc; ++p) copy_floats<kMr>(dst + p * kMr, a.data + (pc + p) * a.ld + ic + i0, rows);
     }
   }
 }

@@ -1,7 +1,9 @@
 // Short vectors for the CPU kernels (models/attention.cpp, models/modulation.cpp,
-// train/adamw.cpp), through GCC's vector extensions: 32 bytes (8 floats, 4 doubles), one AVX
-// register, or two SSE registers in the baseline build. Written as plain arithmetic, the compiler
-// emits each instruction set's own operations; every sum is taken in the order the code says
+// models/activation.cpp, train/adamw.cpp, util/gemm.cpp), through GCC's vector extensions:
+// Vec<T> is 32 bytes (8 floats, 4 doubles), one AVX register, or two SSE registers in the
+// baseline build; Floats16 is one AVX-512 register, for kernels compiled for x86-64-v4 only
+// (explicit target("arch=x86-64-v4") functions, called when has_avx512()). Written as plain
+// arithmetic, the compiler emits each instruction set's own operations; every sum is taken in the order the code says
 // (nothing is reassociated, no relaxed floating-point flags), so results do not depend on the
 // machine beyond the use of FMA.
 //
@@ -34,13 +36,11 @@ struct Simd;
 template <>
 struct Simd<float> {
   typedef float V __attribute__((vector_size(32)));
-  typedef int32_t Bits __attribute__((vector_size(32)));
   static constexpr int64_t kLanes = 8;
 };
 template <>
 struct Simd<double> {
   typedef double V __attribute__((vector_size(32)));
-  typedef int64_t Bits __attribute__((vector_size(32)));
   static constexpr int64_t kLanes = 4;
 };
 template <typename T>
@@ -48,15 +48,26 @@ using Vec = typename Simd<T>::V;
 template <typename T>
 constexpr int64_t kLanes = Simd<T>::kLanes;
 
+typedef float Floats16 __attribute__((vector_size(64)));
+
+/// Unaligned loads and stores of a vector V of any width.
+template <typename V, typename T>
+BLOCKLAB_INLINE V load_as(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename V, typename T>
+BLOCKLAB_INLINE void store_as(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof v);
+}
 template <typename T>
 BLOCKLAB_INLINE Vec<T> load(const T* p) {
-  Vec<T> v;
-  std::memcpy(&v, p, sizeof v);  // an unaligned vector load
-  return v;
+  return load_as<Vec<T>>(p);
 }
 template <typename T>
 BLOCKLAB_INLINE void store(T* p, const Vec<T>& v) {
-  std::memcpy(p, &v, sizeof v);
+  store_as(p, v);
 }
 template <typename To, typename From>
 BLOCKLAB_INLINE To bits_as(const From& x) {
@@ -114,8 +125,9 @@ std::string kernel_isa();
 bool has_avx512();
 
 /// Whether the fused CPU kernels (attention, adaLN modulation, bias + GELU, the AdamW pass, and the
-/// linear layers on blocklab's GEMM: models/dense.h) may run (default true). Off, each takes libtorch's ops instead: the tests' reference, and what
-/// `bench step --fused-kernels` and `bench twin --libtorch-ops` compare against in one process.
+/// linear layers on blocklab's GEMM: models/dense.h) may run (default true). Off, each takes
+/// libtorch's ops instead: the tests' reference, and what `bench step --fused-kernels` and
+/// `bench twin --libtorch-ops` compare against in one process.
 void set_fused_kernels(bool enabled);
 bool fused_kernels_enabled();
 
