@@ -36,10 +36,13 @@ BLOCKLAB_INLINE void normal_cdf_pdf(const Vec<double>& h, Vec<double>& cdf, Vec<
   }
 }
 
+// Forward reads x and bias and writes y and, when training, GELU's slope at h = x + b (backward
+// then multiplies by it: the erf and the exponential are computed once per element, not twice).
+// Backward reads dy and the slope and writes dx and the bias gradient.
 template <typename T>
 struct GeluRows {
   const T *x, *bias, *dy;
-  T *y, *dx, *dbias;
+  T *y, *slope, *dx, *dbias;
   int64_t features;
 };
 
@@ -67,28 +70,29 @@ BLOCKLAB_INLINE void chunks(int64_t features, Op op) {
   if (j < features) op(j, features - j);
 }
 
-// Forward of rows [begin, end): y = h Phi(h), h = x + b, in vectors V of T.
+// Forward of rows [begin, end): y = h Phi(h), h = x + b, and if asked the slope Phi(h) + h phi(h),
+// in vectors V of T.
 template <typename T, typename V>
 BLOCKLAB_INLINE void gelu_rows(const GeluRows<T>& r, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i)
     chunks<sizeof(V) / sizeof(T)>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
-      const V h = load_part<V>(r.x + i * r.features + j, count) + load_part<V>(r.bias + j, count);
+      const int64_t at = i * r.features + j;
+      const V h = load_part<V>(r.x + at, count) + load_part<V>(r.bias + j, count);
       V cdf, pdf;
       normal_cdf_pdf(h, cdf, pdf);
-      store_part(r.y + i * r.features + j, h * cdf, count);
+      store_part(r.y + at, h * cdf, count);
+      if (r.slope) store_part(r.slope + at, cdf + h * pdf, count);
     });
 }
 
-// Backward of every row, in order: dx = dy (Phi(h) + h phi(h)), db = sum over rows of dx.
+// Backward of every row, in order: dx = dy slope, db = sum over rows of dx.
 template <typename T, typename V>
 BLOCKLAB_INLINE void gelu_rows_backward(const GeluRows<T>& r, int64_t rows) {
   for (int64_t i = 0; i < rows; ++i)
     chunks<sizeof(V) / sizeof(T)>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
-      const V h = load_part<V>(r.x + i * r.features + j, count) + load_part<V>(r.bias + j, count);
-      V cdf, pdf;
-      normal_cdf_pdf(h, cdf, pdf);
-      const V g = load_part<V>(r.dy + i * r.features + j, count) * (cdf + h * pdf);
-      store_part(r.dx + i * r.features + j, g, count);
+      const int64_t at = i * r.features + j;
+      const V g = load_part<V>(r.dy + at, count) * load_part<V>(r.slope + at, count);
+      store_part(r.dx + at, g, count);
       store_part(r.dbias + j, load_part<V>(r.dbias + j, count) + g, count);
     });
 }
@@ -116,37 +120,39 @@ void run_gelu_backward(const GeluRows<float>& r, int64_t rows) {
 }
 void run_gelu_backward(const GeluRows<double>& r, int64_t rows) { gelu_backward_f64(r, rows); }
 
-torch::Tensor bias_gelu_forward(const torch::Tensor& x, const torch::Tensor& bias) {
+// y = GELU(x + bias) and, `with_slope`, GELU' there (else undefined).
+std::pair<torch::Tensor, torch::Tensor> bias_gelu_forward(const torch::Tensor& x, const torch::Tensor& bias, bool with_slope) {
   RECORD_FUNCTION("blocklab::bias_gelu", std::vector<c10::IValue>({x, bias}));
   auto y = torch::empty(x.sizes(), x.options());
+  auto slope = with_slope ? torch::empty(x.sizes(), x.options()) : torch::Tensor();
   const int64_t features = x.size(-1), rows = x.numel() / std::max<int64_t>(1, features);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_gelu", [&] {
-    const GeluRows<scalar_t> r{x.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), nullptr,
-                               y.data_ptr<scalar_t>(), nullptr, nullptr, features};
+    const GeluRows<scalar_t> r{x.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), nullptr, y.data_ptr<scalar_t>(),
+                               with_slope ? slope.data_ptr<scalar_t>() : nullptr, nullptr, nullptr, features};
     at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, features)),
                      [&](int64_t b, int64_t e) { run_gelu(r, b, e); });
   });
-  return y;
+  return {y, slope};
 }
 
 class FusedBiasGelu : public torch::autograd::Function<FusedBiasGelu> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& bias) {
-    ctx->save_for_backward({x, bias});
-    return bias_gelu_forward(x, bias);
+    auto [y, slope] = bias_gelu_forward(x, bias, /*with_slope=*/true);
+    ctx->save_for_backward({slope});  // (the same size as x, which is then not kept)
+    return y;
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const auto &x = saved[0], &bias = saved[1];
-    RECORD_FUNCTION("blocklab::bias_gelu_backward", std::vector<c10::IValue>({x, bias}));
+    const auto slope = ctx->get_saved_variables()[0];
+    RECORD_FUNCTION("blocklab::bias_gelu_backward", std::vector<c10::IValue>({slope}));
     const auto dy = grads[0].contiguous();
-    auto dx = torch::empty(x.sizes(), x.options());
-    auto dbias = torch::zeros(bias.sizes(), bias.options());
-    const int64_t features = x.size(-1), rows = x.numel() / std::max<int64_t>(1, features);
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_gelu backward", [&] {
-      const GeluRows<scalar_t> r{x.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
-                                 nullptr, dx.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>(), features};
+    auto dx = torch::empty(slope.sizes(), slope.options());
+    const int64_t features = slope.size(-1), rows = slope.numel() / std::max<int64_t>(1, features);
+    auto dbias = torch::zeros({features}, slope.options());
+    AT_DISPATCH_FLOATING_TYPES(slope.scalar_type(), "bias_gelu backward", [&] {
+      const GeluRows<scalar_t> r{nullptr, nullptr, dy.data_ptr<scalar_t>(), nullptr, slope.data_ptr<scalar_t>(),
+                                 dx.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>(), features};
       run_gelu_backward(r, rows);  // one thread: the bias gradient sums the rows in order
     });
     return {dx, dbias};
@@ -166,7 +172,8 @@ torch::Tensor bias_gelu_reference(const torch::Tensor& x, const torch::Tensor& b
 torch::Tensor bias_gelu(const torch::Tensor& x, const torch::Tensor& bias) {
   if (!activation_fusable(x, bias)) return bias_gelu_reference(x, bias);
   const auto xc = x.contiguous(), bc = bias.contiguous();
-  if (!torch::GradMode::is_enabled() || (!x.requires_grad() && !bias.requires_grad())) return bias_gelu_forward(xc, bc);
+  if (!torch::GradMode::is_enabled() || (!x.requires_grad() && !bias.requires_grad()))
+    return bias_gelu_forward(xc, bc, /*with_slope=*/false).first;
   return FusedBiasGelu::apply(xc, bc);
 }
 
