@@ -19,6 +19,17 @@ namespace {
 
 using namespace simd;
 
+// The kernel runs in vectors V of T: Vec<T> (8 floats, 4 doubles) in the clones of every x86-64
+// level, 16 floats where the CPU has AVX-512. Queries lie along the lanes, padded to whole vectors.
+template <typename T, typename V>
+constexpr int64_t kWidth = int64_t(sizeof(V) / sizeof(T));
+
+template <typename V>
+BLOCKLAB_INLINE V exp_lanes(const V& x) {  // floats, any width
+  return exp_nonpositive_lanes(x);
+}
+BLOCKLAB_INLINE Vec<double> exp_lanes(const Vec<double>& x) { return exp_nonpositive(x); }
+
 // One attention problem: pointers to element [0, 0, 0, 0] and the strides of dimensions N, H and
 // T (the channel stride is 1). The probabilities are kept transposed, P^T [N, H, Tk, Tq padded to
 // vectors], as the kernel computes them.
@@ -54,36 +65,37 @@ struct Operand {
   int64_t row_stride, col_stride;  // A(m, k) = p[m * row_stride + k * col_stride]
 };
 
-template <typename T, int Rows, int Cols>
+template <typename T, typename V, int Rows, int Cols>
 BLOCKLAB_INLINE void product_tile(const Operand<T>& a, int64_t m0, int64_t depth, const T* b,
                                   int64_t ldb, int64_t c0, T* c, int64_t ldc) {
-  Vec<T> acc[Rows][Cols] = {};
+  constexpr int64_t L = kWidth<T, V>;
+  V acc[Rows][Cols] = {};
   for (int64_t k = 0; k < depth; ++k) {
-    Vec<T> bk[Cols];
-    for (int v = 0; v < Cols; ++v) bk[v] = load(b + k * ldb + (c0 + v) * kLanes<T>);
+    V bk[Cols];
+    for (int v = 0; v < Cols; ++v) bk[v] = load_as<V>(b + k * ldb + (c0 + v) * L);
     for (int r = 0; r < Rows; ++r) {
       const T ark = a.p[(m0 + r) * a.row_stride + k * a.col_stride];
       for (int v = 0; v < Cols; ++v) acc[r][v] += ark * bk[v];
     }
   }
   for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < Cols; ++v) store(c + (m0 + r) * ldc + (c0 + v) * kLanes<T>, acc[r][v]);
+    for (int v = 0; v < Cols; ++v) store_as(c + (m0 + r) * ldc + (c0 + v) * L, acc[r][v]);
 }
 
-template <typename T, int Rows>
+template <typename T, typename V, int Rows>
 BLOCKLAB_INLINE void product_rows(const Operand<T>& a, int64_t m0, int64_t depth, const T* b,
                                   int64_t ldb, int64_t vecs, T* c, int64_t ldc) {
   int64_t v = 0;
-  for (; v + 2 <= vecs; v += 2) product_tile<T, Rows, 2>(a, m0, depth, b, ldb, v, c, ldc);
-  if (v < vecs) product_tile<T, Rows, 1>(a, m0, depth, b, ldb, v, c, ldc);
+  for (; v + 2 <= vecs; v += 2) product_tile<T, V, Rows, 2>(a, m0, depth, b, ldb, v, c, ldc);
+  if (v < vecs) product_tile<T, V, Rows, 1>(a, m0, depth, b, ldb, v, c, ldc);
 }
 
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE void product(int64_t rows, int64_t depth, const Operand<T>& a, const T* b,
                              int64_t ldb, int64_t vecs, T* c, int64_t ldc) {
   int64_t m = 0;
-  for (; m + 4 <= rows; m += 4) product_rows<T, 4>(a, m, depth, b, ldb, vecs, c, ldc);
-  for (; m < rows; ++m) product_rows<T, 1>(a, m, depth, b, ldb, vecs, c, ldc);
+  for (; m + 4 <= rows; m += 4) product_rows<T, V, 4>(a, m, depth, b, ldb, vecs, c, ldc);
+  for (; m < rows; ++m) product_rows<T, V, 1>(a, m, depth, b, ldb, vecs, c, ldc);
 }
 
 // `count` rows of one head (q, k, v, dO or a gradient) as B or C of a product: in place when a row
@@ -94,22 +106,22 @@ struct HeadRows {
   int64_t ld;
   bool copied;
 };
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE HeadRows<T> rows_in(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
                                     int64_t dim, T* scratch) {
-  if (dim % kLanes<T> == 0) return {x.row(n, h, 0), x.st, false};
-  const int64_t padded = round_up(dim, kLanes<T>);
+  if (dim % kWidth<T, V> == 0) return {x.row(n, h, 0), x.st, false};
+  const int64_t padded = round_up(dim, kWidth<T, V>);
   for (int64_t t = 0; t < count; ++t) {
     const T* src = x.row(n, h, t);
     for (int64_t d = 0; d < padded; ++d) scratch[t * padded + d] = d < dim ? src[d] : T(0);
   }
   return {scratch, padded, true};
 }
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE HeadRows<T> rows_out(const StridedRows<T>& x, int64_t n, int64_t h, int64_t dim,
                                      T* scratch) {
-  if (dim % kLanes<T> == 0) return {x.row(n, h, 0), x.st, false};
-  return {scratch, round_up(dim, kLanes<T>), true};
+  if (dim % kWidth<T, V> == 0) return {x.row(n, h, 0), x.st, false};
+  return {scratch, round_up(dim, kWidth<T, V>), true};
 }
 template <typename T>
 BLOCKLAB_INLINE void finish_rows(const HeadRows<T>& out, const StridedRows<T>& x, int64_t n, int64_t h,
@@ -118,12 +130,46 @@ BLOCKLAB_INLINE void finish_rows(const HeadRows<T>& out, const StridedRows<T>& x
   for (int64_t t = 0; t < count; ++t) std::memcpy(x.row(n, h, t), out.p + t * out.ld, size_t(dim) * sizeof(T));
 }
 
-// X^T of one head, [D, Tq padded to vectors], times `scale`, zero beyond Tq.
-template <typename T>
+// An L x L block held as L vectors of L lanes, transposed in registers: log2(L) stages, each
+// exchanging the elements whose row and lane indices differ in one bit, by two-input shuffles
+// with constant masks (element (i, l) <-> (i ^ b, l ^ b) where bit b of i and of l differ).
+template <typename V>
+BLOCKLAB_INLINE void transpose_block(V* r) {
+  using Mask = decltype(r[0] < r[0]);  // the integer vector of V's shape
+  constexpr int L = int(sizeof(V) / sizeof(r[0][0]));
+#pragma GCC unroll 4
+  for (int b = L / 2; b >= 1; b /= 2) {
+    Mask low, high;  // the new row i (bit b clear) and row i | b
+    for (int l = 0; l < L; ++l) {
+      low[l] = (l & b) ? L + (l ^ b) : l;
+      high[l] = (l & b) ? L + l : (l ^ b);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < L; ++i)
+      if (!(i & b)) {
+        const V x = r[i], y = r[i | b];
+        r[i] = __builtin_shuffle(x, y, low);
+        r[i | b] = __builtin_shuffle(x, y, high);
+      }
+  }
+}
+
+// X^T of one head, [D, Tq padded to vectors], times `scale`, zero beyond Tq: whole L x L blocks
+// in registers (rows past Tq read as zeros), the columns past the last whole block one by one.
+template <typename T, typename V>
 BLOCKLAB_INLINE void transpose_head(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
                                     int64_t dim, int64_t padded, T scale, T* out) {
+  constexpr int64_t L = kWidth<T, V>;
   const T* x0 = x.row(n, h, 0);
-  for (int64_t d = 0; d < dim; ++d) {
+  const int64_t whole = dim / L * L;
+  for (int64_t d0 = 0; d0 < whole; d0 += L)
+    for (int64_t t0 = 0; t0 < padded; t0 += L) {
+      V r[L];
+      for (int64_t i = 0; i < L; ++i) r[i] = t0 + i < count ? load_as<V>(x0 + (t0 + i) * x.st + d0) * scale : V{};
+      transpose_block(r);
+      for (int64_t i = 0; i < L; ++i) store_as(out + (d0 + i) * padded + t0, r[i]);
+    }
+  for (int64_t d = whole; d < dim; ++d) {
     for (int64_t t = 0; t < count; ++t) out[d * padded + t] = x0[t * x.st + d] * scale;
     for (int64_t t = count; t < padded; ++t) out[d * padded + t] = 0;
   }
@@ -131,9 +177,9 @@ BLOCKLAB_INLINE void transpose_head(const StridedRows<T>& x, int64_t n, int64_t 
 
 // Scratch of one task, in elements: the transposed operand [D, Tq padded], dS^T [Tk, Tq padded]
 // (backward), and up to four operands or results of a width no vector divides [T, D padded].
-template <typename T>
+template <typename T, typename V>
 size_t scratch_size(const AttentionProblem<T>& a) {
-  const int64_t tqp = round_up(a.tq, kLanes<T>), dp = round_up(a.dim, kLanes<T>), t = std::max(a.tq, a.tk);
+  const int64_t tqp = round_up(a.tq, kWidth<T, V>), dp = round_up(a.dim, kWidth<T, V>), t = std::max(a.tq, a.tk);
   return size_t(a.dim * tqp + a.tk * tqp + 4 * t * dp);
 }
 
@@ -141,95 +187,110 @@ size_t scratch_size(const AttentionProblem<T>& a) {
 // column operation (no horizontal sums):
 //   S^T = K (scale Q)^T;  P^T = softmax over keys (rows of S^T);  O = P V.
 // P^T [Tk, Tq padded] is kept for backward.
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE void attention_forward_head(const AttentionProblem<T>& a, int64_t n, int64_t h, T* scratch) {
-  using V = Vec<T>;
-  const int64_t tq = a.tq, tk = a.tk, dim = a.dim, tqp = round_up(tq, kLanes<T>), vq = tqp / kLanes<T>;
+  constexpr int64_t L = kWidth<T, V>;
+  const int64_t tq = a.tq, tk = a.tk, dim = a.dim, tqp = round_up(tq, L), vq = tqp / L;
   T* qt = scratch;
   T* pt = a.p.row(n, h, 0);
-  transpose_head(a.q, n, h, tq, dim, tqp, a.scale, qt);
-  product<T>(tk, dim, {a.k.row(n, h, 0), a.k.st, 1}, qt, tqp, vq, pt, tqp);
-  for (int64_t c = 0; c < tqp; c += kLanes<T>) {
+  transpose_head<T, V>(a.q, n, h, tq, dim, tqp, a.scale, qt);
+  product<T, V>(tk, dim, {a.k.row(n, h, 0), a.k.st, 1}, qt, tqp, vq, pt, tqp);
+  for (int64_t c = 0; c < tqp; c += L) {
     V top = V{} - std::numeric_limits<T>::infinity();
     for (int64_t j = 0; j < tk; ++j) {
-      V s = load(pt + j * tqp + c);
+      V s = load_as<V>(pt + j * tqp + c);
       if (a.mask) {
-        s += load(a.mask + j * tqp + c);
-        store(pt + j * tqp + c, s);
+        s += load_as<V>(a.mask + j * tqp + c);
+        store_as(pt + j * tqp + c, s);
       }
       top = s > top ? s : top;
     }
     V sum{};
     for (int64_t j = 0; j < tk; ++j) {
-      const V e = exp_nonpositive(load(pt + j * tqp + c) - top);
-      store(pt + j * tqp + c, e);
+      const V e = exp_lanes(load_as<V>(pt + j * tqp + c) - top);
+      store_as(pt + j * tqp + c, e);
       sum += e;
     }
     const V inv = T(1) / sum;
-    for (int64_t j = 0; j < tk; ++j) store(pt + j * tqp + c, load(pt + j * tqp + c) * inv);
+    for (int64_t j = 0; j < tk; ++j) store_as(pt + j * tqp + c, load_as<V>(pt + j * tqp + c) * inv);
   }
   T* pad = scratch + dim * tqp + tk * tqp;
-  const int64_t dp = round_up(dim, kLanes<T>), wide = std::max(tq, tk) * dp;
-  const auto v = rows_in(a.v, n, h, tk, dim, pad);
-  const auto o = rows_out(a.o, n, h, dim, pad + wide);
-  product<T>(tq, tk, {pt, 1, tqp}, v.p, v.ld, dp / kLanes<T>, o.p, o.ld);
+  const int64_t dp = round_up(dim, L), wide = std::max(tq, tk) * dp;
+  const auto v = rows_in<T, V>(a.v, n, h, tk, dim, pad);
+  const auto o = rows_out<T, V>(a.o, n, h, dim, pad + wide);
+  product<T, V>(tq, tk, {pt, 1, tqp}, v.p, v.ld, dp / L, o.p, o.ld);
   finish_rows(o, a.o, n, h, tq, dim);
 }
 
 // Backward of one (sample, head), from P^T and dO, queries along the lanes where they are free:
 //   dP^T = V dO^T;  dS^T = P^T * (dP^T - colsum(P^T * dP^T)) * scale;
 //   dQ = dS K;  dK = dS^T Q;  dV = P^T dO.
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE void attention_backward_head(const AttentionProblem<T>& a, int64_t n, int64_t h, T* scratch) {
-  using V = Vec<T>;
-  const int64_t tq = a.tq, tk = a.tk, dim = a.dim, tqp = round_up(tq, kLanes<T>), vq = tqp / kLanes<T>;
-  const int64_t dp = round_up(dim, kLanes<T>), vd = dp / kLanes<T>, wide = std::max(tq, tk) * dp;
+  constexpr int64_t L = kWidth<T, V>;
+  const int64_t tq = a.tq, tk = a.tk, dim = a.dim, tqp = round_up(tq, L), vq = tqp / L;
+  const int64_t dp = round_up(dim, L), vd = dp / L, wide = std::max(tq, tk) * dp;
   T* dout_t = scratch;
   T* ds_t = scratch + dim * tqp;
   T* pad = ds_t + tk * tqp;
   const T* pt = a.p.row(n, h, 0);
-  transpose_head(a.dout, n, h, tq, dim, tqp, T(1), dout_t);
-  product<T>(tk, dim, {a.v.row(n, h, 0), a.v.st, 1}, dout_t, tqp, vq, ds_t, tqp);
-  for (int64_t c = 0; c < tqp; c += kLanes<T>) {
+  transpose_head<T, V>(a.dout, n, h, tq, dim, tqp, T(1), dout_t);
+  product<T, V>(tk, dim, {a.v.row(n, h, 0), a.v.st, 1}, dout_t, tqp, vq, ds_t, tqp);
+  for (int64_t c = 0; c < tqp; c += L) {
     V rowsum{};
-    for (int64_t j = 0; j < tk; ++j) rowsum += load(pt + j * tqp + c) * load(ds_t + j * tqp + c);
+    for (int64_t j = 0; j < tk; ++j) rowsum += load_as<V>(pt + j * tqp + c) * load_as<V>(ds_t + j * tqp + c);
     for (int64_t j = 0; j < tk; ++j)
-      store(ds_t + j * tqp + c, load(pt + j * tqp + c) * (load(ds_t + j * tqp + c) - rowsum) * a.scale);
+      store_as(ds_t + j * tqp + c, load_as<V>(pt + j * tqp + c) * (load_as<V>(ds_t + j * tqp + c) - rowsum) * a.scale);
   }
-  const auto k = rows_in(a.k, n, h, tk, dim, pad);
-  const auto dq = rows_out(a.dq, n, h, dim, pad + wide);
-  product<T>(tq, tk, {ds_t, 1, tqp}, k.p, k.ld, vd, dq.p, dq.ld);
+  const auto k = rows_in<T, V>(a.k, n, h, tk, dim, pad);
+  const auto dq = rows_out<T, V>(a.dq, n, h, dim, pad + wide);
+  product<T, V>(tq, tk, {ds_t, 1, tqp}, k.p, k.ld, vd, dq.p, dq.ld);
   finish_rows(dq, a.dq, n, h, tq, dim);
-  const auto q = rows_in(a.q, n, h, tq, dim, pad);
-  const auto dout = rows_in(a.dout, n, h, tq, dim, pad + wide);
-  const auto dk = rows_out(a.dk, n, h, dim, pad + 2 * wide);
-  const auto dv = rows_out(a.dv, n, h, dim, pad + 3 * wide);
-  product<T>(tk, tq, {ds_t, tqp, 1}, q.p, q.ld, vd, dk.p, dk.ld);
-  product<T>(tk, tq, {pt, tqp, 1}, dout.p, dout.ld, vd, dv.p, dv.ld);
+  const auto q = rows_in<T, V>(a.q, n, h, tq, dim, pad);
+  const auto dout = rows_in<T, V>(a.dout, n, h, tq, dim, pad + wide);
+  const auto dk = rows_out<T, V>(a.dk, n, h, dim, pad + 2 * wide);
+  const auto dv = rows_out<T, V>(a.dv, n, h, dim, pad + 3 * wide);
+  product<T, V>(tk, tq, {ds_t, tqp, 1}, q.p, q.ld, vd, dk.p, dk.ld);
+  product<T, V>(tk, tq, {pt, tqp, 1}, dout.p, dout.ld, vd, dv.p, dv.ld);
   finish_rows(dk, a.dk, n, h, tk, dim);
   finish_rows(dv, a.dv, n, h, tk, dim);
 }
 
 // The loops over (sample, head) pairs [begin, end), one copy per instruction set (util/simd.h:
-// everything below the clones is inlined into them).
-template <bool Backward, typename T>
+// everything below the clones is inlined into them), and one in 16-float vectors for AVX-512.
+template <bool Backward, typename T, typename V>
 BLOCKLAB_INLINE void heads(const AttentionProblem<T>& a, int64_t begin, int64_t end) {
-  std::vector<T> scratch(scratch_size(a));
+  std::vector<T> scratch(scratch_size<T, V>(a));
   for (int64_t nh = begin; nh < end; ++nh) {
     if constexpr (Backward)
-      attention_backward_head<T>(a, nh / a.heads, nh % a.heads, scratch.data());
+      attention_backward_head<T, V>(a, nh / a.heads, nh % a.heads, scratch.data());
     else
-      attention_forward_head<T>(a, nh / a.heads, nh % a.heads, scratch.data());
+      attention_forward_head<T, V>(a, nh / a.heads, nh % a.heads, scratch.data());
   }
 }
 
-BLOCKLAB_ISAS void forward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads<false>(a, b, e); }
-BLOCKLAB_ISAS void forward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads<false>(a, b, e); }
-BLOCKLAB_ISAS void backward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads<true>(a, b, e); }
-BLOCKLAB_ISAS void backward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads<true>(a, b, e); }
+BLOCKLAB_ISAS void forward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads<false, float, Vec<float>>(a, b, e); }
+BLOCKLAB_ISAS void forward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads<false, double, Vec<double>>(a, b, e); }
+BLOCKLAB_ISAS void backward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads<true, float, Vec<float>>(a, b, e); }
+BLOCKLAB_ISAS void backward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads<true, double, Vec<double>>(a, b, e); }
+__attribute__((target("arch=x86-64-v4"))) void forward_f32_wide(const AttentionProblem<float>& a, int64_t b, int64_t e) {
+  heads<false, float, Floats16>(a, b, e);
+}
+__attribute__((target("arch=x86-64-v4"))) void backward_f32_wide(const AttentionProblem<float>& a, int64_t b, int64_t e) {
+  heads<true, float, Floats16>(a, b, e);
+}
+
+// float32 on AVX-512 runs 16 queries per vector, else Vec's lanes: P^T's padding follows.
+bool wide_floats() { return has_avx512(); }
+int64_t query_lanes(torch::ScalarType type) {
+  return type == torch::kDouble ? kLanes<double> : wide_floats() ? kWidth<float, Floats16> : kLanes<float>;
+}
 
 void run_heads(bool backward, const AttentionProblem<float>& a, int64_t b, int64_t e) {
-  backward ? backward_f32(a, b, e) : forward_f32(a, b, e);
+  if (wide_floats())
+    backward ? backward_f32_wide(a, b, e) : forward_f32_wide(a, b, e);
+  else
+    backward ? backward_f32(a, b, e) : forward_f32(a, b, e);
 }
 void run_heads(bool backward, const AttentionProblem<double>& a, int64_t b, int64_t e) {
   backward ? backward_f64(a, b, e) : forward_f64(a, b, e);
@@ -240,7 +301,7 @@ int64_t attention_grain(int64_t tq, int64_t tk, int64_t dim) { return std::max<i
 
 // Queries padded to whole vectors of the element type: the last dimension of P^T.
 int64_t padded_queries(const torch::Tensor& q) {
-  return round_up(q.size(2), q.scalar_type() == torch::kDouble ? kLanes<double> : kLanes<float>);
+  return round_up(q.size(2), query_lanes(q.scalar_type()));
 }
 
 template <typename T>
