@@ -256,13 +256,15 @@ TEST(ProfileReport, UtilizationPerStepAndBlock) {
                                       {1, 1, 4'000'000, 200'000'000, true},
                                       {2, 0, 2'000'000, 200'000'000, true},
                                       {3, 1, 1'000'000, 0, false}};  // no shapes: left out
-  const auto u = utilization(steps, /*peak=*/200, /*gemm=*/100);
+  const auto u = utilization(steps, /*peak=*/200, /*gemm=*/100, /*gemm_around=*/150);
   ASSERT_EQ(u.size(), 3u);
   EXPECT_EQ(u[0].what, "step");
   EXPECT_EQ(u[0].steps, 3);
   EXPECT_DOUBLE_EQ(u[0].gflops, 600e6 / 8e6);  // FLOP per ns = GFLOP/s
   EXPECT_DOUBLE_EQ(u[0].mfu, 75.0 / 200);
   EXPECT_DOUBLE_EQ(u[0].mfu_gemm, 75.0 / 100);
+  EXPECT_DOUBLE_EQ(u[0].mfu_gemm_around, 75.0 / 150);
+  EXPECT_DOUBLE_EQ(utilization(steps, 200, 100)[0].mfu_gemm_around, 0.0);  // not measured
   EXPECT_EQ(u[1].what, "block 0");
   EXPECT_DOUBLE_EQ(u[1].ms_per_step, 2.0);
   EXPECT_DOUBLE_EQ(u[1].gflops, 100.0);
@@ -290,6 +292,7 @@ const ProfiledRun& profiled_run() {
     r->opt.peak.fma_gflops = 100;
     r->opt.peak.gemm_gflops = 50;
     r->opt.peak_source = "test";
+    r->opt.peak_around_n = 96;  // the GEMM peak around the steps, on small matrices
     r->result = run_profile(r->opt);
     write_profile(r->result, r->opt, r->dir.path());
     r->trace = nlohmann::json::parse(read_file(r->dir.file("trace.json")));  // throws if not JSON
@@ -407,6 +410,9 @@ TEST(ProfileTable, StepsCarryTheirBlockFlopsAndMfu) {
   EXPECT_NEAR(all.gflops, 3.0 * double(r.steps[0].flops) / ns, 1e-9 * all.gflops);
   EXPECT_NEAR(all.mfu, all.gflops / 100, 1e-12);
   EXPECT_NEAR(all.mfu_gemm, all.gflops / 50, 1e-12);
+  ASSERT_GT(r.gemm_before, 0);
+  ASSERT_GT(r.gemm_after, 0);
+  EXPECT_NEAR(all.mfu_gemm_around, all.gflops / ((r.gemm_before + r.gemm_after) / 2), 1e-12);
   // The counted products of one block-step of the tiny model (d=32, 2 heads, MLP 64, cond 16,
   // batch N=32, T=18 tokens: class, label, 16 patches), forward:
   //   noise MLP 2N(256*16 + 16*16) = 278528; patch conv 2N*16*32*49 = 1605632; adaLN 2N*16*192 =
@@ -419,6 +425,9 @@ TEST(ProfileTable, StepsCarryTheirBlockFlopsAndMfu) {
   const auto& ops = run.ops;
   EXPECT_EQ(ops["mode"], "blocks");
   EXPECT_EQ(ops["mfu"].size(), 4u);
+  EXPECT_DOUBLE_EQ(ops["mfu"][0]["mfu_vs_gemm_peak_around"].get<double>(), all.mfu_gemm_around);
+  EXPECT_EQ(ops["gemm_peak_around"]["n"], 96);
+  EXPECT_DOUBLE_EQ(ops["gemm_peak_around"]["before_gflops"].get<double>(), r.gemm_before);
   EXPECT_EQ(ops["hottest_ops"].size(), 3u);
   double phase_flops = 0;
   for (const auto& ph : ops["phases"]) phase_flops += ph["flops"].get<double>();

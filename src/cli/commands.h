@@ -156,6 +156,7 @@ struct ProfileArgs {
   std::string peak;    // peak file; default: default_peak_path()
   int steps = 6, warmup = -1, top = 25;
   bool libtorch_ops = false;  // libtorch's ops instead of the fused CPU kernels (the "before" profile)
+  bool peak_around = true;    // also measure the GEMM peak just before and after the steps
 };
 /// Profiles training steps: ops table, phases, MFU, ops.json and trace.json.
 int cmd_profile(const ProfileArgs& a);

@@ -41,6 +41,7 @@ int cmd_profile(const ProfileArgs& a) {
   o.warmup = a.warmup;
   set_threads(o.cfg.train.threads);
   o.peak = resolve_peak(o.cfg.train.threads, a.peak, &o.peak_source);
+  if (a.peak_around) o.peak_around_n = o.peak.gemm_n > 0 ? o.peak.gemm_n : 2048;
   const std::string out = !a.out.empty() ? a.out
                           : run_dir      ? (fs::path(a.target) / (std::string("profile-") + to_string(o.cfg.model.mode))).string()
                                          : fmt::format("runs/profile-{}-{}", fs::path(a.target).stem().string(), to_string(o.cfg.model.mode));

@@ -33,6 +33,8 @@ ProfileResult run_profile(const ProfileOptions& o) {
   for (int i = 0; i < warm; ++i) train.step();
   ProfileResult r;
   r.cuda = train.cuda() && OpCollector::cuda_available();
+  const bool around = o.peak_around_n > 0 && !train.cuda();
+  if (around) r.gemm_before = gemm_peak(o.cfg.train.threads, o.peak_around_n, 3).gflops;
   OpCollector collector({/*shapes=*/true, /*cuda_events=*/r.cuda});
   DeviceTimer wall(r.cuda);
   collector.start();
@@ -46,13 +48,14 @@ ProfileResult run_profile(const ProfileOptions& o) {
   }
   r.wall_ms = wall.elapsed_ms();
   auto events = collector.stop();
+  if (around) r.gemm_after = gemm_peak(o.cfg.train.threads, o.peak_around_n, 3).gflops;
   r.steps_without_shapes = copy_shapes_across_steps(events);
   r.profile = analyze(std::move(events));
   r.table = op_table(r.profile);
   r.totals = op_totals(r.profile);
   r.phases = phase_table(r.profile);
   r.steps = step_table(r.profile);
-  r.mfu = utilization(r.steps, o.peak.flops_roof(), o.peak.gemm_gflops);
+  r.mfu = utilization(r.steps, o.peak.flops_roof(), o.peak.gemm_gflops, r.gemm_around());
   return r;
 }
 
@@ -96,7 +99,8 @@ nlohmann::json ProfileResult::ops_json(const ProfileOptions& o) const {
                      {"gflop_per_step", u.gflop_per_step},
                      {"gflops", u.gflops},
                      {"mfu", u.mfu},
-                     {"mfu_vs_gemm_peak", u.mfu_gemm}});
+                     {"mfu_vs_gemm_peak", u.mfu_gemm},
+                     {"mfu_vs_gemm_peak_around", u.mfu_gemm_around}});
   json hottest = json::array();
   for (size_t i = 0; i < std::min<size_t>(3, this->totals.size()); ++i) hottest.push_back(this->totals[i].name);
   const auto& c = o.cfg;
@@ -118,6 +122,7 @@ nlohmann::json ProfileResult::ops_json(const ProfileOptions& o) const {
           {"self_sum_ms", self_sum_ms()},
           {"peak", {{"source", o.peak_source}, {"entry", o.peak.to_json()}, {"flops_roof_gflops", roof}}},
           {"mfu", mfu_j},
+          {"gemm_peak_around", {{"n", o.peak_around_n}, {"before_gflops", gemm_before}, {"after_gflops", gemm_after}}},
           {"hottest_ops", hottest},
           {"phases", phases},
           {"per_step", steps_j},
@@ -193,8 +198,14 @@ void print_profile(const ProfileResult& r, const ProfileOptions& o, int top) {
                u.ms_per_step, u.gflop_per_step, u.gflops);
     if (roof > 0)
       fmt::print("   MFU {:>5.1f}% of the FMA roof, {:>5.1f}% of the GEMM peak", 100 * u.mfu, 100 * u.mfu_gemm);
+    if (u.mfu_gemm_around > 0) fmt::print(", {:>5.1f}% of the GEMM peak around the steps", 100 * u.mfu_gemm_around);
     fmt::print("\n");
   }
+  if (r.gemm_around() > 0)
+    fmt::print("  (GEMM peak measured on {0}^3 just before and after the profiled steps: {1:.1f} and {2:.1f} GFLOP/s,\n"
+               "   against {3:.1f} in the peak file; this host's speed drifts, the mean of the two is the yardstick of the\n"
+               "   same minutes)\n",
+               o.peak_around_n, r.gemm_before, r.gemm_after, o.peak.gemm_gflops);
   fmt::print("\nhottest ops (self time, all shapes):");
   int64_t ops_self = 0;
   for (const auto& t : r.totals) ops_self += t.self_ns;

@@ -18,6 +18,10 @@ struct ProfileOptions {
   int warmup = -1;   // -1: one round (B steps in blocks mode, so every block has run) + 1 end-to-end
   PeakEntry peak;    // zeros: shares of peak are not shown
   std::string peak_source;
+  // > 0: the GEMM peak is also measured on n x n matrices just before and just after the profiled
+  // steps (CPU only). This host's speed drifts by up to 2x from one minute to the next; a peak
+  // measured at another time moves the MFU either way, one measured around the steps does not.
+  int64_t peak_around_n = 0;
 };
 
 struct ProfileResult {
@@ -29,7 +33,10 @@ struct ProfileResult {
   std::vector<PhaseRow> phases;
   std::vector<StepRow> steps;
   std::vector<Utilization> mfu;
+  double gemm_before = 0, gemm_after = 0;  // GFLOP/s around the steps (0: not measured)
 
+  /// The mean of the GEMM peaks measured around the steps (0 when not measured).
+  double gemm_around() const { return gemm_before > 0 && gemm_after > 0 ? (gemm_before + gemm_after) / 2 : 0; }
   /// Sum of the table's self times (ops and the ranges' host time), ms.
   double self_sum_ms() const;
   nlohmann::json ops_json(const ProfileOptions& o) const;

@@ -214,7 +214,8 @@ std::vector<StepRow> step_table(const Profile& p) {
   return out;
 }
 
-std::vector<Utilization> utilization(const std::vector<StepRow>& steps, double peak_gflops, double gemm_gflops) {
+std::vector<Utilization> utilization(const std::vector<StepRow>& steps, double peak_gflops, double gemm_gflops,
+                                     double gemm_around_gflops) {
   std::vector<Utilization> out;
   auto add = [&](const std::string& what, const std::function<bool(const StepRow&)>& keep) {
     Utilization u;
@@ -228,6 +229,7 @@ std::vector<Utilization> utilization(const std::vector<StepRow>& steps, double p
     u.gflops = double(flops) / double(ns);
     u.mfu = peak_gflops > 0 ? u.gflops / peak_gflops : 0;
     u.mfu_gemm = gemm_gflops > 0 ? u.gflops / gemm_gflops : 0;
+    u.mfu_gemm_around = gemm_around_gflops > 0 ? u.gflops / gemm_around_gflops : 0;
     out.push_back(u);
   };
   add("step", [](const StepRow&) { return true; });

@@ -68,9 +68,12 @@ struct Utilization {
   double ms_per_step = 0, gflop_per_step = 0, gflops = 0;
   double mfu = 0;       // against the FMA roof (0 when no peak)
   double mfu_gemm = 0;  // against the measured GEMM peak
+  double mfu_gemm_around = 0;  // against the GEMM peak measured around the steps (0: not measured)
 };
-/// All steps with shapes together, then (when steps carry a block) each block.
-std::vector<Utilization> utilization(const std::vector<StepRow>& steps, double peak_gflops, double gemm_gflops);
+/// All steps with shapes together, then (when steps carry a block) each block. A peak of 0 leaves
+/// its MFU at 0.
+std::vector<Utilization> utilization(const std::vector<StepRow>& steps, double peak_gflops, double gemm_gflops,
+                                     double gemm_around_gflops = 0);
 
 /// The Chrome trace: phases on their own row (tid 0, "phases") above each thread's ops.
 nlohmann::json chrome_trace(const Profile& p, const nlohmann::json& meta);
