@@ -2,7 +2,8 @@
 // rounding) and float32 (tolerance below): adaLN's modulate() and gated_add()
 // (src/models/modulation.h) with per-sample and per-token modulations, widths that are not
 // multiples of a vector, one token, batch 1, and modulations that are views into one projection
-// (as AdaLN's chunks are); the MLP's bias_gelu() (src/models/activation.h).
+// (as AdaLN's chunks are); the MLP's bias_gelu() (src/models/activation.h); the kernels' exponential
+// (src/util/simd.h).
 #include "test_util.h"
 
 #include <fmt/format.h>
@@ -89,6 +90,38 @@ TEST(BiasGelu, FusedMatchesLibtorchInValuesAndGradients) {
       compare_op("bias_gelu", [](const auto& v) { return bias_gelu(v[0], v[1]); }, {x, bias},
                  type == torch::kDouble ? 1e-12 : 1e-6);
     }
+}
+
+// The kernels' exponential (util/simd.h) against std::exp over [-100, 0]: within 2 ulp where e^x
+// is a normal float, exactly 0 below (exp_nonpositive_lanes) or e^-87.3 (exp_clamped_lanes),
+// 0 for -inf, and NaN kept.
+TEST(Simd, ExponentialMatchesStdExp) {
+  using V = simd::Vec<float>;
+  constexpr float kLow = -87.3365447504f;
+  double worst_ulps = 0;
+  for (int i = 0; i <= 100000; i += int(simd::kLanes<float>)) {
+    V x;
+    for (int l = 0; l < simd::kLanes<float>; ++l) x[l] = -100.0f * float(i + l) / 100000.0f;
+    const V e = simd::exp_nonpositive_lanes(x), c = simd::exp_clamped_lanes(x);
+    for (int l = 0; l < simd::kLanes<float>; ++l) {
+      if (x[l] < kLow) {
+        EXPECT_EQ(e[l], 0.0f) << x[l];
+        EXPECT_NEAR(c[l], std::exp(double(kLow)), 1e-44) << x[l];
+        continue;
+      }
+      const double want = std::exp(double(x[l]));
+      worst_ulps = std::max(worst_ulps, std::abs(e[l] - want) / (std::nextafter(float(want), 1.0f) - float(want)));
+      EXPECT_EQ(e[l], c[l]) << x[l];
+    }
+  }
+  EXPECT_LE(worst_ulps, 2.0);
+  V special{};
+  special[0] = -std::numeric_limits<float>::infinity();
+  special[1] = std::nanf("");
+  const V e = simd::exp_nonpositive_lanes(special);
+  EXPECT_EQ(e[0], 0.0f);
+  EXPECT_TRUE(std::isnan(e[1]));
+  EXPECT_EQ(e[2], 1.0f);
 }
 
 TEST(Modulation, NormalisesEachToken) {

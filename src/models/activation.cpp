@@ -14,19 +14,23 @@ namespace {
 using namespace simd;
 
 // The standard normal's CDF Phi(h) and density phi(h), a vector of floats (of any width) at a time.
+// Signs and absolute values by bit operations; e^{-h^2/2} need not be exactly 0 past float's range
+// (1e-38 changes neither Phi nor phi in float32).
 template <typename V>
 BLOCKLAB_INLINE void normal_cdf_pdf(const V& h, V& cdf, V& pdf) {
+  typedef int32_t Bits __attribute__((vector_size(sizeof(V))));
   constexpr float kSqrtHalf = 0.70710678118654752f, kInvSqrt2Pi = 0.39894228040143268f;
   // Abramowitz & Stegun 7.1.26: erf(z) = 1 - t (a1 + t (a2 + ... + t a5)) e^{-z^2}, t = 1 / (1 + p z).
   constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f,
                   kA4 = -1.453152027f, kA5 = 1.061405429f;
   const V z = h * kSqrtHalf;
-  const V az = z < 0 ? -z : z;
+  const Bits sign = bits_as<Bits>(z) & int32_t(0x80000000u);
+  const V az = bits_as<V>(bits_as<Bits>(z) ^ sign);
   const V t = 1.0f / (1.0f + kP * az);
   const V poly = ((((kA5 * t + kA4) * t + kA3) * t + kA2) * t + kA1) * t;
-  const V gauss = exp_nonpositive_lanes(-(z * z));  // e^{-h^2/2}
-  const V erf_abs = 1.0f - poly * gauss;
-  cdf = 0.5f * (1.0f + (z < 0 ? -erf_abs : erf_abs));
+  const V gauss = exp_clamped_lanes(-(z * z));  // e^{-h^2/2}
+  const V erf = bits_as<V>(bits_as<Bits>(1.0f - poly * gauss) | sign);
+  cdf = 0.5f + 0.5f * erf;
   pdf = gauss * kInvSqrt2Pi;
 }
 BLOCKLAB_INLINE void normal_cdf_pdf(const Vec<double>& h, Vec<double>& cdf, Vec<double>& pdf) {

@@ -91,9 +91,10 @@ BLOCKLAB_INLINE T lane_sum(const Vec<T>& v) {
 /// trick, which IEEE arithmetic keeps exact: nothing here needs relaxed floating-point rules).
 /// Within 2 ulp of std::exp; exactly 0 below -87.3 (where e^x is no longer a normal float) and for
 /// -inf; NaN stays NaN. V is a vector of floats of any width (Vec<float>, or 16 lanes in a kernel
-/// compiled for AVX-512).
+/// compiled for AVX-512). exp_clamped_lanes is the same without the zeroing: below -87.3 (and for
+/// -inf) it gives e^-87.3 ~ 1.2e-38, for callers to whom that is zero (two instructions fewer).
 template <typename V>
-BLOCKLAB_INLINE V exp_nonpositive_lanes(const V& x) {
+BLOCKLAB_INLINE V exp_clamped_lanes(const V& x) {
   typedef int32_t Bits __attribute__((vector_size(sizeof(V))));
   constexpr float kLow = -87.3365447504f, kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
@@ -107,8 +108,15 @@ BLOCKLAB_INLINE V exp_nonpositive_lanes(const V& x) {
        1.6666665459e-1f) * r + 5.0000001201e-1f;
   const V er = poly * r * r + r + 1.0f;
   const Bits two_n = (__builtin_convertvector(n, Bits) + 127) << 23;
-  // Zero below kLow by masking the bits (a multiply by a 0/1 factor would make -inf * 0 = NaN).
-  return bits_as<V>(bits_as<Bits>(er * bits_as<V>(two_n)) & (x >= low));
+  return er * bits_as<V>(two_n);
+}
+template <typename V>
+BLOCKLAB_INLINE V exp_nonpositive_lanes(const V& x) {
+  typedef int32_t Bits __attribute__((vector_size(sizeof(V))));
+  const V low = V{} - 87.3365447504f;
+  // Zero below the range by masking the bits (a multiply by a 0/1 factor would make -inf * 0 = NaN);
+  // "not below" rather than "at or above", which a NaN is not either.
+  return bits_as<V>(bits_as<Bits>(exp_clamped_lanes(x)) & ~(x < low));
 }
 BLOCKLAB_INLINE Vec<float> exp_nonpositive(const Vec<float>& x) { return exp_nonpositive_lanes(x); }
 BLOCKLAB_INLINE Vec<double> exp_nonpositive(const Vec<double>& x) {
