@@ -84,7 +84,31 @@ TEST(Attention, FusedMatchesLibtorchInValuesAndGradients) {
     for (int masking : {0, 1, 2}) {
       compare(s, masking, torch::kDouble, 1e-12);
       compare(s, masking, torch::kFloat, 2e-5);
+      if (!simd::has_avx512()) continue;
+      simd::set_wide_vectors(false);  // float32 in Vec's 8 lanes, as on a CPU without AVX-512
+      compare(s, masking, torch::kFloat, 2e-5);
+      simd::set_wide_vectors(true);
     }
+}
+
+// The padding of the saved probabilities follows the lanes: a backward after the lanes changed
+// is refused, naming the switch, rather than reading P wrongly.
+TEST(Attention, BackwardRefusesOtherLanesThanItsForward) {
+  if (!simd::has_avx512()) {
+    EXPECT_FALSE(simd::wide_vectors());
+    return;
+  }
+  torch::manual_seed(9);
+  auto q = torch::randn({1, 2, 5, 16}).set_requires_grad(true);
+  const auto out = attention(q, q, q);
+  simd::set_wide_vectors(false);
+  try {
+    out.sum().backward();
+    ADD_FAILURE() << "backward ran with other lanes than its forward";
+  } catch (const c10::Error& e) {
+    EXPECT_TRUE(test::Contains(e.what_without_backtrace(), "set_wide_vectors"));
+  }
+  simd::set_wide_vectors(true);
 }
 
 TEST(Attention, SwitchedOffItIsLibtorchsPath) {

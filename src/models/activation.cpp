@@ -117,10 +117,10 @@ BLOCKLAB_ISAS void gelu_backward_f32(const GeluRows<float>& r, int64_t rows) {
 BLOCKLAB_ISAS void gelu_backward_f64(const GeluRows<double>& r, int64_t rows) {
   gelu_rows_backward<double, Vec<double>>(r, rows);
 }
-void run_gelu(const GeluRows<float>& r, int64_t b, int64_t e) { has_avx512() ? gelu_f32_wide(r, b, e) : gelu_f32(r, b, e); }
+void run_gelu(const GeluRows<float>& r, int64_t b, int64_t e) { wide_vectors() ? gelu_f32_wide(r, b, e) : gelu_f32(r, b, e); }
 void run_gelu(const GeluRows<double>& r, int64_t b, int64_t e) { gelu_f64(r, b, e); }
 void run_gelu_backward(const GeluRows<float>& r, int64_t rows) {
-  has_avx512() ? gelu_backward_f32_wide(r, rows) : gelu_backward_f32(r, rows);
+  wide_vectors() ? gelu_backward_f32_wide(r, rows) : gelu_backward_f32(r, rows);
 }
 void run_gelu_backward(const GeluRows<double>& r, int64_t rows) { gelu_backward_f64(r, rows); }
 

@@ -281,13 +281,12 @@ __attribute__((target("arch=x86-64-v4"))) void backward_f32_wide(const Attention
 }
 
 // float32 on AVX-512 runs 16 queries per vector, else Vec's lanes: P^T's padding follows.
-bool wide_floats() { return has_avx512(); }
 int64_t query_lanes(torch::ScalarType type) {
-  return type == torch::kDouble ? kLanes<double> : wide_floats() ? kWidth<float, Floats16> : kLanes<float>;
+  return type == torch::kDouble ? kLanes<double> : wide_vectors() ? kWidth<float, Floats16> : kLanes<float>;
 }
 
 void run_heads(bool backward, const AttentionProblem<float>& a, int64_t b, int64_t e) {
-  if (wide_floats())
+  if (wide_vectors())
     backward ? backward_f32_wide(a, b, e) : forward_f32_wide(a, b, e);
   else
     backward ? backward_f32(a, b, e) : forward_f32(a, b, e);
@@ -339,6 +338,8 @@ void fused_backward(const torch::Tensor& q, const torch::Tensor& k, const torch:
                     const torch::Tensor& dout, const torch::Tensor& dq, const torch::Tensor& dk, const torch::Tensor& dv) {
   RECORD_FUNCTION("blocklab::fused_attention_backward", std::vector<c10::IValue>({dout, k}));
   const int64_t n = q.size(0), h = q.size(1), tq = q.size(2), tk = k.size(2), dim = q.size(3);
+  TORCH_CHECK(p.size(3) == padded_queries(q), "fused attention: the forward pass ran with other vector lanes (",
+              p.size(3), " padded queries, now ", padded_queries(q), "): simd::set_wide_vectors changed in between");
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "fused attention backward", [&] {
     auto a = attention_problem<scalar_t>(q, k, v, torch::Tensor(), p);
     a.dout = strided_rows<scalar_t>(dout), a.dq = strided_rows<scalar_t>(dq), a.dk = strided_rows<scalar_t>(dk),

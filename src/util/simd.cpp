@@ -6,10 +6,14 @@ namespace blocklab::simd {
 
 namespace {
 std::atomic<bool> g_fused_kernels{true};
+std::atomic<bool> g_wide_vectors{true};
 }  // namespace
 
 void set_fused_kernels(bool enabled) { g_fused_kernels.store(enabled); }
 bool fused_kernels_enabled() { return g_fused_kernels.load(std::memory_order_relaxed); }
+
+void set_wide_vectors(bool enabled) { g_wide_vectors.store(enabled); }
+bool wide_vectors() { return g_wide_vectors.load(std::memory_order_relaxed) && has_avx512(); }
 
 bool has_avx512() {
 #if defined(__x86_64__) && defined(__GNUC__)

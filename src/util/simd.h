@@ -131,6 +131,12 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 std::string kernel_isa();
 /// Whether the CPU has AVX-512 (x86-64-v4): kernels with 16-float vectors may run.
 bool has_avx512();
+/// Whether the element-wise and attention kernels run 16-float vectors: has_avx512() unless
+/// switched off (default on). Off, they run Vec's 8 lanes as on a CPU without AVX-512, which lets
+/// the tests cover both paths on one machine. (Not to be switched between an attention's forward
+/// and its backward: P's padding follows the lanes; the backward checks it.)
+void set_wide_vectors(bool enabled);
+bool wide_vectors();
 
 /// Whether the fused CPU kernels (attention, adaLN modulation, bias + GELU, the AdamW pass, and the
 /// linear layers on blocklab's GEMM: models/dense.h) may run (default true). Off, each takes
