@@ -70,6 +70,28 @@ TEST(Gemm, MatchesTheFloat64ProductWithinTheRoundingBound) {
       }
 }
 
+// A transposed A's row sums, taken as it is packed (dense()'s bias gradient), over several row
+// blocks, depth blocks and column blocks (each row summed once, not once per column block):
+// within Higham's bound of the float64 sums; a row-major A is refused.
+TEST(Gemm, RowSumsOfATransposedA) {
+  if (!gemm_runs_here()) return;
+  torch::manual_seed(14);
+  for (const Shape& s : std::vector<Shape>{{250, 1030, 300}, {13, 5, 1}, {7, 40, 0}}) {
+    SCOPED_TRACE(fmt::format("m={} n={} k={}", s.m, s.n, s.k));
+    const auto a_stored = torch::randn({s.k, s.m}), b = torch::randn({s.k, s.n});
+    auto c = torch::empty({s.m, s.n}), sums = torch::full({s.m}, std::nanf(""));
+    gemm::sgemm(s.m, s.n, s.k, {a_stored.data_ptr<float>(), s.m, true}, {b.data_ptr<float>(), s.n}, nullptr,
+                c.data_ptr<float>(), s.n, sums.data_ptr<float>());
+    const auto a64 = a_stored.to(torch::kDouble);
+    const double u = std::ldexp(1.0, -24), gamma = s.k * u / (1 - s.k * u);
+    const auto excess = (sums.to(torch::kDouble) - a64.sum(0)).abs() - gamma * a64.abs().sum(0);
+    EXPECT_LE(excess.max().item<double>(), 0.0);
+    EXPECT_LE((c.to(torch::kDouble) - a64.t().mm(b.to(torch::kDouble))).abs().max().item<double>(), 1e-3);
+  }
+  float one = 1, c = 0, sum = 0;
+  EXPECT_THROW(gemm::sgemm(1, 1, 1, {&one, 1}, {&one, 1}, nullptr, &c, 1, &sum), c10::Error);
+}
+
 TEST(Gemm, WritesOnlyItsBlockOfALargerMatrixWithoutBias) {
   if (!gemm_runs_here()) return;
   torch::manual_seed(8);

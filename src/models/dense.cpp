@@ -49,12 +49,14 @@ class DenseFunction : public torch::autograd::Function<DenseFunction> {
       dx = torch::empty({m, in}, x2.options());
       gemm::sgemm(m, in, out, {dy.data_ptr<float>(), out}, {w.data_ptr<float>(), in}, nullptr, dx.data_ptr<float>(), in);
     }
-    if (ctx->needs_input_grad(1)) {  // dW [out, in] = dy^T [out, m] x [m, in]
+    if (ctx->needs_input_grad(2)) db = torch::empty({out}, w.options());
+    if (ctx->needs_input_grad(1)) {  // dW [out, in] = dy^T [out, m] x [m, in], and db = dy's column sums as dy^T is packed
       dw = torch::empty({out, in}, w.options());
       gemm::sgemm(out, in, m, {dy.data_ptr<float>(), out, /*transposed=*/true}, {x2.data_ptr<float>(), in}, nullptr,
-                  dw.data_ptr<float>(), in);
+                  dw.data_ptr<float>(), in, db.defined() ? db.data_ptr<float>() : nullptr);
+    } else if (db.defined()) {
+      db = dy.sum(0);
     }
-    if (ctx->needs_input_grad(2)) db = dy.sum(0);
     return {dx, dw, db};
   }
 };

@@ -53,8 +53,10 @@ BLOCKLAB_INLINE void pack_b(const Operand& b, int64_t pc, int64_t kc, int64_t jc
   }
 }
 
-// A [ic, ic + mc) x [pc, pc + kc) into strips of kMr rows, each kc columns of kMr floats.
-BLOCKLAB_INLINE void pack_a(const Operand& a, int64_t ic, int64_t mc, int64_t pc, int64_t kc, float* dst) {
+// A [ic, ic + mc) x [pc, pc + kc) into strips of kMr rows, each kc columns of kMr floats. With
+// `sums` (a transposed A), also the rows' sums over this depth block, added to sums[0, mc) (set on
+// the first block): in order within the block, the blocks in order, whatever the threads.
+BLOCKLAB_INLINE void pack_a(const Operand& a, int64_t ic, int64_t mc, int64_t pc, int64_t kc, float* dst, float* sums) {
   for (int64_t i0 = 0; i0 < mc; i0 += kMr, dst += kc * kMr) {
     const int64_t rows = std::min(kMr, mc - i0);
     if (rows < kMr) std::fill(dst, dst + kc * kMr, 0.0f);
@@ -66,6 +68,12 @@ BLOCKLAB_INLINE void pack_a(const Operand& a, int64_t ic, int64_t mc, int64_t pc
     } else {
       for (int64_t p = 0; p < kc; ++p) copy_floats<kMr>(dst + p * kMr, a.data + (pc + p) * a.ld + ic + i0, rows);
     }
+    if (!sums) continue;
+    float s[kMr] = {};
+    for (int64_t p = 0; p < kc; ++p)
+#pragma GCC unroll 16
+      for (int64_t r = 0; r < kMr; ++r) s[r] += dst[p * kMr + r];
+    for (int64_t r = 0; r < rows; ++r) sums[i0 + r] = pc == 0 ? s[r] : sums[i0 + r] + s[r];
   }
 }
 
@@ -130,6 +138,7 @@ struct RowBlock {
   float* c;           // C at (ic, jc)
   int64_t ldc, ic, mc, pc, kc, nc;
   bool add_to_c;
+  float* row_sums;  // A's row sums at ic, or null (also on column blocks after the first)
 };
 
 // A row-major A is read where it lies (its rows are contiguous in k); a transposed one is packed
@@ -138,7 +147,7 @@ struct RowBlock {
 BLOCKLAB_INLINE void multiply(const RowBlock& blk, float* packed) {
   const Operand& a = blk.a;
   const int64_t in_place = a.transposed ? 0 : blk.mc / kMr * kMr;  // rows read in place
-  if (in_place < blk.mc) pack_a(a, blk.ic + in_place, blk.mc - in_place, blk.pc, blk.kc, packed);
+  if (in_place < blk.mc) pack_a(a, blk.ic + in_place, blk.mc - in_place, blk.pc, blk.kc, packed, blk.row_sums);
   for (int64_t jr = 0; jr < blk.nc; jr += kNr) {
     const float* panel = blk.bpack + jr * blk.kc;
     const float* bias = blk.bias ? blk.bias + jr : nullptr;
@@ -167,12 +176,18 @@ __attribute__((target("arch=x86-64-v4"))) void multiply_avx512(const RowBlock& b
 
 bool available() { return simd::has_avx512(); }
 
-void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* bias, float* c, int64_t ldc) {
+void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* bias, float* c, int64_t ldc,
+           float* a_row_sums) {
   TORCH_CHECK(available(), "gemm::sgemm: this CPU has no AVX-512 (x86-64-v4)");
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    for (int64_t i = 0; i < m; ++i)
+  TORCH_CHECK(!a_row_sums || a.transposed, "gemm::sgemm: A's row sums are taken as a transposed A is packed");
+  if (m <= 0) return;
+  if (n <= 0 || k <= 0) {  // no product to pack A for: C is the bias, the row sums are taken directly
+    for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias ? bias[j] : 0.0f;
+      if (!a_row_sums) continue;
+      a_row_sums[i] = 0.0f;
+      for (int64_t p = 0; p < k; ++p) a_row_sums[i] += a.data[p * a.ld + i];
+    }
     return;
   }
   thread_local std::vector<float> bpack;  // kept between calls: no allocation and zeroing per product
@@ -189,7 +204,7 @@ void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* b
         for (int64_t ib = begin; ib < end; ++ib) {
           const int64_t ic = ib * kMc;
           const RowBlock blk{a, bpack.data(), pc == 0 && bias ? bias + jc : nullptr, c + ic * ldc + jc, ldc, ic,
-                             std::min(kMc, m - ic), pc, kc, nc, pc > 0};
+                             std::min(kMc, m - ic), pc, kc, nc, pc > 0, jc == 0 && a_row_sums ? a_row_sums + ic : nullptr};
           multiply_avx512(blk, packed.data());
         }
       });

@@ -30,6 +30,9 @@ bool available();
 
 /// C [m, n] (row stride ldc) = A [m, k] B [k, n] + bias [n] (bias may be null). libtorch's
 /// intra-op threads share the blocks of rows of C. Requires available().
-void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* bias, float* c, int64_t ldc);
+/// `a_row_sums` (or null; a transposed A only) receives sum_k A(i, k) for each row i, taken as A is
+/// packed (for a weight gradient dW = dy^T x, the bias gradient: no pass of its own over dy).
+void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* bias, float* c, int64_t ldc,
+           float* a_row_sums = nullptr);
 
 }  // namespace blocklab::gemm
