@@ -138,7 +138,7 @@ struct RowBlock {
   float* c;           // C at (ic, jc)
   int64_t ldc, ic, mc, pc, kc, nc;
   bool add_to_c;
-  float* row_sums;  // A's row sums at ic, or null (also on column blocks after the first)
+  float* row_sums;  // A's row sums at ic on the first column block, else null
 };
 
 // A row-major A is read where it lies (its rows are contiguous in k); a transposed one is packed
