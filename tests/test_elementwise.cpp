@@ -98,7 +98,7 @@ TEST(BiasGelu, FusedMatchesLibtorchInValuesAndGradients) {
 }
 
 // The kernels' exponential (util/simd.h) against std::exp over [-100, 0]: within 2 ulp where e^x
-// is a normal float, exactly 0 below (exp_nonpositive_lanes) or e^-87.3 (exp_clamped_lanes),
+// is a normal float, exactly 0 below (exp_nonpositive) or e^-87.3 (exp_clamped_lanes),
 // 0 for -inf, and NaN kept.
 TEST(Simd, ExponentialMatchesStdExp) {
   using V = simd::Vec<float>;
@@ -107,7 +107,7 @@ TEST(Simd, ExponentialMatchesStdExp) {
   for (int i = 0; i <= 100000; i += int(simd::kLanes<float>)) {
     V x;
     for (int l = 0; l < simd::kLanes<float>; ++l) x[l] = -100.0f * float(i + l) / 100000.0f;
-    const V e = simd::exp_nonpositive_lanes(x), c = simd::exp_clamped_lanes(x);
+    const V e = simd::exp_nonpositive(x), c = simd::exp_clamped_lanes(x);
     for (int l = 0; l < simd::kLanes<float>; ++l) {
       if (x[l] < kLow) {
         EXPECT_EQ(e[l], 0.0f) << x[l];
@@ -123,7 +123,7 @@ TEST(Simd, ExponentialMatchesStdExp) {
   V special{};
   special[0] = -std::numeric_limits<float>::infinity();
   special[1] = std::nanf("");
-  const V e = simd::exp_nonpositive_lanes(special);
+  const V e = simd::exp_nonpositive(special);
   EXPECT_EQ(e[0], 0.0f);
   EXPECT_TRUE(std::isnan(e[1]));
   EXPECT_EQ(e[2], 1.0f);

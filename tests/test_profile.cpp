@@ -428,6 +428,7 @@ TEST(ProfileTable, StepsCarryTheirBlockFlopsAndMfu) {
   EXPECT_DOUBLE_EQ(ops["mfu"][0]["mfu_vs_gemm_peak_around"].get<double>(), all.mfu_gemm_around);
   EXPECT_EQ(ops["gemm_peak_around"]["n"], 96);
   EXPECT_DOUBLE_EQ(ops["gemm_peak_around"]["before_gflops"].get<double>(), r.gemm_before);
+  EXPECT_EQ(ops["gemm_peak_around"]["kernel"], kLibtorchMm);  // the test's peak names no kernel: libtorch's mm
   EXPECT_EQ(ops["hottest_ops"].size(), 3u);
   double phase_flops = 0;
   for (const auto& ph : ops["phases"]) phase_flops += ph["flops"].get<double>();

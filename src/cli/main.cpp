@@ -178,7 +178,7 @@ int main(int argc, char** argv) {
   pr->add_option("--top", prof.top, "rows of the printed table")->check(CLI::PositiveNumber);
   pr->add_flag("--libtorch-ops", prof.libtorch_ops, "libtorch's ops instead of the fused CPU kernels (to compare)");
   pr->add_flag("!--no-peak-around", prof.peak_around,
-               "skip measuring the GEMM peak just before and after the steps (~3 s; the MFU then uses the peak file's only)");
+               "skip measuring the GEMM peak just before and after the steps (~1-2 s; the MFU then uses the peak file's only)");
   ProfileLinearArgs plin;
   auto* pl = pr->add_subcommand("linear", "y = x W + b: matmul + add vs fused addmm, forward and backward, roofline");
   pl->add_option("--sizes", plin.sizes, "n of x [batch, n] and W [n, n]")->delimiter(',')->check(CLI::PositiveNumber);

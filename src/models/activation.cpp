@@ -54,14 +54,14 @@ struct GeluRows {
 // tail through a zero-padded vector (so every element takes the same arithmetic).
 template <typename V, typename T>
 BLOCKLAB_INLINE V load_part(const T* p, int64_t count) {
-  if (count == int64_t(sizeof(V) / sizeof(T))) return load_as<V>(p);
+  if (count == kLanesOf<T, V>) return load_as<V>(p);
   V v{};
   for (int64_t l = 0; l < count; ++l) v[l] = p[l];
   return v;
 }
 template <typename V, typename T>
 BLOCKLAB_INLINE void store_part(T* p, const V& v, int64_t count) {
-  if (count == int64_t(sizeof(V) / sizeof(T))) return store_as(p, v);
+  if (count == kLanesOf<T, V>) return store_as(p, v);
   for (int64_t l = 0; l < count; ++l) p[l] = v[l];
 }
 
@@ -79,7 +79,7 @@ BLOCKLAB_INLINE void chunks(int64_t features, Op op) {
 template <typename T, typename V>
 BLOCKLAB_INLINE void gelu_rows(const GeluRows<T>& r, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i)
-    chunks<sizeof(V) / sizeof(T)>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
+    chunks<kLanesOf<T, V>>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
       const int64_t at = i * r.features + j;
       const V h = load_part<V>(r.x + at, count) + load_part<V>(r.bias + j, count);
       V cdf, pdf;
@@ -93,7 +93,7 @@ BLOCKLAB_INLINE void gelu_rows(const GeluRows<T>& r, int64_t begin, int64_t end)
 template <typename T, typename V>
 BLOCKLAB_INLINE void gelu_rows_backward(const GeluRows<T>& r, int64_t rows) {
   for (int64_t i = 0; i < rows; ++i)
-    chunks<sizeof(V) / sizeof(T)>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
+    chunks<kLanesOf<T, V>>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
       const int64_t at = i * r.features + j;
       const V g = load_part<V>(r.dy + at, count) * load_part<V>(r.slope + at, count);
       store_part(r.dx + at, g, count);

@@ -20,15 +20,7 @@ namespace {
 using namespace simd;
 
 // The kernel runs in vectors V of T: Vec<T> (8 floats, 4 doubles) in the clones of every x86-64
-// level, 16 floats where the CPU has AVX-512. Queries lie along the lanes, padded to whole vectors.
-template <typename T, typename V>
-constexpr int64_t kWidth = int64_t(sizeof(V) / sizeof(T));
-
-template <typename V>
-BLOCKLAB_INLINE V exp_lanes(const V& x) {  // floats, any width
-  return exp_nonpositive_lanes(x);
-}
-BLOCKLAB_INLINE Vec<double> exp_lanes(const Vec<double>& x) { return exp_nonpositive(x); }
+// level, 16 floats where wide_vectors(). Queries lie along the lanes, padded to whole vectors.
 
 // One attention problem: pointers to element [0, 0, 0, 0] and the strides of dimensions N, H and
 // T (the channel stride is 1). The probabilities are kept transposed, P^T [N, H, Tk, Tq padded to
@@ -68,7 +60,7 @@ struct Operand {
 template <typename T, typename V, int Rows, int Cols>
 BLOCKLAB_INLINE void product_tile(const Operand<T>& a, int64_t m0, int64_t depth, const T* b,
                                   int64_t ldb, int64_t c0, T* c, int64_t ldc) {
-  constexpr int64_t L = kWidth<T, V>;
+  constexpr int64_t L = kLanesOf<T, V>;
   V acc[Rows][Cols] = {};
   for (int64_t k = 0; k < depth; ++k) {
     V bk[Cols];
@@ -109,8 +101,8 @@ struct HeadRows {
 template <typename T, typename V>
 BLOCKLAB_INLINE HeadRows<T> rows_in(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
                                     int64_t dim, T* scratch) {
-  if (dim % kWidth<T, V> == 0) return {x.row(n, h, 0), x.st, false};
-  const int64_t padded = round_up(dim, kWidth<T, V>);
+  if (dim % kLanesOf<T, V> == 0) return {x.row(n, h, 0), x.st, false};
+  const int64_t padded = round_up(dim, kLanesOf<T, V>);
   for (int64_t t = 0; t < count; ++t) {
     const T* src = x.row(n, h, t);
     for (int64_t d = 0; d < padded; ++d) scratch[t * padded + d] = d < dim ? src[d] : T(0);
@@ -120,8 +112,8 @@ BLOCKLAB_INLINE HeadRows<T> rows_in(const StridedRows<T>& x, int64_t n, int64_t 
 template <typename T, typename V>
 BLOCKLAB_INLINE HeadRows<T> rows_out(const StridedRows<T>& x, int64_t n, int64_t h, int64_t dim,
                                      T* scratch) {
-  if (dim % kWidth<T, V> == 0) return {x.row(n, h, 0), x.st, false};
-  return {scratch, round_up(dim, kWidth<T, V>), true};
+  if (dim % kLanesOf<T, V> == 0) return {x.row(n, h, 0), x.st, false};
+  return {scratch, round_up(dim, kLanesOf<T, V>), true};
 }
 template <typename T>
 BLOCKLAB_INLINE void finish_rows(const HeadRows<T>& out, const StridedRows<T>& x, int64_t n, int64_t h,
@@ -159,7 +151,7 @@ BLOCKLAB_INLINE void transpose_block(V* r) {
 template <typename T, typename V>
 BLOCKLAB_INLINE void transpose_head(const StridedRows<T>& x, int64_t n, int64_t h, int64_t count,
                                     int64_t dim, int64_t padded, T scale, T* out) {
-  constexpr int64_t L = kWidth<T, V>;
+  constexpr int64_t L = kLanesOf<T, V>;
   const T* x0 = x.row(n, h, 0);
   const int64_t whole = dim / L * L;
   for (int64_t d0 = 0; d0 < whole; d0 += L)
@@ -179,7 +171,7 @@ BLOCKLAB_INLINE void transpose_head(const StridedRows<T>& x, int64_t n, int64_t 
 // (backward), and up to four operands or results of a width no vector divides [T, D padded].
 template <typename T, typename V>
 size_t scratch_size(const AttentionProblem<T>& a) {
-  const int64_t tqp = round_up(a.tq, kWidth<T, V>), dp = round_up(a.dim, kWidth<T, V>), t = std::max(a.tq, a.tk);
+  const int64_t tqp = round_up(a.tq, kLanesOf<T, V>), dp = round_up(a.dim, kLanesOf<T, V>), t = std::max(a.tq, a.tk);
   return size_t(a.dim * tqp + a.tk * tqp + 4 * t * dp);
 }
 
@@ -189,7 +181,7 @@ size_t scratch_size(const AttentionProblem<T>& a) {
 // P^T [Tk, Tq padded] is kept for backward.
 template <typename T, typename V>
 BLOCKLAB_INLINE void attention_forward_head(const AttentionProblem<T>& a, int64_t n, int64_t h, T* scratch) {
-  constexpr int64_t L = kWidth<T, V>;
+  constexpr int64_t L = kLanesOf<T, V>;
   const int64_t tq = a.tq, tk = a.tk, dim = a.dim, tqp = round_up(tq, L), vq = tqp / L;
   T* qt = scratch;
   T* pt = a.p.row(n, h, 0);
@@ -207,7 +199,7 @@ BLOCKLAB_INLINE void attention_forward_head(const AttentionProblem<T>& a, int64_
     }
     V sum{};
     for (int64_t j = 0; j < tk; ++j) {
-      const V e = exp_lanes(load_as<V>(pt + j * tqp + c) - top);
+      const V e = exp_nonpositive(load_as<V>(pt + j * tqp + c) - top);
       store_as(pt + j * tqp + c, e);
       sum += e;
     }
@@ -227,7 +219,7 @@ BLOCKLAB_INLINE void attention_forward_head(const AttentionProblem<T>& a, int64_
 //   dQ = dS K;  dK = dS^T Q;  dV = P^T dO.
 template <typename T, typename V>
 BLOCKLAB_INLINE void attention_backward_head(const AttentionProblem<T>& a, int64_t n, int64_t h, T* scratch) {
-  constexpr int64_t L = kWidth<T, V>;
+  constexpr int64_t L = kLanesOf<T, V>;
   const int64_t tq = a.tq, tk = a.tk, dim = a.dim, tqp = round_up(tq, L), vq = tqp / L;
   const int64_t dp = round_up(dim, L), vd = dp / L, wide = std::max(tq, tk) * dp;
   T* dout_t = scratch;
@@ -282,7 +274,7 @@ __attribute__((target("arch=x86-64-v4"))) void backward_f32_wide(const Attention
 
 // float32 on AVX-512 runs 16 queries per vector, else Vec's lanes: P^T's padding follows.
 int64_t query_lanes(torch::ScalarType type) {
-  return type == torch::kDouble ? kLanes<double> : wide_vectors() ? kWidth<float, Floats16> : kLanes<float>;
+  return type == torch::kDouble ? kLanes<double> : wide_vectors() ? kLanesOf<float, Floats16> : kLanes<float>;
 }
 
 void run_heads(bool backward, const AttentionProblem<float>& a, int64_t b, int64_t e) {

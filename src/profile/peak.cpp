@@ -148,32 +148,39 @@ double fma_loop_gflops(int threads, double seconds, std::string isa, std::string
   return best;
 }
 
-GemmPeak gemm_peak(int threads, int64_t n, int reps) {
+double gemm_kernel_gflops(const std::string& kernel, int threads, int64_t n, int reps) {
+  const bool own = kernel == kBlocklabGemm;
+  if (own && !gemm::available()) return 0;
   const int before = at::get_num_threads();
   set_threads(threads);
   torch::NoGradGuard no_grad;
   auto a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
-  const auto best_of = [&](const std::function<void()>& product) {
-    product();  // warm-up: buffers, page faults
-    double best = 0;
-    for (int r = 0; r < reps; ++r) {
-      const auto t0 = Clock::now();
-      product();
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-      best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s / 1e9);
-    }
-    return best;
-  };
-  GemmPeak p;
-  p.mm_gflops = p.gflops = best_of([&] { torch::mm_out(c, a, b); });
-  p.kernel = "libtorch mm";
-  if (gemm::available() && simd::fused_kernels_enabled()) {
-    const double own = best_of([&] {
+  const auto product = [&] {
+    if (own)
       gemm::sgemm(n, n, n, {a.data_ptr<float>(), n}, {b.data_ptr<float>(), n}, nullptr, c.data_ptr<float>(), n);
-    });
-    if (own > p.gflops) p = {own, p.mm_gflops, "blocklab AVX-512"};
+    else
+      torch::mm_out(c, a, b);
+  };
+  product();  // warm-up: buffers, page faults
+  double best = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    product();
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s / 1e9);
   }
   set_threads(before);
+  return best;
+}
+
+GemmPeak gemm_peak(int threads, int64_t n, int reps) {
+  GemmPeak p;
+  p.mm_gflops = p.gflops = gemm_kernel_gflops(kLibtorchMm, threads, n, reps);
+  p.kernel = kLibtorchMm;
+  if (simd::fused_kernels_enabled()) {
+    const double own = gemm_kernel_gflops(kBlocklabGemm, threads, n, reps);
+    if (own > p.gflops) p = {own, p.mm_gflops, kBlocklabGemm};
+  }
   return p;
 }
 

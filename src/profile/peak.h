@@ -15,10 +15,14 @@
 
 namespace blocklab {
 
+/// The GEMM kernels a peak can come from (the names stored in peak files).
+inline constexpr const char* kLibtorchMm = "libtorch mm";
+inline constexpr const char* kBlocklabGemm = "blocklab AVX-512";
+
 struct PeakEntry {
   int threads = 1;
   double gemm_gflops = 0;   // the GEMM peak: the faster of the two below, on gemm_n^3 fp32
-  std::string gemm_kernel;  // which: "libtorch mm" or "blocklab AVX-512" / "blocklab AVX2"
+  std::string gemm_kernel;  // which: kLibtorchMm or kBlocklabGemm (empty in files from before)
   double mm_gflops = 0;     // best torch::mm_out
   int64_t gemm_n = 0;
   double fma_gflops = 0;  // FMA loop, widest ISA (fma_isa)
@@ -62,6 +66,9 @@ struct GemmPeak {
   std::string kernel;
 };
 GemmPeak gemm_peak(int threads, int64_t n, int reps);
+/// Best GFLOP/s of one kernel (kLibtorchMm or kBlocklabGemm) on n x n fp32 matrices; 0 for
+/// blocklab's where the CPU cannot run it.
+double gemm_kernel_gflops(const std::string& kernel, int threads, int64_t n, int reps);
 /// Stream copy and triad GB/s with `threads` threads over arrays of `mib` MiB each (best of reps).
 std::pair<double, double> stream_gbs(int threads, double mib, int reps);
 

@@ -33,8 +33,12 @@ ProfileResult run_profile(const ProfileOptions& o) {
   for (int i = 0; i < warm; ++i) train.step();
   ProfileResult r;
   r.cuda = train.cuda() && OpCollector::cuda_available();
+  // The same kernel as the peak file's GEMM peak (libtorch's mm for a file without one).
   const bool around = o.peak_around_n > 0 && !train.cuda();
-  if (around) r.gemm_before = gemm_peak(o.cfg.train.threads, o.peak_around_n, 3).gflops;
+  if (around) {
+    r.gemm_around_kernel = o.peak.gemm_kernel.empty() ? kLibtorchMm : o.peak.gemm_kernel;
+    r.gemm_before = gemm_kernel_gflops(r.gemm_around_kernel, o.cfg.train.threads, o.peak_around_n, 3);
+  }
   OpCollector collector({/*shapes=*/true, /*cuda_events=*/r.cuda});
   DeviceTimer wall(r.cuda);
   collector.start();
@@ -48,7 +52,7 @@ ProfileResult run_profile(const ProfileOptions& o) {
   }
   r.wall_ms = wall.elapsed_ms();
   auto events = collector.stop();
-  if (around) r.gemm_after = gemm_peak(o.cfg.train.threads, o.peak_around_n, 3).gflops;
+  if (around) r.gemm_after = gemm_kernel_gflops(r.gemm_around_kernel, o.cfg.train.threads, o.peak_around_n, 3);
   r.steps_without_shapes = copy_shapes_across_steps(events);
   r.profile = analyze(std::move(events));
   r.table = op_table(r.profile);
@@ -122,7 +126,8 @@ nlohmann::json ProfileResult::ops_json(const ProfileOptions& o) const {
           {"self_sum_ms", self_sum_ms()},
           {"peak", {{"source", o.peak_source}, {"entry", o.peak.to_json()}, {"flops_roof_gflops", roof}}},
           {"mfu", mfu_j},
-          {"gemm_peak_around", {{"n", o.peak_around_n}, {"before_gflops", gemm_before}, {"after_gflops", gemm_after}}},
+          {"gemm_peak_around",
+           {{"n", o.peak_around_n}, {"kernel", gemm_around_kernel}, {"before_gflops", gemm_before}, {"after_gflops", gemm_after}}},
           {"hottest_ops", hottest},
           {"phases", phases},
           {"per_step", steps_j},
@@ -202,10 +207,10 @@ void print_profile(const ProfileResult& r, const ProfileOptions& o, int top) {
     fmt::print("\n");
   }
   if (r.gemm_around() > 0)
-    fmt::print("  (GEMM peak measured on {0}^3 just before and after the profiled steps: {1:.1f} and {2:.1f} GFLOP/s,\n"
-               "   against {3:.1f} in the peak file; this host's speed drifts, the mean of the two is the yardstick of the\n"
-               "   same minutes)\n",
-               o.peak_around_n, r.gemm_before, r.gemm_after, o.peak.gemm_gflops);
+    fmt::print("  (GEMM peak, {0}, measured on {1}^3 just before and after the profiled steps: {2:.1f} and {3:.1f}\n"
+               "   GFLOP/s, against {4:.1f} in the peak file; this host's speed drifts, the mean of the two is the\n"
+               "   yardstick of the same minutes)\n",
+               r.gemm_around_kernel, o.peak_around_n, r.gemm_before, r.gemm_after, o.peak.gemm_gflops);
   fmt::print("\nhottest ops (self time, all shapes):");
   int64_t ops_self = 0;
   for (const auto& t : r.totals) ops_self += t.self_ns;

@@ -34,6 +34,7 @@ struct ProfileResult {
   std::vector<StepRow> steps;
   std::vector<Utilization> mfu;
   double gemm_before = 0, gemm_after = 0;  // GFLOP/s around the steps (0: not measured)
+  std::string gemm_around_kernel;          // the peak file's GEMM kernel, which they measure
 
   /// The mean of the GEMM peaks measured around the steps (0 when not measured).
   double gemm_around() const { return gemm_before > 0 && gemm_after > 0 ? (gemm_before + gemm_after) / 2 : 0; }

@@ -2,7 +2,8 @@
 // models/activation.cpp, train/adamw.cpp, util/gemm.cpp), through GCC's vector extensions:
 // Vec<T> is 32 bytes (8 floats, 4 doubles), one AVX register, or two SSE registers in the
 // baseline build; Floats16 is one AVX-512 register, for kernels compiled for x86-64-v4 only
-// (explicit target("arch=x86-64-v4") functions, called when has_avx512()). Written as plain
+// (explicit target("arch=x86-64-v4") functions, called when wide_vectors() or, for the GEMM,
+// gemm::available()). Written as plain
 // arithmetic, the compiler emits each instruction set's own operations; every sum is taken in the order the code says
 // (nothing is reassociated, no relaxed floating-point flags), so results do not depend on the
 // machine beyond the use of FMA.
@@ -50,6 +51,10 @@ constexpr int64_t kLanes = Simd<T>::kLanes;
 
 typedef float Floats16 __attribute__((vector_size(64)));
 
+/// Lanes of a vector V of T (kLanes<T> for Vec<T>, 16 for Floats16).
+template <typename T, typename V>
+constexpr int64_t kLanesOf = int64_t(sizeof(V) / sizeof(T));
+
 /// Unaligned loads and stores of a vector V of any width.
 template <typename V, typename T>
 BLOCKLAB_INLINE V load_as(const T* p) {
@@ -91,12 +96,14 @@ BLOCKLAB_INLINE T lane_sum(const Vec<T>& v) {
 /// trick, which IEEE arithmetic keeps exact: nothing here needs relaxed floating-point rules).
 /// Within 2 ulp of std::exp; exactly 0 below -87.3 (where e^x is no longer a normal float) and for
 /// -inf; NaN stays NaN. V is a vector of floats of any width (Vec<float>, or 16 lanes in a kernel
-/// compiled for AVX-512). exp_clamped_lanes is the same without the zeroing: below -87.3 (and for
-/// -inf) it gives e^-87.3 ~ 1.2e-38, for callers to whom that is zero (two instructions fewer).
+/// compiled for AVX-512); float64 vectors take std::exp lane by lane (the tests' precision).
+/// exp_clamped_lanes is the same without the zeroing: below -87.3 (and for -inf) it gives
+/// e^-87.3 ~ 1.2e-38, for callers to whom that is zero (two instructions fewer).
+constexpr float kExpLow = -87.3365447504f;  // ln of the smallest normal float
 template <typename V>
 BLOCKLAB_INLINE V exp_clamped_lanes(const V& x) {
   typedef int32_t Bits __attribute__((vector_size(sizeof(V))));
-  constexpr float kLow = -87.3365447504f, kLog2e = 1.44269504088896341f;
+  constexpr float kLow = kExpLow, kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
   const V low = V{} + kLow;
@@ -111,17 +118,16 @@ BLOCKLAB_INLINE V exp_clamped_lanes(const V& x) {
   return er * bits_as<V>(two_n);
 }
 template <typename V>
-BLOCKLAB_INLINE V exp_nonpositive_lanes(const V& x) {
+BLOCKLAB_INLINE V exp_nonpositive(const V& x) {
   typedef int32_t Bits __attribute__((vector_size(sizeof(V))));
-  const V low = V{} - 87.3365447504f;
+  const V low = V{} + kExpLow;
   // Zero below the range by masking the bits (a multiply by a 0/1 factor would make -inf * 0 = NaN);
   // "not below" rather than "at or above", which a NaN is not either.
   return bits_as<V>(bits_as<Bits>(exp_clamped_lanes(x)) & ~(x < low));
 }
-BLOCKLAB_INLINE Vec<float> exp_nonpositive(const Vec<float>& x) { return exp_nonpositive_lanes(x); }
 BLOCKLAB_INLINE Vec<double> exp_nonpositive(const Vec<double>& x) {
   Vec<double> e;
-  for (int64_t l = 0; l < kLanes<double>; ++l) e[l] = std::exp(x[l]);  // float64: the tests' precision
+  for (int64_t l = 0; l < kLanes<double>; ++l) e[l] = std::exp(x[l]);
   return e;
 }
 
