@@ -79,16 +79,23 @@ TEST(Attention, FusedMatchesLibtorchInValuesAndGradients) {
       {2, 2, 1, 9, 12},     // one query against cached keys (generation)
       {2, 3, 6, 11, 24},    // more keys than queries
       {1, 2, 64, 64, 32},   // a longer sequence
+      {3, 7, 18, 18, 64},   // pairs filling more than one vector of pairs, the last group part-empty
   };
-  for (const auto& s : shapes)
-    for (int masking : {0, 1, 2}) {
-      compare(s, masking, torch::kDouble, 1e-12);
-      compare(s, masking, torch::kFloat, 2e-5);
-      if (!simd::has_avx512()) continue;
-      simd::set_wide_vectors(false);  // float32 in Vec's 8 lanes, as on a CPU without AVX-512
-      compare(s, masking, torch::kFloat, 2e-5);
-      simd::set_wide_vectors(true);
-    }
+  // Both kernels on every shape: one head's queries along the lanes, and (sample, head) pairs.
+  for (auto kernel : {AttentionKernel::PerHead, AttentionKernel::PairLanes}) {
+    SCOPED_TRACE(kernel == AttentionKernel::PerHead ? "one head at a time" : "pairs along the lanes");
+    set_attention_kernel(kernel);
+    for (const auto& s : shapes)
+      for (int masking : {0, 1, 2}) {
+        compare(s, masking, torch::kDouble, 1e-12);
+        compare(s, masking, torch::kFloat, 2e-5);
+        if (!simd::has_avx512()) continue;
+        simd::set_wide_vectors(false);  // float32 in Vec's 8 lanes, as on a CPU without AVX-512
+        compare(s, masking, torch::kFloat, 2e-5);
+        simd::set_wide_vectors(true);
+      }
+  }
+  set_attention_kernel(AttentionKernel::Auto);
 }
 
 // The padding of the saved probabilities follows the lanes: a backward after the lanes changed

@@ -2,8 +2,6 @@
 // transformer layer's linear layers (qkv, proj, fc1, fc2: forward, dx, dW), alternating round by
 // round in one process, so that the host's drifts hit both alike.
 #include <algorithm>
-#include <chrono>
-#include <functional>
 
 #include <fmt/format.h>
 
@@ -12,6 +10,7 @@
 #include "util/gemm.h"
 #include "util/stats.h"
 #include "util/system.h"
+#include "util/timing.h"
 
 namespace blocklab {
 namespace {
@@ -33,12 +32,6 @@ std::vector<Product> layer_products(int64_t rows, int64_t d, int64_t mlp) {
     out.push_back({layer + " dW = dy^T x", width, in, rows, true, false});
   }
   return out;
-}
-
-double seconds_of(const std::function<void()>& f, int reps) {
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < reps; ++i) f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace

@@ -186,6 +186,12 @@ struct BenchGemmArgs {
 /// blocklab's GEMM against libtorch's mm on one transformer layer's products, alternating.
 int cmd_bench_gemm(const BenchGemmArgs& a);
 
+struct BenchAttentionArgs {
+  int threads = 1, rounds = 7;
+};
+/// The fused attention's two kernels and libtorch's ops on the recipes' shapes, alternating.
+int cmd_bench_attention(const BenchAttentionArgs& a);
+
 struct BenchOverheadArgs {
   std::string config;
   std::vector<std::string> overrides;

@@ -201,6 +201,10 @@ int main(int argc, char** argv) {
   bg->add_option("--mlp-ratio", bgemm.mlp_ratio, "MLP width / d")->check(CLI::PositiveNumber);
   bg->add_option("--threads", bgemm.threads, "threads of both")->check(CLI::PositiveNumber);
   bg->add_option("--rounds", bgemm.rounds, "alternating rounds per product")->check(CLI::PositiveNumber);
+  BenchAttentionArgs battn;
+  auto* ba = bench->add_subcommand("attention", "the fused attention's two kernels and libtorch's ops on the recipes' shapes, alternating");
+  ba->add_option("--threads", battn.threads, "threads")->check(CLI::PositiveNumber);
+  ba->add_option("--rounds", battn.rounds, "alternating rounds per shape")->check(CLI::PositiveNumber);
   BenchOverheadArgs bover;
   auto* bo = bench->add_subcommand("profiler-overhead", "step time with and without the profiler, interleaved");
   bo->add_option("--config", bover.config, "config file (default: the built-in recipe)")->check(CLI::ExistingFile);
@@ -242,6 +246,7 @@ int main(int argc, char** argv) {
     if (*bp) return cmd_bench_peak(bpeak);
     if (*bo) return cmd_bench_profiler_overhead(bover);
     if (*bg) return cmd_bench_gemm(bgemm);
+    if (*ba) return cmd_bench_attention(battn);
   } catch (const UserError& err) {
     fmt::print(stderr, "error: {}\n", err.what());
     return 1;

@@ -4,6 +4,7 @@
 #include <ATen/record_function.h>
 
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "models/attention_lanes.h"
 #include "util/simd.h"
 
 namespace blocklab {
@@ -120,30 +122,6 @@ BLOCKLAB_INLINE void finish_rows(const HeadRows<T>& out, const StridedRows<T>& x
                                  int64_t count, int64_t dim) {
   if (!out.copied) return;
   for (int64_t t = 0; t < count; ++t) std::memcpy(x.row(n, h, t), out.p + t * out.ld, size_t(dim) * sizeof(T));
-}
-
-// An L x L block held as L vectors of L lanes, transposed in registers: log2(L) stages, each
-// exchanging the elements whose row and lane indices differ in one bit, by two-input shuffles
-// with constant masks (element (i, l) <-> (i ^ b, l ^ b) where bit b of i and of l differ).
-template <typename V>
-BLOCKLAB_INLINE void transpose_block(V* r) {
-  using Mask = decltype(r[0] < r[0]);  // the integer vector of V's shape
-  constexpr int L = int(sizeof(V) / sizeof(r[0][0]));
-#pragma GCC unroll 4
-  for (int b = L / 2; b >= 1; b /= 2) {
-    Mask low, high;  // the new row i (bit b clear) and row i | b
-    for (int l = 0; l < L; ++l) {
-      low[l] = (l & b) ? L + (l ^ b) : l;
-      high[l] = (l & b) ? L + l : (l ^ b);
-    }
-#pragma GCC unroll 16
-    for (int i = 0; i < L; ++i)
-      if (!(i & b)) {
-        const V x = r[i], y = r[i | b];
-        r[i] = __builtin_shuffle(x, y, low);
-        r[i | b] = __builtin_shuffle(x, y, high);
-      }
-  }
 }
 
 // X^T of one head, [D, Tq padded to vectors], times `scale`, zero beyond Tq: whole L x L blocks
@@ -272,10 +250,9 @@ __attribute__((target("arch=x86-64-v4"))) void backward_f32_wide(const Attention
   heads<true, float, Floats16>(a, b, e);
 }
 
-// float32 on AVX-512 runs 16 queries per vector, else Vec's lanes: P^T's padding follows.
-int64_t query_lanes(torch::ScalarType type) {
-  return type == torch::kDouble ? kLanes<double> : wide_vectors() ? kLanesOf<float, Floats16> : kLanes<float>;
-}
+// float32 on AVX-512 runs 16 queries per vector, else Vec's lanes (as many as the pairs' kernel):
+// P^T's padding follows.
+int64_t query_lanes(torch::ScalarType type) { return pair_lanes::lanes(type); }
 
 void run_heads(bool backward, const AttentionProblem<float>& a, int64_t b, int64_t e) {
   if (wide_vectors())
@@ -309,12 +286,10 @@ AttentionProblem<T> attention_problem(const torch::Tensor& q, const torch::Tenso
   return a;
 }
 
-// Output [N, Tq, H, D] seen as [N, H, Tq, D] (the layout the output projection reads); P^T.
-std::pair<torch::Tensor, torch::Tensor> fused_forward(const torch::Tensor& q, const torch::Tensor& k,
-                                                      const torch::Tensor& v, const torch::Tensor& mask) {
-  RECORD_FUNCTION("blocklab::fused_attention", std::vector<c10::IValue>({q, k, v}));  // an op for the profiler
+// The per-head kernel's forward into `o`; returns P^T [N, H, Tk, Tq padded].
+torch::Tensor per_head_forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& mask, const torch::Tensor& o) {
   const int64_t n = q.size(0), h = q.size(1), tq = q.size(2), tk = k.size(2), dim = q.size(3), tqp = padded_queries(q);
-  auto o = torch::empty({n, tq, h, dim}, q.options()).transpose(1, 2);
   auto p = torch::empty({n, h, tk, tqp}, q.options());
   const auto mask_t = mask.defined() ? torch::constant_pad_nd(mask.t(), {0, tqp - tq}).contiguous() : torch::Tensor();
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "fused attention", [&] {
@@ -322,13 +297,13 @@ std::pair<torch::Tensor, torch::Tensor> fused_forward(const torch::Tensor& q, co
     a.o = strided_rows<scalar_t>(o);
     at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(false, a, b, e); });
   });
-  return {o, p};
+  return p;
 }
 
-// Writes the gradients of q, k and v (tensors laid out as the caller wants them) from P^T and dO.
-void fused_backward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& p,
-                    const torch::Tensor& dout, const torch::Tensor& dq, const torch::Tensor& dk, const torch::Tensor& dv) {
-  RECORD_FUNCTION("blocklab::fused_attention_backward", std::vector<c10::IValue>({dout, k}));
+// The per-head kernel's backward: the gradients of q, k and v (tensors laid out as the caller
+// wants them) from P^T and dO.
+void per_head_backward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& p,
+                       const torch::Tensor& dout, const torch::Tensor& dq, const torch::Tensor& dk, const torch::Tensor& dv) {
   const int64_t n = q.size(0), h = q.size(1), tq = q.size(2), tk = k.size(2), dim = q.size(3);
   TORCH_CHECK(p.size(3) == padded_queries(q), "fused attention: the forward pass ran with other vector lanes (",
               p.size(3), " padded queries, now ", padded_queries(q), "): simd::set_wide_vectors changed in between");
@@ -340,6 +315,59 @@ void fused_backward(const torch::Tensor& q, const torch::Tensor& k, const torch:
   });
 }
 
+std::atomic<AttentionKernel> g_attention_kernel{AttentionKernel::Auto};
+
+}  // namespace
+
+// Pairs along the lanes pay for regrouping q, k, v and the outputs (transposes), one head at a time
+// for queries padded to whole vectors and, with a head width no vector divides, for copying rows.
+// `blocklab bench attention` (docs/profiling.md), forward + backward, pairs / one head: 0.92-0.93
+// at 17-18 tokens of width 16 or 32, 0.75 at 50 of width 24; 0.98 at 32 x 16 and 33 x 48 (no
+// padding, or wide heads), 1.2-1.3 at 18 x 64, 8 x 64 and 64 x 32, 1.1-1.2 at 128 and 256 tokens.
+AttentionKernel attention_kernel_for(int64_t tq, int64_t dim, torch::ScalarType type) {
+  const auto forced = g_attention_kernel.load(std::memory_order_relaxed);
+  if (forced != AttentionKernel::Auto) return forced;
+  const bool padded = tq % query_lanes(type) != 0;
+  return padded && tq < 64 && dim <= 32 ? AttentionKernel::PairLanes : AttentionKernel::PerHead;
+}
+
+namespace {
+
+// A fused forward: the output [N, Tq, H, D] seen as [N, H, Tq, D] (the layout the output
+// projection reads), and what its backward reads besides q, k and v: P^T (one head at a time), or
+// the regrouped operands and P (pairs along the lanes, which then need no q, k, v).
+struct FusedForward {
+  torch::Tensor o;
+  bool paired = false;
+  std::vector<torch::Tensor> saved;
+};
+
+FusedForward fused_forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                           const torch::Tensor& mask) {
+  RECORD_FUNCTION("blocklab::fused_attention", std::vector<c10::IValue>({q, k, v}));  // an op for the profiler
+  FusedForward f;
+  f.o = torch::empty({q.size(0), q.size(2), q.size(1), q.size(3)}, q.options()).transpose(1, 2);
+  f.paired = attention_kernel_for(q.size(2), q.size(3), q.scalar_type()) == AttentionKernel::PairLanes;
+  if (f.paired) {
+    const auto s = pair_lanes::forward(q, k, v, mask.defined() ? mask.contiguous() : mask, f.o);
+    f.saved = {s.q, s.k, s.v, s.p};
+  } else {
+    f.saved = {per_head_forward(q, k, v, mask, f.o)};
+  }
+  return f;
+}
+
+// The gradients of a fused forward into dq, dk, dv: from the pairs' saved tensors, or from q, k,
+// v and P^T.
+void fused_backward(bool paired, const std::vector<torch::Tensor>& saved, const torch::Tensor& dout,
+                    const torch::Tensor& dq, const torch::Tensor& dk, const torch::Tensor& dv) {
+  RECORD_FUNCTION("blocklab::fused_attention_backward", std::vector<c10::IValue>({dout, dk}));  // shapes of q, k
+  if (paired)
+    pair_lanes::backward({saved[0], saved[1], saved[2], saved[3]}, dout, dq, dk, dv);
+  else
+    per_head_backward(saved[0], saved[1], saved[2], saved[3], dout, dq, dk, dv);
+}
+
 // A tensor whose last dimension is contiguous (what the kernel reads), without copying when it is.
 torch::Tensor last_dim_contiguous(const torch::Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); }
 
@@ -349,9 +377,9 @@ torch::Tensor compact(const torch::Tensor& x) {
   return x.storage().nbytes() > size_t(x.numel()) * x.element_size() ? x.contiguous() : x;
 }
 
-// A gradient [N, H, T, D] laid out as [N, T, H, D]: what a packed projection's backward reads.
-torch::Tensor gradient_like_rows(const torch::Tensor& x) {
-  return torch::empty({x.size(0), x.size(2), x.size(1), x.size(3)}, x.options()).transpose(1, 2);
+// A gradient of sizes [N, H, T, D] laid out as [N, T, H, D]: what a packed projection's backward reads.
+torch::Tensor gradient_like_rows(const std::vector<int64_t>& sizes, const torch::TensorOptions& options) {
+  return torch::empty({sizes[0], sizes[2], sizes[1], sizes[3]}, options).transpose(1, 2);
 }
 
 // q, k and v of a packed projection [N, T, 3, H, D], each [N, H, T, D].
@@ -369,17 +397,22 @@ class FusedAttention : public torch::autograd::Function<FusedAttention> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, const ConstantMask& mask) {
-    auto [o, p] = fused_forward(q, k, v, mask.mask);
-    ctx->save_for_backward({q, k, v, p});
-    return o;
+    auto f = fused_forward(q, k, v, mask.mask);
+    ctx->saved_data["paired"] = f.paired;
+    ctx->saved_data["q"] = q.sizes(), ctx->saved_data["k"] = k.sizes();
+    if (!f.paired) f.saved.insert(f.saved.begin(), {q, k, v});
+    ctx->save_for_backward(f.saved);
+    return f.o;
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto &q = saved[0], &k = saved[1], &v = saved[2];
-    auto dq = gradient_like_rows(q), dk = gradient_like_rows(k), dv = gradient_like_rows(v);
-    fused_backward(q, k, v, saved[3], last_dim_contiguous(grads[0]), dq, dk, dv);
+    const auto options = grads[0].options();
+    auto dq = gradient_like_rows(ctx->saved_data["q"].toIntVector(), options);
+    auto dk = gradient_like_rows(ctx->saved_data["k"].toIntVector(), options);
+    auto dv = gradient_like_rows(ctx->saved_data["k"].toIntVector(), options);
+    fused_backward(ctx->saved_data["paired"].toBool(), saved, last_dim_contiguous(grads[0]), dq, dk, dv);
     return {dq, dk, dv, torch::Tensor()};
   }
 };
@@ -390,18 +423,20 @@ class FusedPackedAttention : public torch::autograd::Function<FusedPackedAttenti
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv, const ConstantMask& mask) {
     const auto in = unpack(qkv);
-    auto [o, p] = fused_forward(in[0], in[1], in[2], mask.mask);
-    ctx->save_for_backward({qkv, p});
-    return o;
+    auto f = fused_forward(in[0], in[1], in[2], mask.mask);
+    ctx->saved_data["paired"] = f.paired;
+    ctx->saved_data["qkv"] = qkv.sizes();
+    if (!f.paired) f.saved.insert(f.saved.begin(), {in[0], in[1], in[2]});
+    ctx->save_for_backward(f.saved);
+    return f.o;
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const auto in = unpack(saved[0]);
-    auto dqkv = torch::empty_like(saved[0], torch::MemoryFormat::Contiguous);
+    auto dqkv = torch::empty(ctx->saved_data["qkv"].toIntVector(), grads[0].options());
     const auto d = unpack(dqkv);
-    fused_backward(in[0], in[1], in[2], saved[1], last_dim_contiguous(grads[0]), d[0], d[1], d[2]);
+    fused_backward(ctx->saved_data["paired"].toBool(), ctx->get_saved_variables(), last_dim_contiguous(grads[0]),
+                   d[0], d[1], d[2]);
     return {dqkv, torch::Tensor()};
   }
 };
@@ -424,6 +459,8 @@ bool needs_grad(const torch::Tensor& x) { return torch::GradMode::is_enabled() &
 
 }  // namespace
 
+void set_attention_kernel(AttentionKernel kernel) { g_attention_kernel.store(kernel); }
+
 torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                   const torch::Tensor& mask) {
   auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(q.size(-1)));
@@ -434,7 +471,7 @@ torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask) {
   if (!attention_fusable(q, k, v, mask)) return attention_reference(q, k, v, mask);
   const auto qc = last_dim_contiguous(q), kc = last_dim_contiguous(k), vc = last_dim_contiguous(v);
-  if (!needs_grad(q) && !needs_grad(k) && !needs_grad(v)) return fused_forward(qc, kc, vc, mask).first;
+  if (!needs_grad(q) && !needs_grad(k) && !needs_grad(v)) return fused_forward(qc, kc, vc, mask).o;
   return FusedAttention::apply(compact(qc), compact(kc), compact(vc), ConstantMask{mask});
 }
 
@@ -442,7 +479,7 @@ torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& ma
   TORCH_CHECK(qkv.dim() == 5 && qkv.size(2) == 3, "packed_attention: qkv must be [N, T, 3, H, D], got ", qkv.sizes());
   const auto in = unpack(qkv);
   if (!attention_fusable(in[0], in[1], in[2], mask) || qkv.stride(-1) != 1) return attention(in[0], in[1], in[2], mask);
-  if (!needs_grad(qkv)) return fused_forward(in[0], in[1], in[2], mask).first;
+  if (!needs_grad(qkv)) return fused_forward(in[0], in[1], in[2], mask).o;
   return FusedPackedAttention::apply(qkv, ConstantMask{mask});
 }
 

@@ -27,6 +27,15 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
 /// linear map); returns [N, H, T, D] as attention() does. Its gradient is one [N, T, 3, H, D] tensor.
 torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& mask = {});
 
+/// Which fused kernel runs: by shape (Auto), or one of the two whatever the shape (tests,
+/// benchmarks): one head's queries along the vector lanes, or (sample, head) pairs along them
+/// (models/attention_lanes.h).
+enum class AttentionKernel { Auto, PerHead, PairLanes };
+void set_attention_kernel(AttentionKernel kernel);
+/// The kernel that runs Tq queries of head width `dim` in `type`: Auto picks the pairs for short
+/// sequences of narrow heads that would leave much of a vector of queries empty.
+AttentionKernel attention_kernel_for(int64_t tq, int64_t dim, torch::ScalarType type);
+
 /// The same with libtorch's unfused ops (matmul, softmax, matmul): the reference of the tests, the
 /// path on CUDA.
 torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

@@ -12,7 +12,9 @@
 // function multi-versioning): mark the outer loop BLOCKLAB_ISAS and everything it calls
 // always_inline (a function it calls is compiled for the baseline instruction set).
 #pragma once
+#include <array>
 #include <cstdint>
+#include <type_traits>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -129,6 +131,39 @@ BLOCKLAB_INLINE Vec<double> exp_nonpositive(const Vec<double>& x) {
   Vec<double> e;
   for (int64_t l = 0; l < kLanes<double>; ++l) e[l] = std::exp(x[l]);
   return e;
+}
+
+/// An L x L block held as L vectors of L lanes (V of any width), transposed in registers: log2(L)
+/// stages, each exchanging the elements whose row and lane indices differ in one bit, by two-input
+/// shuffles with constant masks (element (i, l) <-> (i ^ b, l ^ b) where bit b of i and of l differ).
+/// The masks are compile-time tables, loaded as constants (built in the function, GCC may build
+/// them lane by lane at run time where many transposes are inlined).
+template <typename Index, int L, int B, bool High>
+constexpr std::array<Index, L> transpose_mask() {
+  std::array<Index, L> m{};  // the new row i (bit B clear; High: row i | B)
+  for (int l = 0; l < L; ++l) m[size_t(l)] = Index(High ? ((l & B) ? L + l : (l ^ B)) : ((l & B) ? L + (l ^ B) : l));
+  return m;
+}
+template <typename V, int B>
+BLOCKLAB_INLINE void transpose_stage(V* r) {
+  using Mask = decltype(r[0] < r[0]);  // the integer vector of V's shape
+  using Index = std::remove_cv_t<std::remove_reference_t<decltype(Mask{}[0])>>;
+  constexpr int L = int(sizeof(V) / sizeof(r[0][0]));
+  static constexpr std::array<Index, L> kLow = transpose_mask<Index, L, B, false>(),
+                                        kHigh = transpose_mask<Index, L, B, true>();
+  const Mask low = load_as<Mask>(kLow.data()), high = load_as<Mask>(kHigh.data());
+#pragma GCC unroll 16
+  for (int i = 0; i < L; ++i)
+    if (!(i & B)) {
+      const V x = r[i], y = r[i | B];
+      r[i] = __builtin_shuffle(x, y, low);
+      r[i | B] = __builtin_shuffle(x, y, high);
+    }
+  if constexpr (B > 1) transpose_stage<V, B / 2>(r);
+}
+template <typename V>
+BLOCKLAB_INLINE void transpose_block(V* r) {
+  transpose_stage<V, int(sizeof(V) / sizeof(r[0][0])) / 2>(r);
 }
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
