@@ -53,6 +53,27 @@ struct Rig : test::Rig {
       : test::Rig(small_config(mode, label_token), /*init_seed=*/11, /*total_steps=*/100) {}
 };
 
+// The patch embedding as one product (models/layers.h) against the convolution it stands for:
+// values and the gradients of the kernel and bias, float32 (the GEMM) and float64 (libtorch's
+// linear), with an image size the patch does not divide (the convolution drops the remainder).
+TEST(PatchEmbedding, MatchesTheConvolution) {
+  for (auto type : {torch::kFloat, torch::kDouble}) {
+    torch::manual_seed(3);
+    torch::nn::Conv2d conv(torch::nn::Conv2dOptions(3, 8, 4).stride(4));
+    conv->to(type);
+    const auto images = torch::randn({2, 3, 13, 18}, type);
+    const auto got = embed_patches(images, conv);
+    const auto want = conv->forward(images).flatten(2).transpose(1, 2);
+    ASSERT_EQ(got.sizes(), want.sizes());
+    const double tol = type == torch::kFloat ? 1e-5 : 1e-12;
+    EXPECT_LT((got - want).abs().max().item<double>(), tol);
+    const auto upstream = torch::randn(want.sizes(), type);
+    const auto grads = torch::autograd::grad({(got * upstream).sum()}, {conv->weight, conv->bias});
+    const auto ref = torch::autograd::grad({(want * upstream).sum()}, {conv->weight, conv->bias});
+    for (size_t i = 0; i < 2; ++i) EXPECT_LT((grads[i] - ref[i]).abs().max().item<double>(), 10 * tol) << i;
+  }
+}
+
 TEST(ViT, ParameterAddressesAndShapes) {
   const Config cfg = small_config("blocks");
   ViT model(vit_options(cfg, test::fashion_shape()));

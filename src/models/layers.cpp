@@ -51,6 +51,20 @@ TransformerLayerImpl::TransformerLayerImpl(const TransformerLayerOptions& o) : o
   fc2 = register_module("fc2", torch::nn::Linear(o.mlp_ratio * o.hidden, o.hidden));
 }
 
+torch::Tensor embed_patches(const torch::Tensor& images, const torch::nn::Conv2d& conv) {
+  const auto& o = conv->options;
+  const int64_t p = o.kernel_size()->at(0), n = images.size(0), c = images.size(1);
+  TORCH_CHECK(o.kernel_size()->at(1) == p && o.stride()->at(0) == p && o.stride()->at(1) == p,
+              "embed_patches: the convolution must be p x p with stride p");
+  const int64_t rows = images.size(2) / p, cols = images.size(3) / p;  // (a remainder is dropped, as the convolution does)
+  const auto patches = images.narrow(2, 0, rows * p)
+                           .narrow(3, 0, cols * p)
+                           .reshape({n, c, rows, p, cols, p})
+                           .permute({0, 2, 4, 1, 3, 5})  // [N, H/p, W/p, C, p, p]
+                           .reshape({n, rows * cols, c * p * p});
+  return dense(patches, conv->weight.view({conv->weight.size(0), c * p * p}), conv->bias);
+}
+
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t hd = x.size(-1), half = hd / 2;
   auto inv_freq = torch::pow(10000.0, -torch::arange(half, x.options()) / double(half));      // [hd/2]

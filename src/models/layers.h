@@ -60,6 +60,13 @@ struct AttentionContext {
   torch::Tensor positions;
 };
 
+/// A stride-p p x p convolution without padding (a ViT's or DiT's patch embedding) as one matrix
+/// product: the image [N, C, H, W] cut into its P = (H/p)(W/p) patches [N, P, C p p] (row-major
+/// patch order, as the convolution's output flattened) times the kernel seen as [d, C p p], through
+/// dense() (the GEMM; libtorch's convolution costs several times as much at these sizes). The
+/// module keeps its parameters, names and shapes: checkpoints are unchanged. Returns [N, P, d].
+torch::Tensor embed_patches(const torch::Tensor& images, const torch::nn::Conv2d& conv);
+
 /// Rotary position embedding of x [.., T, head_dim] at positions [T] (rotate-half form, base 10000).
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& positions);
 

@@ -61,7 +61,7 @@ torch::Tensor ViTImpl::features(const torch::Tensor& images, const std::vector<t
                                 const torch::Tensor& cond, int64_t first_block, int64_t last_block) {
   TORCH_CHECK(!opt.own_io || last_block == first_block + 1, "independent blocks run one at a time");
   auto in = io(first_block);
-  auto patches = in->patch_embed->forward(images).flatten(2).transpose(1, 2);  // (N, P, d)
+  auto patches = embed_patches(images, in->patch_embed);  // (N, P, d)
   std::vector<torch::Tensor> tokens;
   for (const auto& t : lead) tokens.push_back(t.unsqueeze(1));
   tokens.push_back(patches);
