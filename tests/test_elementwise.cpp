@@ -2,7 +2,8 @@
 // rounding) and float32 (tolerance below): adaLN's modulate() and gated_add()
 // (src/models/modulation.h) with per-sample and per-token modulations, widths that are not
 // multiples of a vector, one token, batch 1, and modulations that are views into one projection
-// (as AdaLN's chunks are); the MLP's bias_gelu() (src/models/activation.h); the kernels' exponential
+// (as AdaLN's chunks are); the MLP's GELU and adaLN's SiLU with their biases
+// (bias_activation(), src/models/activation.h); the kernels' exponential
 // (src/util/simd.h).
 #include "test_util.h"
 
@@ -78,23 +79,28 @@ TEST(Modulation, FusedMatchesLibtorchInValuesAndGradients) {
     }
 }
 
-TEST(BiasGelu, FusedMatchesLibtorchInValuesAndGradients) {
+TEST(BiasActivation, FusedMatchesLibtorchInValuesAndGradients) {
   torch::manual_seed(12);
-  // [tokens..., F] with F a multiple of a vector, and one with a tail; values out to |x| ~ 12,
-  // where Phi saturates and the density underflows.
-  for (const auto& sizes : std::vector<std::vector<int64_t>>{{4, 18, 256}, {3, 37}, {1, 1, 5}})
-    for (auto type : {torch::kDouble, torch::kFloat}) {
-      SCOPED_TRACE(fmt::format("F={} {}", sizes.back(), type == torch::kDouble ? "float64" : "float32"));
-      const auto x = torch::randn(sizes, type) * 3, bias = torch::randn({sizes.back()}, type);
-      // float32: the erf approximation (|error| < 1.5e-7, Abramowitz & Stegun 7.1.26) against libtorch's,
-      // in 16 lanes where the CPU has AVX-512 and in Vec's 8.
-      compare_op("bias_gelu", [](const auto& v) { return bias_gelu(v[0], v[1]); }, {x, bias},
-                 type == torch::kDouble ? 1e-12 : 1e-6);
-      if (type == torch::kDouble || !simd::has_avx512()) continue;
-      simd::set_wide_vectors(false);
-      compare_op("bias_gelu 8 lanes", [](const auto& v) { return bias_gelu(v[0], v[1]); }, {x, bias}, 1e-6);
-      simd::set_wide_vectors(true);
-    }
+  // [tokens..., F] with F a multiple of a vector, and one with a tail; values out to |x| ~ 12 (GELU:
+  // Phi saturates and the density underflows) and, for SiLU, out to |x| ~ 100 (the sigmoid's
+  // exponential past float's range).
+  for (auto act : {Activation::Gelu, Activation::Silu})
+    for (const auto& sizes : std::vector<std::vector<int64_t>>{{4, 18, 256}, {3, 37}, {1, 1, 5}})
+      for (auto type : {torch::kDouble, torch::kFloat}) {
+        const char* name = act == Activation::Gelu ? "gelu" : "silu";
+        SCOPED_TRACE(fmt::format("{} F={} {}", name, sizes.back(), type == torch::kDouble ? "float64" : "float32"));
+        auto x = torch::randn(sizes, type) * 3;
+        if (act == Activation::Silu) x.view(-1).narrow(0, 0, 2).copy_(torch::tensor({-100.0, 100.0}, type));
+        const auto bias = torch::randn({sizes.back()}, type);
+        const auto f = [act](const auto& v) { return bias_activation(act, v[0], v[1]); };
+        // float32: GELU's erf approximation (|error| < 1.5e-7, Abramowitz & Stegun 7.1.26) against
+        // libtorch's, in 16 lanes where the CPU has AVX-512 and in Vec's 8.
+        compare_op(name, f, {x, bias}, type == torch::kDouble ? 1e-12 : 1e-6);
+        if (type == torch::kDouble || !simd::has_avx512()) continue;
+        simd::set_wide_vectors(false);
+        compare_op("8 lanes", f, {x, bias}, 1e-6);
+        simd::set_wide_vectors(true);
+      }
 }
 
 // The kernels' exponential (util/simd.h) against std::exp over [-100, 0]: within 2 ulp where e^x

@@ -40,11 +40,43 @@ BLOCKLAB_INLINE void normal_cdf_pdf(const Vec<double>& h, Vec<double>& cdf, Vec<
   }
 }
 
-// Forward reads x and bias and writes y and, when training, GELU's slope at h = x + b (backward
-// then multiplies by it: the erf and the exponential are computed once per element, not twice).
-// Backward reads dy and the slope and writes dx and the bias gradient.
+// SiLU's logistic sigmoid 1 / (1 + e^-h), from e = e^-|h| (which cannot overflow): 1 / (1 + e) for
+// h >= 0, e / (1 + e) below (not 1 - 1 / (1 + e), which would cancel to 0 for large -h).
+template <typename V>
+BLOCKLAB_INLINE V sigmoid(const V& h) {
+  typedef int32_t Bits __attribute__((vector_size(sizeof(V))));
+  const V minus_abs = bits_as<V>(bits_as<Bits>(h) | int32_t(0x80000000u));
+  const V e = exp_clamped_lanes(minus_abs);  // (e^-87.3 for |h| > 87.3: sigma there is 1e-38 off, or exact)
+  const V r = 1.0f / (1.0f + e);
+  return h < 0.0f ? e * r : r;
+}
+BLOCKLAB_INLINE Vec<double> sigmoid(const Vec<double>& h) {
+  Vec<double> s;
+  for (int64_t l = 0; l < kLanes<double>; ++l) s[l] = 1.0 / (1.0 + std::exp(-h[l]));
+  return s;
+}
+
+// An activation's value f(h) and slope f'(h): GELU h Phi(h), slope Phi(h) + h phi(h); SiLU
+// h sigma(h), slope sigma(h) (1 + h (1 - sigma(h))).
+template <Activation A, typename V>
+BLOCKLAB_INLINE void value_and_slope(const V& h, V& y, V& slope) {
+  if constexpr (A == Activation::Gelu) {
+    V cdf, pdf;
+    normal_cdf_pdf(h, cdf, pdf);
+    y = h * cdf;
+    slope = cdf + h * pdf;
+  } else {
+    const V s = sigmoid(h);
+    y = h * s;
+    slope = s + y * (1 - s);
+  }
+}
+
+// Forward reads x and bias and writes y and, when training, the activation's slope at h = x + b
+// (backward then multiplies by it: the erf and the exponential are computed once per element, not
+// twice). Backward reads dy and the slope and writes dx and the bias gradient.
 template <typename T>
-struct GeluRows {
+struct ActivationRows {
   const T *x, *bias, *dy;
   T *y, *slope, *dx, *dbias;
   int64_t features;
@@ -74,24 +106,30 @@ BLOCKLAB_INLINE void chunks(int64_t features, Op op) {
   if (j < features) op(j, features - j);
 }
 
-// Forward of rows [begin, end): y = h Phi(h), h = x + b, and if asked the slope Phi(h) + h phi(h),
-// in vectors V of T.
-template <typename T, typename V>
-BLOCKLAB_INLINE void gelu_rows(const GeluRows<T>& r, int64_t begin, int64_t end) {
+// Forward of rows [begin, end): y = f(h), h = x + b, and if asked the slope f'(h), in vectors V of T.
+template <Activation A, typename T, typename V>
+BLOCKLAB_INLINE void activation_rows(const ActivationRows<T>& r, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i)
     chunks<kLanesOf<T, V>>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
       const int64_t at = i * r.features + j;
       const V h = load_part<V>(r.x + at, count) + load_part<V>(r.bias + j, count);
-      V cdf, pdf;
-      normal_cdf_pdf(h, cdf, pdf);
-      store_part(r.y + at, h * cdf, count);
-      if (r.slope) store_part(r.slope + at, cdf + h * pdf, count);
+      V y, slope;
+      value_and_slope<A>(h, y, slope);
+      store_part(r.y + at, y, count);
+      if (r.slope) store_part(r.slope + at, slope, count);
     });
 }
-
-// Backward of every row, in order: dx = dy slope, db = sum over rows of dx.
 template <typename T, typename V>
-BLOCKLAB_INLINE void gelu_rows_backward(const GeluRows<T>& r, int64_t rows) {
+BLOCKLAB_INLINE void activation_rows(Activation a, const ActivationRows<T>& r, int64_t begin, int64_t end) {
+  if (a == Activation::Gelu)
+    activation_rows<Activation::Gelu, T, V>(r, begin, end);
+  else
+    activation_rows<Activation::Silu, T, V>(r, begin, end);
+}
+
+// Backward of every row, in order: dx = dy slope, db = sum over rows of dx (any activation).
+template <typename T, typename V>
+BLOCKLAB_INLINE void activation_rows_backward(const ActivationRows<T>& r, int64_t rows) {
   for (int64_t i = 0; i < rows; ++i)
     chunks<kLanesOf<T, V>>(r.features, [&](int64_t j, int64_t count) __attribute__((always_inline)) {
       const int64_t at = i * r.features + j;
@@ -101,65 +139,82 @@ BLOCKLAB_INLINE void gelu_rows_backward(const GeluRows<T>& r, int64_t rows) {
     });
 }
 
-// float32 with AVX-512 runs 16 lanes at a time (0.77 -> 0.53 ms for a [2176, 256] forward in a
-// microbenchmark); the clones below keep Vec's 8.
-__attribute__((target("arch=x86-64-v4"))) void gelu_f32_wide(const GeluRows<float>& r, int64_t b, int64_t e) {
-  gelu_rows<float, Floats16>(r, b, e);
+// float32 with AVX-512 runs 16 lanes at a time (0.77 -> 0.53 ms for a [2176, 256] GELU forward in
+// a microbenchmark); the clones below keep Vec's 8.
+__attribute__((target("arch=x86-64-v4"))) void activation_f32_wide(Activation a, const ActivationRows<float>& r,
+                                                                   int64_t b, int64_t e) {
+  activation_rows<float, Floats16>(a, r, b, e);
 }
-__attribute__((target("arch=x86-64-v4"))) void gelu_backward_f32_wide(const GeluRows<float>& r, int64_t rows) {
-  gelu_rows_backward<float, Floats16>(r, rows);
+__attribute__((target("arch=x86-64-v4"))) void activation_backward_f32_wide(const ActivationRows<float>& r, int64_t rows) {
+  activation_rows_backward<float, Floats16>(r, rows);
 }
-BLOCKLAB_ISAS void gelu_f32(const GeluRows<float>& r, int64_t b, int64_t e) { gelu_rows<float, Vec<float>>(r, b, e); }
-BLOCKLAB_ISAS void gelu_f64(const GeluRows<double>& r, int64_t b, int64_t e) { gelu_rows<double, Vec<double>>(r, b, e); }
-BLOCKLAB_ISAS void gelu_backward_f32(const GeluRows<float>& r, int64_t rows) {
-  gelu_rows_backward<float, Vec<float>>(r, rows);
+BLOCKLAB_ISAS void activation_f32(Activation a, const ActivationRows<float>& r, int64_t b, int64_t e) {
+  activation_rows<float, Vec<float>>(a, r, b, e);
 }
-BLOCKLAB_ISAS void gelu_backward_f64(const GeluRows<double>& r, int64_t rows) {
-  gelu_rows_backward<double, Vec<double>>(r, rows);
+BLOCKLAB_ISAS void activation_f64(Activation a, const ActivationRows<double>& r, int64_t b, int64_t e) {
+  activation_rows<double, Vec<double>>(a, r, b, e);
 }
-void run_gelu(const GeluRows<float>& r, int64_t b, int64_t e) { wide_vectors() ? gelu_f32_wide(r, b, e) : gelu_f32(r, b, e); }
-void run_gelu(const GeluRows<double>& r, int64_t b, int64_t e) { gelu_f64(r, b, e); }
-void run_gelu_backward(const GeluRows<float>& r, int64_t rows) {
-  wide_vectors() ? gelu_backward_f32_wide(r, rows) : gelu_backward_f32(r, rows);
+BLOCKLAB_ISAS void activation_backward_f32(const ActivationRows<float>& r, int64_t rows) {
+  activation_rows_backward<float, Vec<float>>(r, rows);
 }
-void run_gelu_backward(const GeluRows<double>& r, int64_t rows) { gelu_backward_f64(r, rows); }
+BLOCKLAB_ISAS void activation_backward_f64(const ActivationRows<double>& r, int64_t rows) {
+  activation_rows_backward<double, Vec<double>>(r, rows);
+}
+void run_activation(Activation a, const ActivationRows<float>& r, int64_t b, int64_t e) {
+  wide_vectors() ? activation_f32_wide(a, r, b, e) : activation_f32(a, r, b, e);
+}
+void run_activation(Activation a, const ActivationRows<double>& r, int64_t b, int64_t e) { activation_f64(a, r, b, e); }
+void run_activation_backward(const ActivationRows<float>& r, int64_t rows) {
+  wide_vectors() ? activation_backward_f32_wide(r, rows) : activation_backward_f32(r, rows);
+}
+void run_activation_backward(const ActivationRows<double>& r, int64_t rows) { activation_backward_f64(r, rows); }
 
-// y = GELU(x + bias) and, `with_slope`, GELU' there (else undefined).
-std::pair<torch::Tensor, torch::Tensor> bias_gelu_forward(const torch::Tensor& x, const torch::Tensor& bias, bool with_slope) {
-  RECORD_FUNCTION("blocklab::bias_gelu", std::vector<c10::IValue>({x, bias}));
+// The profiler's op names.
+const char* op_name(Activation a) { return a == Activation::Gelu ? "blocklab::bias_gelu" : "blocklab::bias_silu"; }
+const char* backward_op_name(Activation a) {
+  return a == Activation::Gelu ? "blocklab::bias_gelu_backward" : "blocklab::bias_silu_backward";
+}
+
+// y = f(x + bias) and, `with_slope`, f' there (else undefined).
+std::pair<torch::Tensor, torch::Tensor> bias_activation_forward(Activation a, const torch::Tensor& x,
+                                                                const torch::Tensor& bias, bool with_slope) {
+  RECORD_FUNCTION(op_name(a), std::vector<c10::IValue>({x, bias}));
   auto y = torch::empty(x.sizes(), x.options());
   auto slope = with_slope ? torch::empty(x.sizes(), x.options()) : torch::Tensor();
   const int64_t features = x.size(-1), rows = x.numel() / std::max<int64_t>(1, features);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_gelu", [&] {
-    const GeluRows<scalar_t> r{x.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), nullptr, y.data_ptr<scalar_t>(),
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_activation", [&] {
+    const ActivationRows<scalar_t> r{x.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), nullptr, y.data_ptr<scalar_t>(),
                                with_slope ? slope.data_ptr<scalar_t>() : nullptr, nullptr, nullptr, features};
     at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, features)),
-                     [&](int64_t b, int64_t e) { run_gelu(r, b, e); });
+                     [&](int64_t b, int64_t e) { run_activation(a, r, b, e); });
   });
   return {y, slope};
 }
 
-class FusedBiasGelu : public torch::autograd::Function<FusedBiasGelu> {
+class FusedBiasActivation : public torch::autograd::Function<FusedBiasActivation> {
  public:
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& bias) {
-    auto [y, slope] = bias_gelu_forward(x, bias, /*with_slope=*/true);
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& bias,
+                               Activation a) {
+    auto [y, slope] = bias_activation_forward(a, x, bias, /*with_slope=*/true);
     ctx->save_for_backward({slope});  // (the same size as x, which is then not kept)
+    ctx->saved_data["activation"] = int64_t(a);
     return y;
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
     const auto slope = ctx->get_saved_variables()[0];
-    RECORD_FUNCTION("blocklab::bias_gelu_backward", std::vector<c10::IValue>({slope}));
+    const auto a = Activation(ctx->saved_data["activation"].toInt());
+    RECORD_FUNCTION(backward_op_name(a), std::vector<c10::IValue>({slope}));
     const auto dy = grads[0].contiguous();
     auto dx = torch::empty(slope.sizes(), slope.options());
     const int64_t features = slope.size(-1), rows = slope.numel() / std::max<int64_t>(1, features);
     auto dbias = torch::zeros({features}, slope.options());
-    AT_DISPATCH_FLOATING_TYPES(slope.scalar_type(), "bias_gelu backward", [&] {
-      const GeluRows<scalar_t> r{nullptr, nullptr, dy.data_ptr<scalar_t>(), nullptr, slope.data_ptr<scalar_t>(),
+    AT_DISPATCH_FLOATING_TYPES(slope.scalar_type(), "bias_activation backward", [&] {
+      const ActivationRows<scalar_t> r{nullptr, nullptr, dy.data_ptr<scalar_t>(), nullptr, slope.data_ptr<scalar_t>(),
                                  dx.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>(), features};
-      run_gelu_backward(r, rows);  // one thread: the bias gradient sums the rows in order
+      run_activation_backward(r, rows);  // one thread: the bias gradient sums the rows in order
     });
-    return {dx, dbias};
+    return {dx, dbias, torch::Tensor()};
   }
 };
 
@@ -171,14 +226,16 @@ bool activation_fusable(const torch::Tensor& x, const torch::Tensor& bias) {
 
 }  // namespace
 
-torch::Tensor bias_gelu_reference(const torch::Tensor& x, const torch::Tensor& bias) { return torch::gelu(x + bias); }
+torch::Tensor bias_activation_reference(Activation a, const torch::Tensor& x, const torch::Tensor& bias) {
+  return a == Activation::Gelu ? torch::gelu(x + bias) : torch::silu(x + bias);
+}
 
-torch::Tensor bias_gelu(const torch::Tensor& x, const torch::Tensor& bias) {
-  if (!activation_fusable(x, bias)) return bias_gelu_reference(x, bias);
+torch::Tensor bias_activation(Activation a, const torch::Tensor& x, const torch::Tensor& bias) {
+  if (!activation_fusable(x, bias)) return bias_activation_reference(a, x, bias);
   const auto xc = x.contiguous(), bc = bias.contiguous();
   if (!torch::GradMode::is_enabled() || (!x.requires_grad() && !bias.requires_grad()))
-    return bias_gelu_forward(xc, bc, /*with_slope=*/false).first;
-  return FusedBiasGelu::apply(xc, bc);
+    return bias_activation_forward(a, xc, bc, /*with_slope=*/false).first;
+  return FusedBiasActivation::apply(xc, bc, a);
 }
 
 }  // namespace blocklab

@@ -39,7 +39,9 @@ AdaLNImpl::AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks_, AdaLNSty
 }
 
 std::vector<torch::Tensor> AdaLNImpl::forward(const torch::Tensor& cond) {
-  auto m = style == AdaLNStyle::SiluAfter ? torch::silu(dense(cond, proj)) : dense(torch::silu(cond), proj);
+  // (SiLU after the Linear: its bias is added in the fused activation, one pass instead of three ops)
+  auto m = style == AdaLNStyle::SiluAfter ? bias_silu(dense(cond, proj->weight), proj->bias)
+                                          : dense(torch::silu(cond), proj);
   return (m.dim() == 2 ? m.unsqueeze(1) : m).chunk(chunks, /*dim=*/2);
 }
 
