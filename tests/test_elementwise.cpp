@@ -1,9 +1,9 @@
 // The fused element-wise kernels against libtorch's ops, values and gradients in float64 (to
-// rounding) and float32 (tolerance below): adaLN's modulate() and gated_add()
-// (src/models/modulation.h) with per-sample and per-token modulations, widths that are not
-// multiples of a vector, one token, batch 1, and modulations that are views into one projection
-// (as AdaLN's chunks are); the MLP's GELU and adaLN's SiLU with their biases
-// (bias_activation(), src/models/activation.h); the kernels' exponential
+// rounding) and float32 (tolerance below): adaLN's modulate(), gated_add() and the two in one
+// pass, gated_add_modulate() (src/models/modulation.h), with per-sample and per-token
+// modulations, widths that are not multiples of a vector, one token, batch 1, and modulations that
+// are views into one projection (as AdaLN's chunks are); the MLP's GELU and adaLN's SiLU with
+// their biases (bias_activation(), src/models/activation.h); the kernels' exponential
 // (src/util/simd.h).
 #include "test_util.h"
 
@@ -76,6 +76,13 @@ TEST(Modulation, FusedMatchesLibtorchInValuesAndGradients) {
       const auto in = modulation_inputs(s, type);
       compare_op("modulate", [](const auto& v) { return modulate(v[0], v[1], v[2]); }, {in[0], in[1], in[2]}, tolerance);
       compare_op("gated_add", [](const auto& v) { return gated_add(v[0], v[1], v[2]); }, {in[0], in[1], in[3]}, tolerance);
+      // Both outputs of the fused pair, each with its own upstream gradient (h's other use, the
+      // next residual add, and the modulation's): their sum is taken inside the kernel.
+      const auto scale = torch::randn_like(in[2]) * 0.5;
+      compare_op("gated_add_modulate", [](const auto& v) {
+        const auto out = gated_add_modulate(v[0], v[1], v[2], v[3], v[4]);
+        return torch::cat({out[0], out[1] * 0.7}, 1);
+      }, {in[0], in[1], in[3], in[2], scale}, tolerance);
     }
 }
 

@@ -28,14 +28,16 @@ TokenRows<T> token_rows(const torch::Tensor& x) {
   return {x.data_ptr<T>(), x.stride(0), x.size(1) == 1 ? 0 : x.stride(1)};
 }
 
-enum class Pass { ModulateForward, ModulateBackward, GatedForward, GatedBackward };
+enum class Pass { ModulateForward, ModulateBackward, GatedForward, GatedBackward, GatedModulateForward, GatedModulateBackward };
 
 // Everything one pass reads and writes; a pass uses its own fields.
 template <typename T>
 struct Rows {
   int64_t tokens, dim;
   TokenRows<T> x, shift, scale, gate, branch, out;  // inputs and output (branch: gated_add's y)
+  TokenRows<T> normed;                              // gated_add_modulate: modulate(out)
   TokenRows<T> dout, dx, dshift, dscale, dgate, dbranch;
+  TokenRows<T> dnormed;                             // gated_add_modulate: the gradient of `normed`
   T* mean;  // modulate's statistics per token [N, T], kept for backward
   T* rstd;
   T epsilon;
@@ -52,34 +54,30 @@ BLOCKLAB_INLINE T row_sum(int64_t dim, VecTerm vec_term, ScalarTerm scalar_term)
   return s;
 }
 
-// modulate forward of one token: mean and variance (two passes, as LayerNorm), then
+// modulate forward of one row: mean and variance (two passes, as LayerNorm), then
 // y = (x - mean) * rstd * (1 + scale) + shift.
 template <typename T>
-BLOCKLAB_INLINE void modulate_token(const Rows<T>& r, int64_t n, int64_t t) {
-  const T *x = r.x.row(n, t), *shift = r.shift.row(n, t), *scale = r.scale.row(n, t);
-  T* y = r.out.row(n, t);
-  const int64_t dim = r.dim;
+BLOCKLAB_INLINE void modulate_row(const T* x, const T* shift, const T* scale, T* y, int64_t dim, T epsilon, T& mean_out,
+                                  T& rstd_out) {
   const T mean = row_sum<T>(dim, [&](int64_t j) { return load(x + j); }, [&](int64_t j) { return x[j]; }) / T(dim);
   const T var = row_sum<T>(
                     dim, [&](int64_t j) { const Vec<T> c = load(x + j) - mean; return c * c; },
                     [&](int64_t j) { const T c = x[j] - mean; return c * c; }) / T(dim);
-  const T rstd = T(1) / std::sqrt(var + r.epsilon);
+  const T rstd = T(1) / std::sqrt(var + epsilon);
   int64_t j = 0;
   for (; j + kLanes<T> <= dim; j += kLanes<T>)
     store(y + j, (load(x + j) - mean) * rstd * (T(1) + load(scale + j)) + load(shift + j));
   for (; j < dim; ++j) y[j] = (x[j] - mean) * rstd * (T(1) + scale[j]) + shift[j];
-  r.mean[n * r.tokens + t] = mean;
-  r.rstd[n * r.tokens + t] = rstd;
+  mean_out = mean;
+  rstd_out = rstd;
 }
 
-// modulate backward of one token, with xh = (x - mean) * rstd and g = dy * (1 + scale):
-//   dshift += dy;  dscale += dy * xh;  dx = rstd * (g - mean(g) - xh * mean(g * xh)).
+// modulate backward of one row, with xh = (x - mean) * rstd and g = dy * (1 + scale):
+//   dshift += dy;  dscale += dy * xh;  dx = rstd * (g - mean(g) - xh * mean(g * xh)) (+ dres: a
+//   gradient of x from its other use, when given).
 template <typename T>
-BLOCKLAB_INLINE void modulate_token_backward(const Rows<T>& r, int64_t n, int64_t t) {
-  const T *x = r.x.row(n, t), *scale = r.scale.row(n, t), *dy = r.dout.row(n, t);
-  T *dshift = r.dshift.row(n, t), *dscale = r.dscale.row(n, t), *dx = r.dx.row(n, t);
-  const int64_t dim = r.dim;
-  const T mean = r.mean[n * r.tokens + t], rstd = r.rstd[n * r.tokens + t];
+BLOCKLAB_INLINE void modulate_row_backward(const T* x, const T* scale, const T* dy, const T* dres, T* dshift, T* dscale,
+                                           T* dx, int64_t dim, T mean, T rstd) {
   Vec<T> sum_g{}, sum_gx{};
   int64_t j = 0;
   for (; j + kLanes<T> <= dim; j += kLanes<T>) {
@@ -101,30 +99,27 @@ BLOCKLAB_INLINE void modulate_token_backward(const Rows<T>& r, int64_t n, int64_
   gx_mean /= T(dim);
   for (j = 0; j + kLanes<T> <= dim; j += kLanes<T>) {
     const Vec<T> xh = (load(x + j) - mean) * rstd, g = load(dy + j) * (T(1) + load(scale + j));
-    store(dx + j, rstd * (g - g_mean - xh * gx_mean));
+    const Vec<T> d = rstd * (g - g_mean - xh * gx_mean);
+    store(dx + j, dres ? d + load(dres + j) : d);
   }
   for (; j < dim; ++j) {
     const T xh = (x[j] - mean) * rstd, g = dy[j] * (T(1) + scale[j]);
-    dx[j] = rstd * (g - g_mean - xh * gx_mean);
+    const T d = rstd * (g - g_mean - xh * gx_mean);
+    dx[j] = dres ? d + dres[j] : d;
   }
 }
 
-// gated_add of one token: out = x + gate * y; backward: dy = dout * gate, dgate += dout * y
-// (dx is dout itself).
+// gated_add of one row: out = x + gate * y.
 template <typename T>
-BLOCKLAB_INLINE void gated_token(const Rows<T>& r, int64_t n, int64_t t, bool backward) {
-  const T *gate = r.gate.row(n, t), *y = r.branch.row(n, t);
-  const int64_t dim = r.dim;
-  if (!backward) {
-    const T* x = r.x.row(n, t);
-    T* out = r.out.row(n, t);
-    int64_t j = 0;
-    for (; j + kLanes<T> <= dim; j += kLanes<T>) store(out + j, load(x + j) + load(gate + j) * load(y + j));
-    for (; j < dim; ++j) out[j] = x[j] + gate[j] * y[j];
-    return;
-  }
-  const T* dout = r.dout.row(n, t);
-  T *dgate = r.dgate.row(n, t), *dy = r.dbranch.row(n, t);
+BLOCKLAB_INLINE void gated_row(const T* x, const T* gate, const T* y, T* out, int64_t dim) {
+  int64_t j = 0;
+  for (; j + kLanes<T> <= dim; j += kLanes<T>) store(out + j, load(x + j) + load(gate + j) * load(y + j));
+  for (; j < dim; ++j) out[j] = x[j] + gate[j] * y[j];
+}
+
+// Its backward: dy = dout * gate, dgate += dout * y (dx is dout itself).
+template <typename T>
+BLOCKLAB_INLINE void gated_row_backward(const T* dout, const T* gate, const T* y, T* dgate, T* dy, int64_t dim) {
   int64_t j = 0;
   for (; j + kLanes<T> <= dim; j += kLanes<T>) {
     const Vec<T> d = load(dout + j);
@@ -137,16 +132,40 @@ BLOCKLAB_INLINE void gated_token(const Rows<T>& r, int64_t n, int64_t t, bool ba
   }
 }
 
+// One token of a pass. gated_add_modulate runs both steps on the token while its row is in cache:
+// forward h = x + gate * y, then modulate(h); backward the modulation's gradient of h plus the
+// gradient h receives from its other use (dout), which is then gated_add's dout.
+template <typename T>
+BLOCKLAB_INLINE void token(Pass pass, const Rows<T>& r, int64_t n, int64_t t) {
+  const int64_t dim = r.dim, stat = n * r.tokens + t;
+  switch (pass) {
+    case Pass::ModulateForward:
+      return modulate_row(r.x.row(n, t), r.shift.row(n, t), r.scale.row(n, t), r.out.row(n, t), dim, r.epsilon,
+                          r.mean[stat], r.rstd[stat]);
+    case Pass::ModulateBackward:
+      return modulate_row_backward<T>(r.x.row(n, t), r.scale.row(n, t), r.dout.row(n, t), nullptr, r.dshift.row(n, t),
+                                      r.dscale.row(n, t), r.dx.row(n, t), dim, r.mean[stat], r.rstd[stat]);
+    case Pass::GatedForward: return gated_row(r.x.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.out.row(n, t), dim);
+    case Pass::GatedBackward:
+      return gated_row_backward(r.dout.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.dgate.row(n, t),
+                                r.dbranch.row(n, t), dim);
+    case Pass::GatedModulateForward:
+      gated_row(r.x.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.out.row(n, t), dim);
+      return modulate_row(r.out.row(n, t), r.shift.row(n, t), r.scale.row(n, t), r.normed.row(n, t), dim, r.epsilon,
+                          r.mean[stat], r.rstd[stat]);
+    case Pass::GatedModulateBackward:
+      modulate_row_backward<T>(r.out.row(n, t), r.scale.row(n, t), r.dnormed.row(n, t), r.dout.row(n, t),
+                               r.dshift.row(n, t), r.dscale.row(n, t), r.dx.row(n, t), dim, r.mean[stat], r.rstd[stat]);
+      return gated_row_backward(r.dx.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.dgate.row(n, t),
+                                r.dbranch.row(n, t), dim);
+  }
+}
+
 // Samples [begin, end), every token in order (so a per-sample gradient sums tokens in order).
 template <typename T>
 BLOCKLAB_INLINE void samples(Pass pass, const Rows<T>& r, int64_t begin, int64_t end) {
   for (int64_t n = begin; n < end; ++n)
-    for (int64_t t = 0; t < r.tokens; ++t) switch (pass) {
-        case Pass::ModulateForward: modulate_token(r, n, t); break;
-        case Pass::ModulateBackward: modulate_token_backward(r, n, t); break;
-        case Pass::GatedForward: gated_token(r, n, t, false); break;
-        case Pass::GatedBackward: gated_token(r, n, t, true); break;
-      }
+    for (int64_t t = 0; t < r.tokens; ++t) token(pass, r, n, t);
 }
 
 BLOCKLAB_ISAS void run_samples_f32(Pass pass, const Rows<float>& r, int64_t b, int64_t e) { samples(pass, r, b, e); }
@@ -215,6 +234,22 @@ torch::Tensor gated_forward(const torch::Tensor& x, const torch::Tensor& gate, c
   return out;
 }
 
+// h = x + gate * y and modulate(h), with modulate's statistics.
+std::array<torch::Tensor, 4> gated_modulate_forward(const torch::Tensor& x, const torch::Tensor& gate,
+                                                    const torch::Tensor& y, const torch::Tensor& shift,
+                                                    const torch::Tensor& scale) {
+  RECORD_FUNCTION("blocklab::gated_add_modulate", std::vector<c10::IValue>({x, gate}));
+  auto h = empty_rows(x), normed = empty_rows(x);
+  auto mean = torch::empty({x.size(0), x.size(1)}, x.options()), rstd = torch::empty_like(mean);
+  run_pass(Pass::GatedModulateForward, x, [&](auto& r) {
+    using T = std::remove_pointer_t<decltype(r.mean)>;
+    r.x = token_rows<T>(x), r.gate = token_rows<T>(gate), r.branch = token_rows<T>(y), r.out = token_rows<T>(h);
+    r.shift = token_rows<T>(shift), r.scale = token_rows<T>(scale), r.normed = token_rows<T>(normed);
+    r.mean = mean.data_ptr<T>(), r.rstd = rstd.data_ptr<T>(), r.epsilon = T(kNormEpsilon);
+  });
+  return {h, normed, mean, rstd};
+}
+
 class FusedModulate : public torch::autograd::Function<FusedModulate> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& shift,
@@ -267,6 +302,41 @@ class FusedGatedAdd : public torch::autograd::Function<FusedGatedAdd> {
   }
 };
 
+// Backward receives the gradients of both outputs: h's from its other use (the layer's last
+// residual add) and modulate(h)'s; their sum is the gradient of h, summed in the same pass.
+class FusedGatedModulate : public torch::autograd::Function<FusedGatedModulate> {
+ public:
+  static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                                              const torch::Tensor& gate, const torch::Tensor& y,
+                                              const torch::Tensor& shift, const torch::Tensor& scale) {
+    auto [h, normed, mean, rstd] = gated_modulate_forward(x, gate, y, shift, scale);
+    ctx->save_for_backward({h, gate, y, scale, mean, rstd});
+    ctx->saved_data["shift_tokens"] = shift.size(1);
+    return {h, normed};
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &h = saved[0], &gate = saved[1], &y = saved[2], &scale = saved[3], &mean = saved[4], &rstd = saved[5];
+    RECORD_FUNCTION("blocklab::gated_add_modulate_backward", std::vector<c10::IValue>({h, gate}));
+    const auto dh = grads[0].defined() ? last_dim_dense(grads[0]) : torch::Tensor();  // (undefined: zero)
+    const auto dnormed = grads[1].defined() ? last_dim_dense(grads[1]) : torch::zeros_like(h);
+    auto dx = empty_rows(h), dy = empty_rows(y);
+    auto dgate = torch::zeros(gate.sizes(), h.options());
+    auto dshift = torch::zeros({h.size(0), ctx->saved_data["shift_tokens"].toInt(), h.size(2)}, h.options());
+    auto dscale = torch::zeros(scale.sizes(), h.options());
+    run_pass(Pass::GatedModulateBackward, h, [&](auto& r) {
+      using T = std::remove_pointer_t<decltype(r.mean)>;
+      r.out = token_rows<T>(h), r.scale = token_rows<T>(scale), r.dnormed = token_rows<T>(dnormed);
+      r.dout = token_rows<T>(dh), r.dx = token_rows<T>(dx), r.dshift = token_rows<T>(dshift);
+      r.dscale = token_rows<T>(dscale), r.gate = token_rows<T>(gate), r.branch = token_rows<T>(y);
+      r.dgate = token_rows<T>(dgate), r.dbranch = token_rows<T>(dy);
+      r.mean = mean.data_ptr<T>(), r.rstd = rstd.data_ptr<T>();
+    });
+    return {dx, dgate, dy, dshift, dscale};
+  }
+};
+
 }  // namespace
 
 torch::Tensor modulate_reference(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
@@ -290,6 +360,22 @@ torch::Tensor gated_add(const torch::Tensor& x, const torch::Tensor& gate, const
   const auto xc = last_dim_dense(x), gc = last_dim_dense(gate), yc = last_dim_dense(y);
   if (!any_needs_grad({&x, &gate, &y})) return gated_forward(xc, gc, yc);
   return FusedGatedAdd::apply(xc, gc, yc);
+}
+
+std::array<torch::Tensor, 2> gated_add_modulate(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y,
+                                                const torch::Tensor& shift, const torch::Tensor& scale) {
+  if (!modulation_fusable(x, {&gate, &y, &shift, &scale}) || y.size(1) != x.size(1)) {
+    const auto h = gated_add_reference(x, gate, y);
+    return {h, modulate_reference(h, shift, scale)};
+  }
+  const auto xc = last_dim_dense(x), gc = last_dim_dense(gate), yc = last_dim_dense(y);
+  const auto shc = last_dim_dense(shift), scc = last_dim_dense(scale);
+  if (!any_needs_grad({&x, &gate, &y, &shift, &scale})) {
+    const auto f = gated_modulate_forward(xc, gc, yc, shc, scc);
+    return {f[0], f[1]};
+  }
+  const auto out = FusedGatedModulate::apply(xc, gc, yc, shc, scc);
+  return {out[0], out[1]};
 }
 
 }  // namespace blocklab

@@ -3,6 +3,8 @@
 //   modulate(x, shift, scale) = LayerNorm(x) * (1 + scale) + shift   (LayerNorm without weights)
 //   gated_add(x, gate, y)     = x + gate * y                           (the gated residual)
 //
+// and the two in a row, as a layer runs them between its attention and its MLP (gated_add_modulate).
+//
 // Unfused, each is four or five libtorch ops forward and as many backward (broadcast products,
 // sums over tokens for the gradients of per-sample modulations), each a pass over the activations;
 // the profiler showed them at a tenth of the ViT's step. Fused, each is one pass forward and one
@@ -10,6 +12,8 @@
 // functions, also the tests' reference).
 #pragma once
 #include <torch/torch.h>
+
+#include <array>
 
 namespace blocklab {
 
@@ -22,6 +26,13 @@ torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const
 
 /// x + gate * y for x and y [N, T, D] and gate [N, 1, D] or [N, T, D]. Differentiable in all three.
 torch::Tensor gated_add(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y);
+
+/// h = gated_add(x, gate, y) and modulate(h, shift, scale) in one pass, {h, modulate(h)}: a
+/// layer's residual update after attention and the MLP's modulation of it. Backward takes the
+/// gradients of both (h's other use is the next residual add) and sums them in the same pass,
+/// where separately autograd would add two tensors. Differentiable in all five.
+std::array<torch::Tensor, 2> gated_add_modulate(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y,
+                                                const torch::Tensor& shift, const torch::Tensor& scale);
 
 /// The same with libtorch's ops.
 torch::Tensor modulate_reference(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale);
