@@ -79,10 +79,16 @@ TEST(Modulation, FusedMatchesLibtorchInValuesAndGradients) {
       // Both outputs of the fused pair, each with its own upstream gradient (h's other use, the
       // next residual add, and the modulation's): their sum is taken inside the kernel.
       const auto scale = torch::randn_like(in[2]) * 0.5;
-      compare_op("gated_add_modulate", [](const auto& v) {
+      const auto pair = [](const auto& v) {
         const auto out = gated_add_modulate(v[0], v[1], v[2], v[3], v[4]);
         return torch::cat({out[0], out[1] * 0.7}, 1);
-      }, {in[0], in[1], in[3], in[2], scale}, tolerance);
+      };
+      compare_op("gated_add_modulate", pair, {in[0], in[1], in[3], in[2], scale}, tolerance);
+      if (type == torch::kDouble || !simd::has_avx512()) continue;
+      simd::set_wide_vectors(false);  // float32 in Vec's 8 lanes, as on a CPU without AVX-512
+      compare_op("modulate 8 lanes", [](const auto& v) { return modulate(v[0], v[1], v[2]); }, {in[0], in[1], in[2]}, tolerance);
+      compare_op("gated_add_modulate 8 lanes", pair, {in[0], in[1], in[3], in[2], scale}, tolerance);
+      simd::set_wide_vectors(true);
     }
 }
 

@@ -44,11 +44,11 @@ struct Rows {
 };
 
 // sum_j f(j) over a row, vectors of lanes summed lane-wise, then the lanes, then the tail.
-template <typename T, typename VecTerm, typename ScalarTerm>
+template <typename T, typename V, typename VecTerm, typename ScalarTerm>
 BLOCKLAB_INLINE T row_sum(int64_t dim, VecTerm vec_term, ScalarTerm scalar_term) {
-  Vec<T> acc{};
+  V acc{};
   int64_t j = 0;
-  for (; j + kLanes<T> <= dim; j += kLanes<T>) acc += vec_term(j);
+  for (; j + kLanesOf<T, V> <= dim; j += kLanesOf<T, V>) acc += vec_term(j);
   T s = lane_sum<T>(acc);
   for (; j < dim; ++j) s += scalar_term(j);
   return s;
@@ -56,17 +56,17 @@ BLOCKLAB_INLINE T row_sum(int64_t dim, VecTerm vec_term, ScalarTerm scalar_term)
 
 // modulate forward of one row: mean and variance (two passes, as LayerNorm), then
 // y = (x - mean) * rstd * (1 + scale) + shift.
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE void modulate_row(const T* x, const T* shift, const T* scale, T* y, int64_t dim, T epsilon, T& mean_out,
                                   T& rstd_out) {
-  const T mean = row_sum<T>(dim, [&](int64_t j) { return load(x + j); }, [&](int64_t j) { return x[j]; }) / T(dim);
-  const T var = row_sum<T>(
-                    dim, [&](int64_t j) { const Vec<T> c = load(x + j) - mean; return c * c; },
+  const T mean = row_sum<T, V>(dim, [&](int64_t j) { return load_as<V>(x + j); }, [&](int64_t j) { return x[j]; }) / T(dim);
+  const T var = row_sum<T, V>(
+                    dim, [&](int64_t j) { const V c = load_as<V>(x + j) - mean; return c * c; },
                     [&](int64_t j) { const T c = x[j] - mean; return c * c; }) / T(dim);
   const T rstd = T(1) / std::sqrt(var + epsilon);
   int64_t j = 0;
-  for (; j + kLanes<T> <= dim; j += kLanes<T>)
-    store(y + j, (load(x + j) - mean) * rstd * (T(1) + load(scale + j)) + load(shift + j));
+  for (; j + kLanesOf<T, V> <= dim; j += kLanesOf<T, V>)
+    store_as(y + j, (load_as<V>(x + j) - mean) * rstd * (T(1) + load_as<V>(scale + j)) + load_as<V>(shift + j));
   for (; j < dim; ++j) y[j] = (x[j] - mean) * rstd * (T(1) + scale[j]) + shift[j];
   mean_out = mean;
   rstd_out = rstd;
@@ -75,17 +75,17 @@ BLOCKLAB_INLINE void modulate_row(const T* x, const T* shift, const T* scale, T*
 // modulate backward of one row, with xh = (x - mean) * rstd and g = dy * (1 + scale):
 //   dshift += dy;  dscale += dy * xh;  dx = rstd * (g - mean(g) - xh * mean(g * xh)) (+ dres: a
 //   gradient of x from its other use, when given).
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE void modulate_row_backward(const T* x, const T* scale, const T* dy, const T* dres, T* dshift, T* dscale,
                                            T* dx, int64_t dim, T mean, T rstd) {
-  Vec<T> sum_g{}, sum_gx{};
+  V sum_g{}, sum_gx{};
   int64_t j = 0;
-  for (; j + kLanes<T> <= dim; j += kLanes<T>) {
-    const Vec<T> d = load(dy + j), xh = (load(x + j) - mean) * rstd, g = d * (T(1) + load(scale + j));
+  for (; j + kLanesOf<T, V> <= dim; j += kLanesOf<T, V>) {
+    const V d = load_as<V>(dy + j), xh = (load_as<V>(x + j) - mean) * rstd, g = d * (T(1) + load_as<V>(scale + j));
     sum_g += g;
     sum_gx += g * xh;
-    store(dshift + j, load(dshift + j) + d);
-    store(dscale + j, load(dscale + j) + d * xh);
+    store_as(dshift + j, load_as<V>(dshift + j) + d);
+    store_as(dscale + j, load_as<V>(dscale + j) + d * xh);
   }
   T g_mean = lane_sum<T>(sum_g), gx_mean = lane_sum<T>(sum_gx);
   for (int64_t i = j; i < dim; ++i) {
@@ -97,10 +97,10 @@ BLOCKLAB_INLINE void modulate_row_backward(const T* x, const T* scale, const T* 
   }
   g_mean /= T(dim);
   gx_mean /= T(dim);
-  for (j = 0; j + kLanes<T> <= dim; j += kLanes<T>) {
-    const Vec<T> xh = (load(x + j) - mean) * rstd, g = load(dy + j) * (T(1) + load(scale + j));
-    const Vec<T> d = rstd * (g - g_mean - xh * gx_mean);
-    store(dx + j, dres ? d + load(dres + j) : d);
+  for (j = 0; j + kLanesOf<T, V> <= dim; j += kLanesOf<T, V>) {
+    const V xh = (load_as<V>(x + j) - mean) * rstd, g = load_as<V>(dy + j) * (T(1) + load_as<V>(scale + j));
+    const V d = rstd * (g - g_mean - xh * gx_mean);
+    store_as(dx + j, dres ? d + load_as<V>(dres + j) : d);
   }
   for (; j < dim; ++j) {
     const T xh = (x[j] - mean) * rstd, g = dy[j] * (T(1) + scale[j]);
@@ -110,21 +110,21 @@ BLOCKLAB_INLINE void modulate_row_backward(const T* x, const T* scale, const T* 
 }
 
 // gated_add of one row: out = x + gate * y.
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE void gated_row(const T* x, const T* gate, const T* y, T* out, int64_t dim) {
   int64_t j = 0;
-  for (; j + kLanes<T> <= dim; j += kLanes<T>) store(out + j, load(x + j) + load(gate + j) * load(y + j));
+  for (; j + kLanesOf<T, V> <= dim; j += kLanesOf<T, V>) store_as(out + j, load_as<V>(x + j) + load_as<V>(gate + j) * load_as<V>(y + j));
   for (; j < dim; ++j) out[j] = x[j] + gate[j] * y[j];
 }
 
 // Its backward: dy = dout * gate, dgate += dout * y (dx is dout itself).
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE void gated_row_backward(const T* dout, const T* gate, const T* y, T* dgate, T* dy, int64_t dim) {
   int64_t j = 0;
-  for (; j + kLanes<T> <= dim; j += kLanes<T>) {
-    const Vec<T> d = load(dout + j);
-    store(dy + j, d * load(gate + j));
-    store(dgate + j, load(dgate + j) + d * load(y + j));
+  for (; j + kLanesOf<T, V> <= dim; j += kLanesOf<T, V>) {
+    const V d = load_as<V>(dout + j);
+    store_as(dy + j, d * load_as<V>(gate + j));
+    store_as(dgate + j, load_as<V>(dgate + j) + d * load_as<V>(y + j));
   }
   for (; j < dim; ++j) {
     dy[j] = dout[j] * gate[j];
@@ -135,42 +135,53 @@ BLOCKLAB_INLINE void gated_row_backward(const T* dout, const T* gate, const T* y
 // One token of a pass. gated_add_modulate runs both steps on the token while its row is in cache:
 // forward h = x + gate * y, then modulate(h); backward the modulation's gradient of h plus the
 // gradient h receives from its other use (dout), which is then gated_add's dout.
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE void token(Pass pass, const Rows<T>& r, int64_t n, int64_t t) {
   const int64_t dim = r.dim, stat = n * r.tokens + t;
   switch (pass) {
     case Pass::ModulateForward:
-      return modulate_row(r.x.row(n, t), r.shift.row(n, t), r.scale.row(n, t), r.out.row(n, t), dim, r.epsilon,
+      return modulate_row<T, V>(r.x.row(n, t), r.shift.row(n, t), r.scale.row(n, t), r.out.row(n, t), dim, r.epsilon,
                           r.mean[stat], r.rstd[stat]);
     case Pass::ModulateBackward:
-      return modulate_row_backward<T>(r.x.row(n, t), r.scale.row(n, t), r.dout.row(n, t), nullptr, r.dshift.row(n, t),
+      return modulate_row_backward<T, V>(r.x.row(n, t), r.scale.row(n, t), r.dout.row(n, t), nullptr, r.dshift.row(n, t),
                                       r.dscale.row(n, t), r.dx.row(n, t), dim, r.mean[stat], r.rstd[stat]);
-    case Pass::GatedForward: return gated_row(r.x.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.out.row(n, t), dim);
+    case Pass::GatedForward: return gated_row<T, V>(r.x.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.out.row(n, t), dim);
     case Pass::GatedBackward:
-      return gated_row_backward(r.dout.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.dgate.row(n, t),
+      return gated_row_backward<T, V>(r.dout.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.dgate.row(n, t),
                                 r.dbranch.row(n, t), dim);
     case Pass::GatedModulateForward:
-      gated_row(r.x.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.out.row(n, t), dim);
-      return modulate_row(r.out.row(n, t), r.shift.row(n, t), r.scale.row(n, t), r.normed.row(n, t), dim, r.epsilon,
+      gated_row<T, V>(r.x.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.out.row(n, t), dim);
+      return modulate_row<T, V>(r.out.row(n, t), r.shift.row(n, t), r.scale.row(n, t), r.normed.row(n, t), dim, r.epsilon,
                           r.mean[stat], r.rstd[stat]);
     case Pass::GatedModulateBackward:
-      modulate_row_backward<T>(r.out.row(n, t), r.scale.row(n, t), r.dnormed.row(n, t), r.dout.row(n, t),
+      modulate_row_backward<T, V>(r.out.row(n, t), r.scale.row(n, t), r.dnormed.row(n, t), r.dout.row(n, t),
                                r.dshift.row(n, t), r.dscale.row(n, t), r.dx.row(n, t), dim, r.mean[stat], r.rstd[stat]);
-      return gated_row_backward(r.dx.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.dgate.row(n, t),
+      return gated_row_backward<T, V>(r.dx.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.dgate.row(n, t),
                                 r.dbranch.row(n, t), dim);
   }
 }
 
 // Samples [begin, end), every token in order (so a per-sample gradient sums tokens in order).
-template <typename T>
+template <typename T, typename V>
 BLOCKLAB_INLINE void samples(Pass pass, const Rows<T>& r, int64_t begin, int64_t end) {
   for (int64_t n = begin; n < end; ++n)
-    for (int64_t t = 0; t < r.tokens; ++t) token(pass, r, n, t);
+    for (int64_t t = 0; t < r.tokens; ++t) token<T, V>(pass, r, n, t);
 }
 
-BLOCKLAB_ISAS void run_samples_f32(Pass pass, const Rows<float>& r, int64_t b, int64_t e) { samples(pass, r, b, e); }
-BLOCKLAB_ISAS void run_samples_f64(Pass pass, const Rows<double>& r, int64_t b, int64_t e) { samples(pass, r, b, e); }
-void run_samples(Pass pass, const Rows<float>& r, int64_t b, int64_t e) { run_samples_f32(pass, r, b, e); }
+// float32 with AVX-512 in 16 lanes (a ViT row of 64 is then four vectors), the clones in Vec's.
+__attribute__((target("arch=x86-64-v4"))) void run_samples_f32_wide(Pass pass, const Rows<float>& r, int64_t b,
+                                                                    int64_t e) {
+  samples<float, Floats16>(pass, r, b, e);
+}
+BLOCKLAB_ISAS void run_samples_f32(Pass pass, const Rows<float>& r, int64_t b, int64_t e) {
+  samples<float, Vec<float>>(pass, r, b, e);
+}
+BLOCKLAB_ISAS void run_samples_f64(Pass pass, const Rows<double>& r, int64_t b, int64_t e) {
+  samples<double, Vec<double>>(pass, r, b, e);
+}
+void run_samples(Pass pass, const Rows<float>& r, int64_t b, int64_t e) {
+  wide_vectors() ? run_samples_f32_wide(pass, r, b, e) : run_samples_f32(pass, r, b, e);
+}
 void run_samples(Pass pass, const Rows<double>& r, int64_t b, int64_t e) { run_samples_f64(pass, r, b, e); }
 
 // Runs `pass` over all samples of x [N, T, D] in parallel, `fill` setting the pass's fields.

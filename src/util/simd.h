@@ -84,11 +84,11 @@ BLOCKLAB_INLINE To bits_as(const From& x) {
   return y;
 }
 
-/// The lanes of v added in order, lane 0 first.
-template <typename T>
-BLOCKLAB_INLINE T lane_sum(const Vec<T>& v) {
+/// The lanes of v (a vector V of T, of any width) added in order, lane 0 first.
+template <typename T, typename V>
+BLOCKLAB_INLINE T lane_sum(const V& v) {
   T s = v[0];
-  for (int64_t l = 1; l < kLanes<T>; ++l) s += v[l];
+  for (int64_t l = 1; l < kLanesOf<T, V>; ++l) s += v[l];
   return s;
 }
 
