@@ -53,7 +53,8 @@ TEST(Gemm, MatchesTheFloat64ProductWithinTheRoundingBound) {
   if (!gemm_runs_here()) return;
   torch::manual_seed(7);
   const std::vector<Shape> shapes = {{1, 1, 1},   {1, 33, 7},   {13, 1, 5},   {12, 32, 256}, {37, 70, 300},
-                                     {121, 17, 64}, {250, 95, 513}, {7, 1030, 9}, {64, 48, 2}};
+                                     {121, 17, 64}, {250, 95, 513}, {7, 1030, 9}, {64, 48, 2},
+                                     {20, 40, 33}};  // last strips of 1-4, 5-8 and 9-12 rows (the 4-, 8- and 12-row tiles)
   for (const auto& s : shapes)
     for (const bool ta : {false, true})
       for (const bool tb : {false, true}) {

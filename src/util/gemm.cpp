@@ -77,34 +77,36 @@ BLOCKLAB_INLINE void pack_a(const Operand& a, int64_t ic, int64_t mc, int64_t pc
   }
 }
 
-// One register tile: C[rows, cols] = sum_p A(r, p) b[p] (+ C if `add_to_c`, else + bias if given).
-// A is a packed strip (A(r, p) = a[p * kMr + r]) or, in place, rows of a row-major matrix
-// (a[r * lda + p]); one broadcast per row and k. (Which one is a template argument: the packed
-// strip's offsets are then constants, and the 12 row offsets do not take 12 registers.)
-template <bool kPacked>
+// One register tile: C[rows, cols] = sum_p A(r, p) b[p] (+ C if `add_to_c`, else + bias if given),
+// for rows <= R of the strip (R = kMr, or 8 or 4 for a last strip of fewer rows: a weight gradient
+// with 64 rows would otherwise compute 72). A is a packed strip (A(r, p) = a[p * kMr + r]) or, in
+// place, rows of a row-major matrix (a[r * lda + p]); one broadcast per row and k. (Which one is a
+// template argument: the packed strip's offsets are then constants, and the row offsets do not
+// take R registers.)
+template <bool kPacked, int64_t R>
 BLOCKLAB_INLINE void tile(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int64_t rows,
                           int64_t cols, const float* bias, bool add_to_c) {
   const int64_t a_row = kPacked ? 1 : lda, a_step = kPacked ? kMr : 1;
   // C's rows are far apart in memory: fetch them while the sums are computed.
 #pragma GCC unroll 16
-  for (int64_t r = 0; r < kMr; ++r) {
+  for (int64_t r = 0; r < R; ++r) {
     __builtin_prefetch(c + r * ldc, 1);
     __builtin_prefetch(c + r * ldc + kLanes, 1);
   }
-  V s0[kMr], s1[kMr];
+  V s0[R], s1[R];
 #pragma GCC unroll 16
-  for (int64_t r = 0; r < kMr; ++r) s0[r] = s1[r] = V{};
+  for (int64_t r = 0; r < R; ++r) s0[r] = s1[r] = V{};
   for (int64_t p = 0; p < kc; ++p, a += a_step, b += 2 * kLanes) {
     const V b0 = load(b), b1 = load(b + kLanes);
 #pragma GCC unroll 16
-    for (int64_t r = 0; r < kMr; ++r) {
+    for (int64_t r = 0; r < R; ++r) {
       s0[r] += a[r * a_row] * b0;
       s1[r] += a[r * a_row] * b1;
     }
   }
-  if (rows == kMr && cols == 2 * kLanes) {
+  if (rows == R && cols == 2 * kLanes) {
 #pragma GCC unroll 16
-    for (int64_t r = 0; r < kMr; ++r) {
+    for (int64_t r = 0; r < R; ++r) {
       float* cr = c + r * ldc;
       if (add_to_c) {
         s0[r] = load(cr) + s0[r];
@@ -118,8 +120,8 @@ BLOCKLAB_INLINE void tile(int64_t kc, const float* a, int64_t lda, const float* 
     }
     return;
   }
-  float sums[kMr][2 * kLanes];  // an edge tile: through a buffer, the valid part only
-  for (int64_t r = 0; r < kMr; ++r) {
+  float sums[R][2 * kLanes];  // an edge tile: through a buffer, the valid part only
+  for (int64_t r = 0; r < R; ++r) {
     store(sums[r], s0[r]);
     store(sums[r] + kLanes, s1[r]);
   }
@@ -128,6 +130,19 @@ BLOCKLAB_INLINE void tile(int64_t kc, const float* a, int64_t lda, const float* 
       float& out = c[r * ldc + j];
       out = add_to_c ? out + sums[r][j] : bias ? sums[r][j] + bias[j] : sums[r][j];
     }
+}
+
+// The tile for a strip of `rows`: kMr at once, or 8 or 4 for what is left of the last.
+template <bool kPacked>
+BLOCKLAB_INLINE void strip_tile(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
+                                int64_t rows, int64_t cols, const float* bias, bool add_to_c) {
+  static_assert(kMr > 8);
+  if (rows > 8)
+    tile<kPacked, kMr>(kc, a, lda, b, c, ldc, rows, cols, bias, add_to_c);
+  else if (rows > 4)
+    tile<kPacked, 8>(kc, a, lda, b, c, ldc, rows, cols, bias, add_to_c);
+  else
+    tile<kPacked, 4>(kc, a, lda, b, c, ldc, rows, cols, bias, add_to_c);
 }
 
 // One block of rows of C against the packed B block: pack its A, run every tile.
@@ -156,9 +171,9 @@ BLOCKLAB_INLINE void multiply(const RowBlock& blk, float* packed) {
       float* c = blk.c + ir * blk.ldc + jr;
       const int64_t rows = std::min(kMr, blk.mc - ir);
       if (ir < in_place)
-        tile<false>(blk.kc, a.data + (blk.ic + ir) * a.ld + blk.pc, a.ld, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
+        tile<false, kMr>(blk.kc, a.data + (blk.ic + ir) * a.ld + blk.pc, a.ld, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
       else
-        tile<true>(blk.kc, packed + (ir - in_place) * blk.kc, 0, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
+        strip_tile<true>(blk.kc, packed + (ir - in_place) * blk.kc, 0, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
     }
   }
 }
