@@ -322,7 +322,7 @@ std::atomic<AttentionKernel> g_attention_kernel{AttentionKernel::Auto};
 // Pairs along the lanes pay for regrouping q, k, v and the outputs (transposes), one head at a time
 // for queries padded to whole vectors and, with a head width no vector divides, for copying rows.
 // `blocklab bench attention` (docs/profiling.md), forward + backward, pairs / one head: 0.92-0.93
-// at 17-18 tokens of width 16 or 32, 0.75 at 50 of width 24; 0.98 at 32 x 16 and 33 x 48 (no
+// at 17-18 tokens of width 16 or 32, 0.73-0.75 at 49-50 of width 24; 0.98 at 32 x 16 and 33 x 48 (no
 // padding, or wide heads), 1.2-1.3 at 18 x 64, 8 x 64 and 64 x 32, 1.1-1.2 at 128 and 256 tokens.
 AttentionKernel attention_kernel_for(int64_t tq, int64_t dim, torch::ScalarType type) {
   const auto forced = g_attention_kernel.load(std::memory_order_relaxed);
