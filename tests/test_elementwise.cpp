@@ -116,12 +116,12 @@ TEST(BiasActivation, FusedMatchesLibtorchInValuesAndGradients) {
       }
 }
 
-// The kernels' exponential (util/simd.h) against std::exp over [-100, 0]: within 2 ulp where e^x
-// is a normal float, exactly 0 below (exp_nonpositive) or e^-87.3 (exp_clamped_lanes),
-// 0 for -inf, and NaN kept.
+// The kernels' exponential (util/simd.h) against std::exp over [-100, 0]: within 2 ulp from
+// kExpLow up (and every result there a normal float: a subnormal costs a microcode assist), exactly 0
+// below (exp_nonpositive) or e^kExpLow (exp_clamped_lanes), 0 for -inf, and NaN kept.
 TEST(Simd, ExponentialMatchesStdExp) {
   using V = simd::Vec<float>;
-  constexpr float kLow = -87.3365447504f;
+  constexpr float kLow = simd::kExpLow;
   double worst_ulps = 0;
   for (int i = 0; i <= 100000; i += int(simd::kLanes<float>)) {
     V x;
@@ -131,9 +131,11 @@ TEST(Simd, ExponentialMatchesStdExp) {
       if (x[l] < kLow) {
         EXPECT_EQ(e[l], 0.0f) << x[l];
         EXPECT_NEAR(c[l], std::exp(double(kLow)), 1e-44) << x[l];
+        EXPECT_GE(c[l], std::numeric_limits<float>::min()) << x[l];
         continue;
       }
       const double want = std::exp(double(x[l]));
+      EXPECT_GE(e[l], std::numeric_limits<float>::min()) << x[l];
       worst_ulps = std::max(worst_ulps, std::abs(e[l] - want) / (std::nextafter(float(want), 1.0f) - float(want)));
       EXPECT_EQ(e[l], c[l]) << x[l];
     }
@@ -157,6 +159,19 @@ TEST(Modulation, NormalisesEachToken) {
   const auto var = y.pow(2).mean(-1);
   const auto want = x.var(-1, /*unbiased=*/false) / (x.var(-1, false) + kNormEpsilon);
   EXPECT_LT((var - want).abs().max().item<double>(), 1e-12);
+}
+
+// flush_subnormal (util/simd.h): subnormal lanes of either sign become 0, everything else is kept
+// bit for bit (the smallest normal float, zero, infinities, NaN).
+TEST(Simd, FlushSubnormalZeroesOnlySubnormals) {
+  using V = simd::Vec<float>;
+  const float tiny = std::numeric_limits<float>::min();
+  const V x = {tiny / 2, -tiny / 4, tiny, -tiny, 0.0f, 1e-30f, std::numeric_limits<float>::infinity(), std::nanf("")};
+  const V y = simd::flush_subnormal<float>(x);
+  EXPECT_EQ(y[0], 0.0f);
+  EXPECT_EQ(y[1], 0.0f);
+  for (int l = 2; l < 7; ++l) EXPECT_EQ(y[l], x[l]) << l;
+  EXPECT_TRUE(std::isnan(y[7]));
 }
 
 }  // namespace

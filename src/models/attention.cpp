@@ -210,7 +210,8 @@ BLOCKLAB_INLINE void attention_backward_head(const AttentionProblem<T>& a, int64
     V rowsum{};
     for (int64_t j = 0; j < tk; ++j) rowsum += load_as<V>(pt + j * tqp + c) * load_as<V>(ds_t + j * tqp + c);
     for (int64_t j = 0; j < tk; ++j)
-      store_as(ds_t + j * tqp + c, load_as<V>(pt + j * tqp + c) * (load_as<V>(ds_t + j * tqp + c) - rowsum) * a.scale);
+      store_as(ds_t + j * tqp + c,
+               flush_subnormal<T>(load_as<V>(pt + j * tqp + c) * (load_as<V>(ds_t + j * tqp + c) - rowsum) * a.scale));
   }
   const auto k = rows_in<T, V>(a.k, n, h, tk, dim, pad);
   const auto dq = rows_out<T, V>(a.dq, n, h, dim, pad + wide);

@@ -202,14 +202,16 @@ BLOCKLAB_INLINE void softmax_rows(T* s, int64_t tq, int64_t tk, const T* mask) {
   }
 }
 
-// dP [Tq, Tk] into dS = P * (dP - rowsum(P * dP)) (the softmax's backward, before the scale).
+// dP [Tq, Tk] into dS = P * (dP - rowsum(P * dP)) (the softmax's backward, before the scale),
+// subnormal values flushed to 0 (simd::flush_subnormal: three products read them).
 template <typename T, typename V>
 BLOCKLAB_INLINE void softmax_backward_rows(const T* p, T* ds, int64_t tq, int64_t tk) {
   constexpr int64_t L = kLanesOf<T, V>;
   for (int64_t i = 0; i < tq; ++i, p += tk * L, ds += tk * L) {
     V dot{};
     for (int64_t j = 0; j < tk; ++j) dot += load_as<V>(p + j * L) * load_as<V>(ds + j * L);
-    for (int64_t j = 0; j < tk; ++j) store_as(ds + j * L, load_as<V>(p + j * L) * (load_as<V>(ds + j * L) - dot));
+    for (int64_t j = 0; j < tk; ++j)
+      store_as(ds + j * L, flush_subnormal<T>(load_as<V>(p + j * L) * (load_as<V>(ds + j * L) - dot)));
   }
 }
 

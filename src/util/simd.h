@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 
 // No vector crosses a call (everything is inlined), so GCC's note that vector arguments change the
@@ -96,12 +97,16 @@ BLOCKLAB_INLINE T lane_sum(const V& v) {
 /// lane by lane with no calls or branches: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite), e^r by
 /// Cephes' degree-6 expf polynomial, 2^n put into the exponent bits (n rounded by the 1.5 * 2^23
 /// trick, which IEEE arithmetic keeps exact: nothing here needs relaxed floating-point rules).
-/// Within 2 ulp of std::exp; exactly 0 below -87.3 (where e^x is no longer a normal float) and for
-/// -inf; NaN stays NaN. V is a vector of floats of any width (Vec<float>, or 16 lanes in a kernel
-/// compiled for AVX-512); float64 vectors take std::exp lane by lane (the tests' precision).
-/// exp_clamped_lanes is the same without the zeroing: below -87.3 (and for -inf) it gives
-/// e^-87.3 ~ 1.2e-38, for callers to whom that is zero (two instructions fewer).
-constexpr float kExpLow = -87.3365447504f;  // ln of the smallest normal float
+/// Within 2 ulp of std::exp; exactly 0 below kExpLow = -87.33 and for -inf; NaN stays NaN. V is a
+/// vector of floats of any width (Vec<float>, or 16 lanes in a kernel compiled for AVX-512);
+/// float64 vectors take std::exp lane by lane (the tests' precision).
+/// exp_clamped_lanes is the same without the zeroing: below -87.33 (and for -inf) it gives
+/// e^-87.33 ~ 1.2e-38, for callers to whom that is zero (two instructions fewer).
+/// kExpLow sits just above ln of the smallest normal float (-87.3365): at that point the
+/// polynomial's rounding put e^x a hair below it, a subnormal float, and every vector operation
+/// with a subnormal lane takes a microcode assist on x86; a peaked softmax clamps many lanes, and
+/// its forward pass ran 4x slower. From -87.33 up, every result is a normal float.
+constexpr float kExpLow = -87.33f;
 template <typename V>
 BLOCKLAB_INLINE V exp_clamped_lanes(const V& x) {
   typedef int32_t Bits __attribute__((vector_size(sizeof(V))));
@@ -131,6 +136,17 @@ BLOCKLAB_INLINE Vec<double> exp_nonpositive(const Vec<double>& x) {
   Vec<double> e;
   for (int64_t l = 0; l < kLanes<double>; ++l) e[l] = std::exp(x[l]);
   return e;
+}
+
+/// x with its subnormal lanes (0 < |x| < the smallest normal T) set to 0, as flush-to-zero would.
+/// For a result that later products read many times (attention's dS): a trained softmax's tiny
+/// probabilities times small gradients are subnormal, and every vector operation with a subnormal
+/// lane takes a microcode assist on x86; such a value is below 1e-37 (float) of what it is added
+/// to. (The backward pass of a real training step spent 3x its synthetic time in those products.)
+template <typename T, typename V>
+BLOCKLAB_INLINE V flush_subnormal(const V& x) {
+  const V magnitude = x < T(0) ? -x : x;
+  return magnitude < std::numeric_limits<T>::min() ? V{} : x;
 }
 
 /// An L x L block held as L vectors of L lanes (V of any width), transposed in registers: log2(L)
