@@ -161,17 +161,22 @@ TEST(Modulation, NormalisesEachToken) {
   EXPECT_LT((var - want).abs().max().item<double>(), 1e-12);
 }
 
-// flush_subnormal (util/simd.h): subnormal lanes of either sign become 0, everything else is kept
-// bit for bit (the smallest normal float, zero, infinities, NaN).
-TEST(Simd, FlushSubnormalZeroesOnlySubnormals) {
-  using V = simd::Vec<float>;
+// FlushSubnormals (util/simd.h): inside its scope a product that would be subnormal is 0 and a
+// subnormal input reads as 0; after it, both are back (the thread's mode is restored).
+float multiply(float a, float b) {
+  volatile float x = a, y = b;  // (computed at run time, under the mode of the moment)
+  return x * y;
+}
+TEST(Simd, FlushSubnormalsHoldsOnlyInItsScope) {
   const float tiny = std::numeric_limits<float>::min();
-  const V x = {tiny / 2, -tiny / 4, tiny, -tiny, 0.0f, 1e-30f, std::numeric_limits<float>::infinity(), std::nanf("")};
-  const V y = simd::flush_subnormal<float>(x);
-  EXPECT_EQ(y[0], 0.0f);
-  EXPECT_EQ(y[1], 0.0f);
-  for (int l = 2; l < 7; ++l) EXPECT_EQ(y[l], x[l]) << l;
-  EXPECT_TRUE(std::isnan(y[7]));
+  {
+    const simd::FlushSubnormals flush;
+    EXPECT_EQ(multiply(tiny, 0.25f), 0.0f);      // the result flushed
+    EXPECT_EQ(multiply(tiny / 4, 8.0f), 0.0f);   // the input read as 0
+    EXPECT_EQ(multiply(tiny, 2.0f), 2 * tiny);   // normal floats as ever
+  }
+  EXPECT_EQ(multiply(tiny, 0.25f), tiny / 4);
+  EXPECT_EQ(multiply(tiny / 4, 8.0f), 2 * tiny);
 }
 
 }  // namespace

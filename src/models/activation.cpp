@@ -186,7 +186,10 @@ std::pair<torch::Tensor, torch::Tensor> bias_activation_forward(Activation a, co
     const ActivationRows<scalar_t> r{x.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), nullptr, y.data_ptr<scalar_t>(),
                                with_slope ? slope.data_ptr<scalar_t>() : nullptr, nullptr, nullptr, features};
     at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, features)),
-                     [&](int64_t b, int64_t e) { run_activation(a, r, b, e); });
+                     [&](int64_t b, int64_t e) {
+                       const FlushSubnormals flush;
+                       run_activation(a, r, b, e);
+                     });
   });
   return {y, slope};
 }
@@ -212,6 +215,7 @@ class FusedBiasActivation : public torch::autograd::Function<FusedBiasActivation
     AT_DISPATCH_FLOATING_TYPES(slope.scalar_type(), "bias_activation backward", [&] {
       const ActivationRows<scalar_t> r{nullptr, nullptr, dy.data_ptr<scalar_t>(), nullptr, slope.data_ptr<scalar_t>(),
                                  dx.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>(), features};
+      const FlushSubnormals flush;
       run_activation_backward(r, rows);  // one thread: the bias gradient sums the rows in order
     });
     return {dx, dbias, torch::Tensor()};

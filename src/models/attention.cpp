@@ -210,8 +210,7 @@ BLOCKLAB_INLINE void attention_backward_head(const AttentionProblem<T>& a, int64
     V rowsum{};
     for (int64_t j = 0; j < tk; ++j) rowsum += load_as<V>(pt + j * tqp + c) * load_as<V>(ds_t + j * tqp + c);
     for (int64_t j = 0; j < tk; ++j)
-      store_as(ds_t + j * tqp + c,
-               flush_subnormal<T>(load_as<V>(pt + j * tqp + c) * (load_as<V>(ds_t + j * tqp + c) - rowsum) * a.scale));
+      store_as(ds_t + j * tqp + c, load_as<V>(pt + j * tqp + c) * (load_as<V>(ds_t + j * tqp + c) - rowsum) * a.scale);
   }
   const auto k = rows_in<T, V>(a.k, n, h, tk, dim, pad);
   const auto dq = rows_out<T, V>(a.dq, n, h, dim, pad + wide);
@@ -296,7 +295,10 @@ torch::Tensor per_head_forward(const torch::Tensor& q, const torch::Tensor& k, c
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "fused attention", [&] {
     auto a = attention_problem<scalar_t>(q, k, v, mask_t, p);
     a.o = strided_rows<scalar_t>(o);
-    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(false, a, b, e); });
+    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) {
+      const FlushSubnormals flush;
+      run_heads(false, a, b, e);
+    });
   });
   return p;
 }
@@ -312,7 +314,10 @@ void per_head_backward(const torch::Tensor& q, const torch::Tensor& k, const tor
     auto a = attention_problem<scalar_t>(q, k, v, torch::Tensor(), p);
     a.dout = strided_rows<scalar_t>(dout), a.dq = strided_rows<scalar_t>(dq), a.dk = strided_rows<scalar_t>(dk),
     a.dv = strided_rows<scalar_t>(dv);
-    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(true, a, b, e); });
+    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) {
+      const FlushSubnormals flush;
+      run_heads(true, a, b, e);
+    });
   });
 }
 

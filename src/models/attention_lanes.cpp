@@ -202,16 +202,14 @@ BLOCKLAB_INLINE void softmax_rows(T* s, int64_t tq, int64_t tk, const T* mask) {
   }
 }
 
-// dP [Tq, Tk] into dS = P * (dP - rowsum(P * dP)) (the softmax's backward, before the scale),
-// subnormal values flushed to 0 (simd::flush_subnormal: three products read them).
+// dP [Tq, Tk] into dS = P * (dP - rowsum(P * dP)) (the softmax's backward, before the scale).
 template <typename T, typename V>
 BLOCKLAB_INLINE void softmax_backward_rows(const T* p, T* ds, int64_t tq, int64_t tk) {
   constexpr int64_t L = kLanesOf<T, V>;
   for (int64_t i = 0; i < tq; ++i, p += tk * L, ds += tk * L) {
     V dot{};
     for (int64_t j = 0; j < tk; ++j) dot += load_as<V>(p + j * L) * load_as<V>(ds + j * L);
-    for (int64_t j = 0; j < tk; ++j)
-      store_as(ds + j * L, flush_subnormal<T>(load_as<V>(p + j * L) * (load_as<V>(ds + j * L) - dot)));
+    for (int64_t j = 0; j < tk; ++j) store_as(ds + j * L, load_as<V>(p + j * L) * (load_as<V>(ds + j * L) - dot));
   }
 }
 
@@ -291,7 +289,10 @@ void run_groups(bool backward, const Problem<double>& a, int64_t b, int64_t e) {
 template <typename T>
 void run_all(bool backward, const Problem<T>& a, int64_t group_count, int64_t lanes) {
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, lanes * a.tq * a.tk * a.dim));
-  at::parallel_for(0, group_count, grain, [&](int64_t b, int64_t e) { run_groups(backward, a, b, e); });
+  at::parallel_for(0, group_count, grain, [&](int64_t b, int64_t e) {
+    const FlushSubnormals flush;
+    run_groups(backward, a, b, e);
+  });
 }
 
 template <typename T>

@@ -194,7 +194,10 @@ void run_pass(Pass pass, const torch::Tensor& x, Fill fill) {
     r.dim = dim;
     fill(r);
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, tokens * dim));
-    at::parallel_for(0, n, grain, [&](int64_t b, int64_t e) { run_samples(pass, r, b, e); });
+    at::parallel_for(0, n, grain, [&](int64_t b, int64_t e) {
+      const FlushSubnormals flush;
+      run_samples(pass, r, b, e);
+    });
   });
 }
 
