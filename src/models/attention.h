@@ -9,7 +9,9 @@
 // (the softmax over keys is then a column operation), the products are register tiles of
 // independent sums, and no sum is reassociated; the code is compiled for the x86-64 levels v4
 // (AVX-512), v3 (AVX2, FMA) and the baseline, chosen at run time, and float32 runs 16 queries per
-// vector where the CPU has AVX-512 (util/simd.h, docs/profiling.md).
+// vector where the CPU has AVX-512 (util/simd.h, docs/profiling.md). For short sequences of narrow
+// heads, where the queries would leave much of a vector empty, a second kernel runs (sample, head)
+// pairs along the lanes instead (attention_lanes.h; attention_kernel_for below).
 // Other devices and layouts, or simd::set_fused_kernels(false), take libtorch's ops.
 #pragma once
 #include <torch/torch.h>

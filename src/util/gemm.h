@@ -10,8 +10,10 @@
 // matrix multiplication"): B is copied into panels of 32 columns that stay in the L1 cache, and a
 // register tile of 12 rows x 32 columns of C (24 vectors of 16 sums) is updated with one fused
 // multiply-add per vector per k, A's rows read where they lie (a transposed A is copied into
-// strips first). Sums over k run in order within each block of 256 and the blocks are added in
-// order, the same on every thread count: results do not depend on threads.
+// strips first; a last strip of 8 or fewer rows takes an 8- or 4-row tile). Sums over k run in
+// order within each block of 256 and the blocks are added in order, the same on every thread
+// count: results do not depend on threads. Subnormal inputs and results count as zero while it
+// runs (simd::FlushSubnormals: a subnormal lane costs a microcode assist).
 #pragma once
 #include <cstdint>
 
