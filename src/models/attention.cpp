@@ -228,40 +228,37 @@ BLOCKLAB_INLINE void attention_backward_head(const AttentionProblem<T>& a, int64
 
 // The loops over (sample, head) pairs [begin, end), one copy per instruction set (util/simd.h:
 // everything below the clones is inlined into them), and one in 16-float vectors for AVX-512.
-template <bool Backward, typename T, typename V>
-BLOCKLAB_INLINE void heads(const AttentionProblem<T>& a, int64_t begin, int64_t end) {
+template <typename T, typename V>
+BLOCKLAB_INLINE void heads(bool backward, const AttentionProblem<T>& a, int64_t begin, int64_t end) {
   std::vector<T> scratch(scratch_size<T, V>(a));
   for (int64_t nh = begin; nh < end; ++nh) {
-    if constexpr (Backward)
+    if (backward)
       attention_backward_head<T, V>(a, nh / a.heads, nh % a.heads, scratch.data());
     else
       attention_forward_head<T, V>(a, nh / a.heads, nh % a.heads, scratch.data());
   }
 }
 
-BLOCKLAB_ISAS void forward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads<false, float, Vec<float>>(a, b, e); }
-BLOCKLAB_ISAS void forward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads<false, double, Vec<double>>(a, b, e); }
-BLOCKLAB_ISAS void backward_f32(const AttentionProblem<float>& a, int64_t b, int64_t e) { heads<true, float, Vec<float>>(a, b, e); }
-BLOCKLAB_ISAS void backward_f64(const AttentionProblem<double>& a, int64_t b, int64_t e) { heads<true, double, Vec<double>>(a, b, e); }
-__attribute__((target("arch=x86-64-v4"))) void forward_f32_wide(const AttentionProblem<float>& a, int64_t b, int64_t e) {
-  heads<false, float, Floats16>(a, b, e);
+BLOCKLAB_ISAS void heads_f32(bool backward, const AttentionProblem<float>& a, int64_t b, int64_t e) {
+  heads<float, Vec<float>>(backward, a, b, e);
 }
-__attribute__((target("arch=x86-64-v4"))) void backward_f32_wide(const AttentionProblem<float>& a, int64_t b, int64_t e) {
-  heads<true, float, Floats16>(a, b, e);
+BLOCKLAB_ISAS void heads_f64(bool backward, const AttentionProblem<double>& a, int64_t b, int64_t e) {
+  heads<double, Vec<double>>(backward, a, b, e);
+}
+__attribute__((target("arch=x86-64-v4"))) void heads_f32_wide(bool backward, const AttentionProblem<float>& a,
+                                                               int64_t b, int64_t e) {
+  heads<float, Floats16>(backward, a, b, e);
 }
 
 // float32 on AVX-512 runs 16 queries per vector, else Vec's lanes (as many as the pairs' kernel):
 // P^T's padding follows.
-int64_t query_lanes(torch::ScalarType type) { return pair_lanes::lanes(type); }
-
 void run_heads(bool backward, const AttentionProblem<float>& a, int64_t b, int64_t e) {
-  if (wide_vectors())
-    backward ? backward_f32_wide(a, b, e) : forward_f32_wide(a, b, e);
-  else
-    backward ? backward_f32(a, b, e) : forward_f32(a, b, e);
+  const FlushSubnormals flush;
+  wide_vectors() ? heads_f32_wide(backward, a, b, e) : heads_f32(backward, a, b, e);
 }
 void run_heads(bool backward, const AttentionProblem<double>& a, int64_t b, int64_t e) {
-  backward ? backward_f64(a, b, e) : forward_f64(a, b, e);
+  const FlushSubnormals flush;
+  heads_f64(backward, a, b, e);
 }
 
 // Enough (sample, head) pairs per task that a thread's share is worth starting.
@@ -269,7 +266,7 @@ int64_t attention_grain(int64_t tq, int64_t tk, int64_t dim) { return std::max<i
 
 // Queries padded to whole vectors of the element type: the last dimension of P^T.
 int64_t padded_queries(const torch::Tensor& q) {
-  return round_up(q.size(2), query_lanes(q.scalar_type()));
+  return round_up(q.size(2), pair_lanes::lanes(q.scalar_type()));
 }
 
 template <typename T>
@@ -295,10 +292,7 @@ torch::Tensor per_head_forward(const torch::Tensor& q, const torch::Tensor& k, c
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "fused attention", [&] {
     auto a = attention_problem<scalar_t>(q, k, v, mask_t, p);
     a.o = strided_rows<scalar_t>(o);
-    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) {
-      const FlushSubnormals flush;
-      run_heads(false, a, b, e);
-    });
+    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(false, a, b, e); });
   });
   return p;
 }
@@ -314,10 +308,7 @@ void per_head_backward(const torch::Tensor& q, const torch::Tensor& k, const tor
     auto a = attention_problem<scalar_t>(q, k, v, torch::Tensor(), p);
     a.dout = strided_rows<scalar_t>(dout), a.dq = strided_rows<scalar_t>(dq), a.dk = strided_rows<scalar_t>(dk),
     a.dv = strided_rows<scalar_t>(dv);
-    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) {
-      const FlushSubnormals flush;
-      run_heads(true, a, b, e);
-    });
+    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(true, a, b, e); });
   });
 }
 
@@ -333,7 +324,7 @@ std::atomic<AttentionKernel> g_attention_kernel{AttentionKernel::Auto};
 AttentionKernel attention_kernel_for(int64_t tq, int64_t dim, torch::ScalarType type) {
   const auto forced = g_attention_kernel.load(std::memory_order_relaxed);
   if (forced != AttentionKernel::Auto) return forced;
-  const bool padded = tq % query_lanes(type) != 0;
+  const bool padded = tq % pair_lanes::lanes(type) != 0;  // (the per-head kernel's queries per vector)
   return padded && tq < 64 && dim <= 32 ? AttentionKernel::PairLanes : AttentionKernel::PerHead;
 }
 
@@ -377,8 +368,9 @@ void fused_backward(bool paired, const std::vector<torch::Tensor>& saved, const 
 // A tensor whose last dimension is contiguous (what the kernel reads), without copying when it is.
 torch::Tensor last_dim_contiguous(const torch::Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); }
 
-// x itself, or a copy when x is a view into a larger tensor: saved for backward, a view would keep
-// all of that tensor alive (v of the layer's packed projection, once q and k are rotated: 3x v).
+// x itself, or a copy when x is a view into a larger tensor: saved for backward (by the per-head
+// kernel; the pairs save their own regrouped copies), a view would keep all of that tensor alive
+// (v of the layer's packed projection, once q and k are rotated: 3x v).
 torch::Tensor compact(const torch::Tensor& x) {
   return x.storage().nbytes() > size_t(x.numel()) * x.element_size() ? x.contiguous() : x;
 }
@@ -406,7 +398,7 @@ class FusedAttention : public torch::autograd::Function<FusedAttention> {
     auto f = fused_forward(q, k, v, mask.mask);
     ctx->saved_data["paired"] = f.paired;
     ctx->saved_data["q"] = q.sizes(), ctx->saved_data["k"] = k.sizes();
-    if (!f.paired) f.saved.insert(f.saved.begin(), {q, k, v});
+    if (!f.paired) f.saved.insert(f.saved.begin(), {compact(q), compact(k), compact(v)});
     ctx->save_for_backward(f.saved);
     return f.o;
   }
@@ -478,7 +470,7 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   if (!attention_fusable(q, k, v, mask)) return attention_reference(q, k, v, mask);
   const auto qc = last_dim_contiguous(q), kc = last_dim_contiguous(k), vc = last_dim_contiguous(v);
   if (!needs_grad(q) && !needs_grad(k) && !needs_grad(v)) return fused_forward(qc, kc, vc, mask).o;
-  return FusedAttention::apply(compact(qc), compact(kc), compact(vc), ConstantMask{mask});
+  return FusedAttention::apply(qc, kc, vc, ConstantMask{mask});
 }
 
 torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& mask) {

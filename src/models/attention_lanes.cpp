@@ -251,39 +251,34 @@ BLOCKLAB_INLINE void backward_group(const Problem<T>& a, int64_t g, T* scratch) 
 }
 
 // The loops over groups [begin, end), one copy per instruction set and one in 16-float vectors.
-template <bool Backward, typename T, typename V>
-BLOCKLAB_INLINE void groups(const Problem<T>& a, int64_t begin, int64_t end) {
+template <typename T, typename V>
+BLOCKLAB_INLINE void groups(bool backward, const Problem<T>& a, int64_t begin, int64_t end) {
   constexpr int64_t L = kLanesOf<T, V>;
   const int64_t t = std::max(a.tq, a.tk);
-  std::vector<T> scratch(size_t((Backward ? a.tq * a.dim + a.tq * a.tk + t * a.dim : a.tq * a.dim) * L));
+  std::vector<T> scratch(size_t((backward ? a.tq * a.dim + a.tq * a.tk + t * a.dim : a.tq * a.dim) * L));
   for (int64_t g = begin; g < end; ++g) {
-    if constexpr (Backward)
+    if (backward)
       backward_group<T, V>(a, g, scratch.data());
     else
       forward_group<T, V>(a, g, scratch.data());
   }
 }
 
-BLOCKLAB_ISAS void pairs_forward_f32(const Problem<float>& a, int64_t b, int64_t e) { groups<false, float, Vec<float>>(a, b, e); }
-BLOCKLAB_ISAS void pairs_forward_f64(const Problem<double>& a, int64_t b, int64_t e) { groups<false, double, Vec<double>>(a, b, e); }
-BLOCKLAB_ISAS void pairs_backward_f32(const Problem<float>& a, int64_t b, int64_t e) { groups<true, float, Vec<float>>(a, b, e); }
-BLOCKLAB_ISAS void pairs_backward_f64(const Problem<double>& a, int64_t b, int64_t e) { groups<true, double, Vec<double>>(a, b, e); }
-__attribute__((target("arch=x86-64-v4"))) void pairs_forward_f32_wide(const Problem<float>& a, int64_t b, int64_t e) {
-  groups<false, float, Floats16>(a, b, e);
+BLOCKLAB_ISAS void groups_f32(bool backward, const Problem<float>& a, int64_t b, int64_t e) {
+  groups<float, Vec<float>>(backward, a, b, e);
 }
-__attribute__((target("arch=x86-64-v4"))) void pairs_backward_f32_wide(const Problem<float>& a, int64_t b, int64_t e) {
-  groups<true, float, Floats16>(a, b, e);
+BLOCKLAB_ISAS void groups_f64(bool backward, const Problem<double>& a, int64_t b, int64_t e) {
+  groups<double, Vec<double>>(backward, a, b, e);
+}
+__attribute__((target("arch=x86-64-v4"))) void groups_f32_wide(bool backward, const Problem<float>& a, int64_t b,
+                                                                int64_t e) {
+  groups<float, Floats16>(backward, a, b, e);
 }
 
 void run_groups(bool backward, const Problem<float>& a, int64_t b, int64_t e) {
-  if (wide_vectors())
-    backward ? pairs_backward_f32_wide(a, b, e) : pairs_forward_f32_wide(a, b, e);
-  else
-    backward ? pairs_backward_f32(a, b, e) : pairs_forward_f32(a, b, e);
+  wide_vectors() ? groups_f32_wide(backward, a, b, e) : groups_f32(backward, a, b, e);
 }
-void run_groups(bool backward, const Problem<double>& a, int64_t b, int64_t e) {
-  backward ? pairs_backward_f64(a, b, e) : pairs_forward_f64(a, b, e);
-}
+void run_groups(bool backward, const Problem<double>& a, int64_t b, int64_t e) { groups_f64(backward, a, b, e); }
 
 // Groups over the threads, enough per task that a thread's share is worth starting.
 template <typename T>

@@ -23,6 +23,7 @@
 #include "util/gemm.h"
 #include "util/simd.h"
 #include "util/system.h"
+#include "util/timing.h"
 
 namespace blocklab {
 
@@ -163,12 +164,7 @@ double gemm_kernel_gflops(const std::string& kernel, int threads, int64_t n, int
   };
   product();  // warm-up: buffers, page faults
   double best = 0;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = Clock::now();
-    product();
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s / 1e9);
-  }
+  for (int r = 0; r < reps; ++r) best = std::max(best, 2.0 * double(n) * double(n) * double(n) / seconds_of(product) / 1e9);
   set_threads(before);
   return best;
 }
