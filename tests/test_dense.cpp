@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "models/dense.h"
+#include "util/activation_math.h"
 #include "util/gemm.h"
 #include "util/simd.h"
 
@@ -121,6 +122,58 @@ TEST(Gemm, ResultsDoNotDependOnTheThreadCount) {
   EXPECT_TRUE(torch::equal(run(1), run(2)));
 }
 
+// The epilogues on the product's values h = A B + bias (util/gemm.h), over edge tiles and several
+// depth blocks (applied once, on C's final values): an activation's value and slope against
+// float64 GELU and SiLU at the same h (the rounding of erf's A&S formula and of exp, < 3e-7 of
+// max(1, |value|); a slope of the wrong function or a missed element is off by far more), the
+// same values with the slope not kept, and a product with another matrix, which must equal h *
+// factor exactly (one rounding, as the product without an epilogue times the factor).
+TEST(Gemm, EpiloguesApplyAnActivationOrAProductToTheFinalValues) {
+  if (!gemm_runs_here()) return;
+  torch::manual_seed(15);
+  const auto gelu64 = [](const torch::Tensor& h) {
+    const auto cdf = 0.5 * (1 + torch::erf(h * M_SQRT1_2)), pdf = torch::exp(-0.5 * h * h) / std::sqrt(2 * M_PI);
+    return std::pair{h * cdf, cdf + h * pdf};
+  };
+  const auto silu64 = [](const torch::Tensor& h) {
+    const auto s = torch::sigmoid(h);
+    return std::pair{h * s, s * (1 + h * (1 - s))};
+  };
+  for (const Shape& s : std::vector<Shape>{{37, 70, 300}, {12, 32, 64}, {250, 95, 513}, {5, 3, 2}})
+    for (const bool ta : {false, true}) {
+      SCOPED_TRACE(fmt::format("m={} n={} k={} A{}", s.m, s.n, s.k, ta ? "^T" : ""));
+      const auto a = (ta ? torch::randn({s.k, s.m}) : torch::randn({s.m, s.k})) / std::sqrt(double(s.k));
+      const auto b = torch::randn({s.k, s.n}), bias = torch::randn({s.n});
+      const auto product = [&](float* c, const gemm::Epilogue& e) {
+        gemm::sgemm(s.m, s.n, s.k, {a.data_ptr<float>(), a.size(1), ta}, {b.data_ptr<float>(), s.n}, bias.data_ptr<float>(),
+                    c, s.n, nullptr, e);
+      };
+      auto h = torch::empty({s.m, s.n});
+      product(h.data_ptr<float>(), {});
+      const auto h64 = h.to(torch::kDouble);
+      for (const auto act : {Activation::Gelu, Activation::Silu}) {
+        SCOPED_TRACE(act == Activation::Gelu ? "GELU" : "SiLU");
+        auto y = torch::full({s.m, s.n}, std::nanf("")), slope = y.clone(), y_only = y.clone();
+        product(y.data_ptr<float>(), gemm::Epilogue::activate(act, slope.data_ptr<float>()));
+        product(y_only.data_ptr<float>(), gemm::Epilogue::activate(act, nullptr));
+        const auto [want_y, want_slope] = act == Activation::Gelu ? gelu64(h64) : silu64(h64);
+        const auto off = [](const torch::Tensor& got, const torch::Tensor& want) {
+          return ((got.to(torch::kDouble) - want).abs() / want.abs().clamp_min(1)).max().item<double>();
+        };
+        EXPECT_LT(off(y, want_y), 3e-7);
+        EXPECT_LT(off(slope, want_slope), 3e-7);
+        EXPECT_TRUE(torch::equal(y_only, y));
+      }
+      const auto factor = torch::randn({s.m, s.n});
+      auto scaled = torch::full({s.m, s.n}, std::nanf(""));
+      product(scaled.data_ptr<float>(), gemm::Epilogue::multiply(factor.data_ptr<float>()));
+      EXPECT_TRUE(torch::equal(scaled, h * factor));
+    }
+  float one = 1, c = 0;
+  EXPECT_THROW(gemm::sgemm(1, 1, 1, {&one, 1}, {&one, 1}, nullptr, &c, 1, nullptr, gemm::Epilogue::multiply(nullptr)),
+               c10::Error);
+}
+
 // dense() in float32 against libtorch's linear in float64: the output and the gradients of x, W, b.
 TEST(Dense, ValuesAndGradientsMatchLinearInFloat64) {
   torch::manual_seed(10);
@@ -159,6 +212,63 @@ TEST(Dense, ValuesAndGradientsMatchLinearInFloat64) {
     }
     EXPECT_EQ(got[0].sizes(), want[0].sizes());
   }
+}
+
+// mlp(): fc2(GELU(fc1(x))) (and SiLU) in one autograd function on the GEMM against the same
+// layers in libtorch's float64 ops: the output and the gradients of x and all four parameters;
+// without autograd, the same output; with only the second layer trainable, its gradients alone.
+TEST(Dense, MlpValuesAndGradientsMatchTheLayersInFloat64) {
+  torch::manual_seed(16);
+  for (const auto act : {Activation::Gelu, Activation::Silu})
+    for (const auto& x_shape : std::vector<std::vector<int64_t>>{{4, 9, 24}, {1, 1, 16}, {3, 70}}) {
+      SCOPED_TRACE(fmt::format("{} x {}", act == Activation::Gelu ? "GELU" : "SiLU", fmt::join(x_shape, "x")));
+      const int64_t in = x_shape.back(), hidden = 4 * in + 3, out = in;
+      torch::nn::Linear fc1(in, hidden), fc2(hidden, out);
+      const auto x0 = torch::randn(x_shape);
+      const auto run = [&](bool fused, torch::ScalarType type) {
+        simd::set_fused_kernels(fused);
+        torch::nn::Linear f1(in, hidden), f2(hidden, out);
+        {
+          torch::NoGradGuard no_grad;
+          for (auto [to, from] : {std::pair{f1, fc1}, std::pair{f2, fc2}}) {
+            to->weight.copy_(from->weight);
+            to->bias.copy_(from->bias);
+          }
+        }
+        f1->to(type);
+        f2->to(type);
+        auto x = x0.to(type).clone().set_requires_grad(true);
+        const auto y = mlp(x, f1, f2, act);
+        torch::manual_seed(17);
+        (y * torch::randn(y.sizes()).to(type)).sum().backward();
+        std::vector<torch::Tensor> r = {y, x.grad(), f1->weight.grad(), f1->bias.grad(), f2->weight.grad(), f2->bias.grad()};
+        if (fused) {
+          torch::NoGradGuard no_grad;
+          EXPECT_TRUE(torch::equal(mlp(x, f1, f2, act), y)) << "without autograd";
+          f1->weight.set_requires_grad(false);
+          f1->bias.set_requires_grad(false);
+          f2->weight.mutable_grad() = torch::Tensor();
+          f2->bias.mutable_grad() = torch::Tensor();
+        }
+        if (fused) {
+          const auto y2 = mlp(x0, f1, f2, act);  // x needs no gradient, nor does fc1
+          torch::manual_seed(17);
+          (y2 * torch::randn(y2.sizes())).sum().backward();
+          EXPECT_TRUE(torch::equal(f2->weight.grad(), r[4]));
+          EXPECT_TRUE(torch::equal(f2->bias.grad(), r[5]));
+        }
+        simd::set_fused_kernels(true);
+        return r;
+      };
+      const auto got = run(true, torch::kFloat), want = run(false, torch::kDouble);
+      const char* names[] = {"y", "dx", "dW1", "db1", "dW2", "db2"};
+      for (int i = 0; i < 6; ++i) {
+        SCOPED_TRACE(names[i]);
+        ASSERT_EQ(got[i].sizes(), want[i].sizes());
+        const double scale = want[i].abs().max().item<double>();
+        EXPECT_LE((got[i].to(torch::kDouble) - want[i]).abs().max().item<double>(), 2e-5 * std::max(1.0, scale));
+      }
+    }
 }
 
 TEST(Dense, TakesLibtorchsLinearForOtherTypesAndWhenSwitchedOff) {

@@ -50,6 +50,7 @@ TEST(ProfileFlops, MatrixProductsOfKnownShapes) {
   // Not counted, or not fitting the schema: 0.
   // blocklab's dense: x [M, K], W [N, K]; backward with the number of products it computes
   EXPECT_EQ(op_flops("blocklab::dense", {T::tensor({M, K}), T::tensor({N, K})}), 2 * M * K * N);
+  EXPECT_EQ(op_flops("blocklab::dense_activation", {T::tensor({M, K}), T::tensor({N, K})}), 2 * M * K * N);
   EXPECT_EQ(op_flops("blocklab::dense_backward", {T::tensor({M, K}), T::tensor({N, K}), T::scalar(2)}), 4 * M * K * N);
   EXPECT_EQ(op_flops("blocklab::dense_backward", {T::tensor({M, K}), T::tensor({N, K}), T::scalar(1)}), 2 * M * K * N);
   EXPECT_EQ(op_flops("aten::add", {T::tensor({M, K}), T::tensor({M, K})}), 0);

@@ -3,16 +3,14 @@
 // each instead of three ops. When training, the forward pass also stores the activation's slope
 // (the same size as x, which is then not kept), so that the erf or the exponential is evaluated
 // once per element: backward is a multiply.
-// GELU is the exact form, x * Phi(x) (Hendrycks & Gimpel 2016); in float32 the normal CDF uses
-// the erf of Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), as libtorch's own vectorised GELU does.
-// SiLU is x * sigmoid(x) (Elfwing et al. 2018).
+// The activations' formulas: util/activation_math.h.
 // Other devices, or simd::set_fused_kernels(false), take libtorch's ops (bias_activation_reference).
 #pragma once
 #include <torch/torch.h>
 
-namespace blocklab {
+#include "util/activation_math.h"
 
-enum class Activation { Gelu, Silu };
+namespace blocklab {
 
 /// f(x + bias) for x [..., F] and bias [F]. Differentiable in both.
 torch::Tensor bias_activation(Activation a, const torch::Tensor& x, const torch::Tensor& bias);

@@ -8,6 +8,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "util/activation_math.h"
+
 namespace blocklab {
 
 /// x [..., in], weight [out, in], bias [out] or undefined: x W^T + b, differentiable in all three.
@@ -15,5 +17,11 @@ torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const t
 
 /// The same through a module's parameters.
 torch::Tensor dense(const torch::Tensor& x, const torch::nn::Linear& layer);
+
+/// A transformer layer's MLP, fc2(f(fc1(x))) (fc1 with its bias), differentiable in x and all
+/// parameters. On the GEMM, the activation is computed in fc1's product and its slope applied in
+/// the product that yields backward's hidden gradient (no passes of their own over the
+/// activations); otherwise dense() and bias_activation() (models/activation.h).
+torch::Tensor mlp(const torch::Tensor& x, const torch::nn::Linear& fc1, const torch::nn::Linear& fc2, Activation a);
 
 }  // namespace blocklab

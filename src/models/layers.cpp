@@ -98,11 +98,9 @@ torch::Tensor TransformerLayerImpl::attention(const torch::Tensor& x, const Atte
 
 torch::Tensor TransformerLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cond, const AttentionContext& ctx) {
   auto m = ada->forward(cond);  // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
-  // h = x + g1 * attention and the MLP's modulation of h in one pass; fc1's bias is added inside the
-  // fused activation (one pass instead of three ops).
+  // h = x + g1 * attention and the MLP's modulation of h in one pass.
   const auto [h, normed] = gated_add_modulate(x, m[2], attention(modulate(x, m[0], m[1]), ctx), m[3], m[4]);
-  const auto hidden = bias_gelu(dense(normed, fc1->weight), fc1->bias);
-  return gated_add(h, m[5], dense(hidden, fc2));
+  return gated_add(h, m[5], mlp(normed, fc1, fc2, Activation::Gelu));
 }
 
 BlockImpl::BlockImpl(const TransformerLayerOptions& o, int64_t num_layers) {

@@ -138,7 +138,8 @@ int64_t fused_attention(const Inputs& in, int products) {
   return products * 2 * (*q)[0] * (*q)[1] * (*q)[2] * (*k)[2] * (*q)[3];
 }
 
-// blocklab's dense (models/dense.h), recorded with x [M, in], W [out, in] and, backward, how many
+// blocklab's dense (models/dense.h; dense_activation: an MLP's first layer with its activation),
+// recorded with x [M, in], W [out, in] and, backward, how many
 // of the two products (dx, dW) it computes: 2 M in out each.
 int64_t dense(const Inputs& in, bool backward) {
   const auto *x = tensor_at(in, 0), *w = tensor_at(in, 1);
@@ -166,6 +167,7 @@ const std::unordered_map<std::string, Counter>& counters() {
       {"blocklab::fused_attention", [](const Inputs& in) { return fused_attention(in, 2); }},
       {"blocklab::fused_attention_backward", [](const Inputs& in) { return fused_attention(in, 4); }},
       {"blocklab::dense", [](const Inputs& in) { return dense(in, false); }},
+      {"blocklab::dense_activation", [](const Inputs& in) { return dense(in, false); }},  // (+ the activation)
       {"blocklab::dense_backward", [](const Inputs& in) { return dense(in, true); }},
   };
   return table;

@@ -77,15 +77,35 @@ BLOCKLAB_INLINE void pack_a(const Operand& a, int64_t ic, int64_t mc, int64_t pc
   }
 }
 
+// The epilogue as a compile-time choice (util/gemm.h's Epilogue, the activation resolved).
+enum class Finish { Store, Gelu, Silu, Multiply };
+
+// One vector of C's final values h: written to c, after the epilogue. `aux` is where the slope
+// goes (an activation; null: not kept) or the factor comes from (Multiply).
+template <Finish F>
+BLOCKLAB_INLINE void finish(const V& h, float* c, float* aux) {
+  if constexpr (F == Finish::Store) {
+    store(c, h);
+  } else if constexpr (F == Finish::Multiply) {
+    store(c, h * load(aux));
+  } else {
+    V y, slope;
+    simd::value_and_slope<F == Finish::Gelu ? Activation::Gelu : Activation::Silu>(h, y, slope);
+    store(c, y);
+    if (aux) store(aux, slope);
+  }
+}
+
 // One register tile: C[rows, cols] = sum_p A(r, p) b[p] (+ C if `add_to_c`, else + bias if given),
-// for rows <= R of the strip (R = kMr, or 8 or 4 for a last strip of fewer rows: a weight gradient
-// with 64 rows would otherwise compute 72). A is a packed strip (A(r, p) = a[p * kMr + r]) or, in
-// place, rows of a row-major matrix (a[r * lda + p]); one broadcast per row and k. (Which one is a
-// template argument: the packed strip's offsets are then constants, and the row offsets do not
-// take R registers.)
-template <bool kPacked, int64_t R>
+// then the epilogue F (aux: at the tile's corner, C's row stride), for rows <= R of the strip
+// (R = kMr, or 8 or 4 for a last strip of fewer rows: a weight gradient with 64 rows would
+// otherwise compute 72). A is a packed strip (A(r, p) = a[p * kMr + r]) or, in place, rows of a
+// row-major matrix (a[r * lda + p]); one broadcast per row and k. (Which one is a template
+// argument: the packed strip's offsets are then constants, and the row offsets do not take R
+// registers.)
+template <bool kPacked, int64_t R, Finish F>
 BLOCKLAB_INLINE void tile(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int64_t rows,
-                          int64_t cols, const float* bias, bool add_to_c) {
+                          int64_t cols, const float* bias, bool add_to_c, float* aux) {
   const int64_t a_row = kPacked ? 1 : lda, a_step = kPacked ? kMr : 1;
   // C's rows are far apart in memory: fetch them while the sums are computed.
 #pragma GCC unroll 16
@@ -115,34 +135,39 @@ BLOCKLAB_INLINE void tile(int64_t kc, const float* a, int64_t lda, const float* 
         s0[r] += load(bias);
         s1[r] += load(bias + kLanes);
       }
-      store(cr, s0[r]);
-      store(cr + kLanes, s1[r]);
+      float* ar = aux ? aux + r * ldc : nullptr;
+      finish<F>(s0[r], cr, ar);
+      finish<F>(s1[r], cr + kLanes, ar ? ar + kLanes : nullptr);
     }
     return;
   }
-  float sums[R][2 * kLanes];  // an edge tile: through a buffer, the valid part only
-  for (int64_t r = 0; r < R; ++r) {
-    store(sums[r], s0[r]);
-    store(sums[r] + kLanes, s1[r]);
+  // An edge tile: each row's valid part through buffers (the lanes past `cols` are zero and thrown
+  // away), so that every element takes the same arithmetic as in a whole tile.
+  for (int64_t r = 0; r < rows; ++r) {
+    float h[2 * kLanes], out[2 * kLanes], side[2 * kLanes] = {};
+    store(h, s0[r]);
+    store(h + kLanes, s1[r]);
+    float* cr = c + r * ldc;
+    for (int64_t j = 0; j < 2 * kLanes; ++j)
+      h[j] = j >= cols ? 0.0f : add_to_c ? cr[j] + h[j] : bias ? h[j] + bias[j] : h[j];
+    if (F == Finish::Multiply) std::copy(aux + r * ldc, aux + r * ldc + cols, side);
+    for (int64_t half = 0; half < 2 * kLanes; half += kLanes) finish<F>(load(h + half), out + half, aux ? side + half : nullptr);
+    std::copy(out, out + cols, cr);
+    if (F != Finish::Store && F != Finish::Multiply && aux) std::copy(side, side + cols, aux + r * ldc);
   }
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < cols; ++j) {
-      float& out = c[r * ldc + j];
-      out = add_to_c ? out + sums[r][j] : bias ? sums[r][j] + bias[j] : sums[r][j];
-    }
 }
 
 // The tile for a strip of `rows`: kMr at once, or 8 or 4 for what is left of the last.
-template <bool kPacked>
+template <bool kPacked, Finish F>
 BLOCKLAB_INLINE void strip_tile(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
-                                int64_t rows, int64_t cols, const float* bias, bool add_to_c) {
+                                int64_t rows, int64_t cols, const float* bias, bool add_to_c, float* aux) {
   static_assert(kMr > 8);
   if (rows > 8)
-    tile<kPacked, kMr>(kc, a, lda, b, c, ldc, rows, cols, bias, add_to_c);
+    tile<kPacked, kMr, F>(kc, a, lda, b, c, ldc, rows, cols, bias, add_to_c, aux);
   else if (rows > 4)
-    tile<kPacked, 8>(kc, a, lda, b, c, ldc, rows, cols, bias, add_to_c);
+    tile<kPacked, 8, F>(kc, a, lda, b, c, ldc, rows, cols, bias, add_to_c, aux);
   else
-    tile<kPacked, 4>(kc, a, lda, b, c, ldc, rows, cols, bias, add_to_c);
+    tile<kPacked, 4, F>(kc, a, lda, b, c, ldc, rows, cols, bias, add_to_c, aux);
 }
 
 // One block of rows of C against the packed B block: pack its A, run every tile.
@@ -154,11 +179,13 @@ struct RowBlock {
   int64_t ldc, ic, mc, pc, kc, nc;
   bool add_to_c;
   float* row_sums;  // A's row sums at ic on the first column block, else null
+  float* aux;       // the epilogue's matrix at (ic, jc) on the last depth block, else null
 };
 
 // A row-major A is read where it lies (its rows are contiguous in k); a transposed one is packed
 // first (read in place, each k would touch another row of the stored matrix, kKc rows a stride
 // apart that map to the same few cache sets), and so are the rows past the last full strip.
+template <Finish F>
 BLOCKLAB_INLINE void multiply(const RowBlock& blk, float* packed) {
   const Operand& a = blk.a;
   const int64_t in_place = a.transposed ? 0 : blk.mc / kMr * kMr;  // rows read in place
@@ -169,11 +196,14 @@ BLOCKLAB_INLINE void multiply(const RowBlock& blk, float* packed) {
     const int64_t cols = std::min(kNr, blk.nc - jr);
     for (int64_t ir = 0; ir < blk.mc; ir += kMr) {
       float* c = blk.c + ir * blk.ldc + jr;
+      float* aux = blk.aux ? blk.aux + ir * blk.ldc + jr : nullptr;
       const int64_t rows = std::min(kMr, blk.mc - ir);
       if (ir < in_place)
-        tile<false, kMr>(blk.kc, a.data + (blk.ic + ir) * a.ld + blk.pc, a.ld, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
+        tile<false, kMr, F>(blk.kc, a.data + (blk.ic + ir) * a.ld + blk.pc, a.ld, panel, c, blk.ldc, rows, cols, bias,
+                            blk.add_to_c, aux);
       else
-        strip_tile<true>(blk.kc, packed + (ir - in_place) * blk.kc, 0, panel, c, blk.ldc, rows, cols, bias, blk.add_to_c);
+        strip_tile<true, F>(blk.kc, packed + (ir - in_place) * blk.kc, 0, panel, c, blk.ldc, rows, cols, bias,
+                            blk.add_to_c, aux);
     }
   }
 }
@@ -183,8 +213,22 @@ __attribute__((target("arch=x86-64-v4"))) void pack_b_avx512(const Operand& b, i
                                                               int64_t nc, float* dst) {
   pack_b(b, pc, kc, jc, nc, dst);
 }
-__attribute__((target("arch=x86-64-v4"))) void multiply_avx512(const RowBlock& blk, float* packed) {
-  multiply(blk, packed);
+__attribute__((target("arch=x86-64-v4"))) void multiply_avx512(const RowBlock& blk, Finish f, float* packed) {
+  switch (f) {
+    case Finish::Store: return multiply<Finish::Store>(blk, packed);
+    case Finish::Gelu: return multiply<Finish::Gelu>(blk, packed);
+    case Finish::Silu: return multiply<Finish::Silu>(blk, packed);
+    case Finish::Multiply: return multiply<Finish::Multiply>(blk, packed);
+  }
+}
+
+Finish finish_of(const Epilogue& e) {
+  switch (e.op) {
+    case Epilogue::Op::None: return Finish::Store;
+    case Epilogue::Op::Multiply: return Finish::Multiply;
+    case Epilogue::Op::Activation: break;
+  }
+  return e.activation == Activation::Gelu ? Finish::Gelu : Finish::Silu;
 }
 
 }  // namespace
@@ -192,9 +236,11 @@ __attribute__((target("arch=x86-64-v4"))) void multiply_avx512(const RowBlock& b
 bool available() { return simd::has_avx512(); }
 
 void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* bias, float* c, int64_t ldc,
-           float* a_row_sums) {
+           float* a_row_sums, const Epilogue& epilogue) {
   TORCH_CHECK(available(), "gemm::sgemm: this CPU has no AVX-512 (x86-64-v4)");
   TORCH_CHECK(!a_row_sums || a.transposed, "gemm::sgemm: A's row sums are taken as a transposed A is packed");
+  TORCH_CHECK(epilogue.op != Epilogue::Op::Multiply || epilogue.aux, "gemm::sgemm: a Multiply epilogue needs its matrix");
+  TORCH_CHECK(epilogue.op == Epilogue::Op::None || k > 0, "gemm::sgemm: an epilogue needs a depth k > 0");
   if (m <= 0) return;
   if (n <= 0 || k <= 0) {  // no product to pack A for: C is the bias, the row sums are taken directly
     for (int64_t i = 0; i < m; ++i) {
@@ -205,6 +251,7 @@ void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* b
     }
     return;
   }
+  const Finish finish = finish_of(epilogue);
   thread_local std::vector<float> bpack;  // kept between calls: no allocation and zeroing per product
   bpack.resize(kKc * simd::round_up(std::min(n, kNc), kNr));
   const int64_t row_blocks = (m + kMc - 1) / kMc;
@@ -212,6 +259,7 @@ void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* b
     const int64_t nc = std::min(kNc, n - jc);
     for (int64_t pc = 0; pc < k; pc += kKc) {
       const int64_t kc = std::min(kKc, k - pc);
+      const bool last_depth = pc + kc == k;  // the epilogue goes with C's final values
       pack_b_avx512(b, pc, kc, jc, nc, bpack.data());
       at::parallel_for(0, row_blocks, 1, [&](int64_t begin, int64_t end) {
         const simd::FlushSubnormals flush;  // (a product with 10% subnormal entries ran 21x slower)
@@ -220,8 +268,9 @@ void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* b
         for (int64_t ib = begin; ib < end; ++ib) {
           const int64_t ic = ib * kMc;
           const RowBlock blk{a, bpack.data(), pc == 0 && bias ? bias + jc : nullptr, c + ic * ldc + jc, ldc, ic,
-                             std::min(kMc, m - ic), pc, kc, nc, pc > 0, jc == 0 && a_row_sums ? a_row_sums + ic : nullptr};
-          multiply_avx512(blk, packed.data());
+                             std::min(kMc, m - ic), pc, kc, nc, pc > 0, jc == 0 && a_row_sums ? a_row_sums + ic : nullptr,
+                             last_depth && epilogue.aux ? epilogue.aux + ic * ldc + jc : nullptr};
+          multiply_avx512(blk, last_depth ? finish : Finish::Store, packed.data());
         }
       });
     }

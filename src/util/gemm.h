@@ -12,10 +12,14 @@
 // multiply-add per vector per k, A's rows read where they lie (a transposed A is copied into
 // strips first; a last strip of 8 or fewer rows takes an 8- or 4-row tile). Sums over k run in
 // order within each block of 256 and the blocks are added in order, the same on every thread
-// count: results do not depend on threads. Subnormal inputs and results count as zero while it
+// count: results do not depend on threads. An epilogue (an activation, or a product with another
+// matrix) is applied to C's values in registers as the last depth block writes them, instead of a
+// pass of its own over C: a transformer MLP's GELU (models/dense.h). Subnormal inputs and results count as zero while it
 // runs (simd::FlushSubnormals: a subnormal lane costs a microcode assist).
 #pragma once
 #include <cstdint>
+
+#include "util/activation_math.h"
 
 namespace blocklab::gemm {
 
@@ -27,6 +31,18 @@ struct Operand {
   bool transposed = false;
 };
 
+/// What is done to C's values h (the product plus the bias) as they are written: nothing; an
+/// activation, C = f(h), with its slope f'(h) written to `aux` (unless null); or an elementwise
+/// product with `aux`, C = h * aux. `aux` has C's shape and row stride.
+struct Epilogue {
+  enum class Op { None, Activation, Multiply } op = Op::None;
+  Activation activation = Activation::Gelu;
+  float* aux = nullptr;
+
+  static Epilogue activate(Activation a, float* slope) { return {Op::Activation, a, slope}; }
+  static Epilogue multiply(const float* factor) { return {Op::Multiply, Activation::Gelu, const_cast<float*>(factor)}; }
+};
+
 /// Whether this CPU runs the kernel (AVX-512: x86-64-v4).
 bool available();
 
@@ -35,6 +51,6 @@ bool available();
 /// `a_row_sums` (or null; a transposed A only) receives sum_k A(i, k) for each row i, taken as A is
 /// packed (for a weight gradient dW = dy^T x, the bias gradient: no pass of its own over dy).
 void sgemm(int64_t m, int64_t n, int64_t k, Operand a, Operand b, const float* bias, float* c, int64_t ldc,
-           float* a_row_sums = nullptr);
+           float* a_row_sums = nullptr, const Epilogue& epilogue = {});
 
 }  // namespace blocklab::gemm
