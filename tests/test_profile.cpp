@@ -425,7 +425,17 @@ TEST(ProfileTable, StepsCarryTheirBlockFlopsAndMfu) {
   EXPECT_EQ(r.steps[0].flops, 12931072 + 2 * 12931072 - 262144 - 1605632);
   const auto& ops = run.ops;
   EXPECT_EQ(ops["mode"], "blocks");
-  EXPECT_EQ(ops["mfu"].size(), 4u);
+  // Then the unprofiled rounds: the same FLOPs per step over their own (median) step time.
+  ASSERT_TRUE(r.unprofiled.has_value());
+  const auto& plain = *r.unprofiled;
+  EXPECT_EQ(plain.steps, kUnprofiledRounds * 3);
+  EXPECT_DOUBLE_EQ(plain.gflop_per_step, all.gflop_per_step);
+  EXPECT_GT(plain.ms_per_step, 0);
+  EXPECT_NEAR(plain.gflops, plain.gflop_per_step / plain.ms_per_step * 1e3, 1e-9 * plain.gflops);
+  EXPECT_NEAR(plain.mfu_gemm, plain.gflops / 50, 1e-12);
+  EXPECT_GT(plain.mfu_gemm_around, 0);
+  EXPECT_EQ(ops["mfu"].size(), 5u);
+  EXPECT_EQ(ops["mfu"][4]["what"], "unprofiled");
   EXPECT_DOUBLE_EQ(ops["mfu"][0]["mfu_vs_gemm_peak_around"].get<double>(), all.mfu_gemm_around);
   EXPECT_EQ(ops["gemm_peak_around"]["n"], 96);
   EXPECT_DOUBLE_EQ(ops["gemm_peak_around"]["before_gflops"].get<double>(), r.gemm_before);

@@ -11,6 +11,7 @@
 #include "train/synthetic.h"
 #include "util/error.h"
 #include "util/system.h"
+#include "util/timing.h"
 #include "util/stats.h"
 
 namespace blocklab {
@@ -23,6 +24,28 @@ int warmup_steps(const ProfileOptions& o) {
 }
 
 std::string truncate(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(0, n - 3) + "..."; }
+
+// The profiled steps' FLOPs per step over the unprofiled rounds' times: the median round's step
+// time, and the median of the rounds' MFU against the GEMM peaks measured on either side of each.
+Utilization unprofiled_utilization(const Utilization& profiled, const std::vector<UnprofiledRound>& rounds,
+                                   int steps_per_round, const PeakEntry& peak) {
+  Utilization u = profiled;
+  u.what = "unprofiled";
+  u.steps = int(rounds.size()) * steps_per_round;
+  std::vector<double> ms, around;
+  for (const auto& round : rounds) {
+    ms.push_back(round.ms_per_step);
+    if (round.gemm_before > 0 && round.gemm_after > 0)
+      around.push_back(u.gflop_per_step / (round.ms_per_step / 1e3) / ((round.gemm_before + round.gemm_after) / 2));
+  }
+  u.ms_per_step = median(ms);
+  u.gflops = u.gflop_per_step / (u.ms_per_step / 1e3);
+  const double roof = peak.flops_roof();
+  u.mfu = roof > 0 ? u.gflops / roof : 0;
+  u.mfu_gemm = peak.gemm_gflops > 0 ? u.gflops / peak.gemm_gflops : 0;
+  u.mfu_gemm_around = median(around);
+  return u;
+}
 
 }  // namespace
 
@@ -52,7 +75,19 @@ ProfileResult run_profile(const ProfileOptions& o) {
   }
   r.wall_ms = wall.elapsed_ms();
   auto events = collector.stop();
-  if (around) r.gemm_after = gemm_kernel_gflops(r.gemm_around_kernel, o.cfg.train.threads, o.peak_around_n, 3);
+  const auto gemm_peak_now = [&] {
+    return around ? gemm_kernel_gflops(r.gemm_around_kernel, o.cfg.train.threads, o.peak_around_n, 3) : 0.0;
+  };
+  r.gemm_after = gemm_peak_now();
+  // Unprofiled rounds, each between two GEMM peaks (CPU only: on CUDA, host timing of a step
+  // without synchronisation would not measure it).
+  std::vector<UnprofiledRound> rounds;
+  for (int round = 0; round < (r.cuda || train.cuda() ? 0 : kUnprofiledRounds); ++round) {
+    UnprofiledRound u{0, rounds.empty() ? r.gemm_after : rounds.back().gemm_after, 0};
+    u.ms_per_step = seconds_of([&] { train.step(); }, o.steps) * 1e3 / o.steps;
+    u.gemm_after = gemm_peak_now();
+    rounds.push_back(u);
+  }
   r.steps_without_shapes = copy_shapes_across_steps(events);
   r.profile = analyze(std::move(events));
   r.table = op_table(r.profile);
@@ -60,6 +95,7 @@ ProfileResult run_profile(const ProfileOptions& o) {
   r.phases = phase_table(r.profile);
   r.steps = step_table(r.profile);
   r.mfu = utilization(r.steps, o.peak.flops_roof(), o.peak.gemm_gflops, r.gemm_around());
+  if (!rounds.empty() && !r.mfu.empty()) r.unprofiled = unprofiled_utilization(r.mfu.front(), rounds, o.steps, o.peak);
   return r;
 }
 
@@ -96,7 +132,9 @@ nlohmann::json ProfileResult::ops_json(const ProfileOptions& o) const {
                       {"gflops", ph.total_ns > 0 ? double(ph.flops) / double(ph.total_ns) : 0.0}});
   for (const auto& s : this->steps)
     steps_j.push_back({{"index", s.index}, {"block", s.block}, {"ms", double(s.dur_ns) / 1e6}, {"flops", s.flops}});
-  for (const auto& u : mfu)
+  std::vector<Utilization> rows = mfu;
+  if (unprofiled) rows.push_back(*unprofiled);
+  for (const auto& u : rows)
     mfu_j.push_back({{"what", u.what},
                      {"steps", u.steps},
                      {"ms_per_step", u.ms_per_step},
@@ -198,16 +236,23 @@ void print_profile(const ProfileResult& r, const ProfileOptions& o, int top) {
   if (r.steps_without_shapes > 0)
     fmt::print("  ({} step(s) ran other ops than the first and have no shapes: left out of the FLOP counts)\n",
                r.steps_without_shapes);
-  for (const auto& u : r.mfu) {
-    fmt::print("  {:<8} {:>2} steps {:>8.2f} ms/step {:>7.3f} GFLOP/step {:>7.1f} GFLOP/s", u.what, u.steps,
+  std::vector<Utilization> rows = r.mfu;
+  if (r.unprofiled) rows.push_back(*r.unprofiled);
+  for (const auto& u : rows) {
+    fmt::print("  {:<10} {:>2} steps {:>8.2f} ms/step {:>7.3f} GFLOP/step {:>7.1f} GFLOP/s", u.what, u.steps,
                u.ms_per_step, u.gflop_per_step, u.gflops);
     if (roof > 0)
       fmt::print("   MFU {:>5.1f}% of the FMA roof, {:>5.1f}% of the GEMM peak", 100 * u.mfu, 100 * u.mfu_gemm);
     if (u.mfu_gemm_around > 0) fmt::print(", {:>5.1f}% of the GEMM peak around the steps", 100 * u.mfu_gemm_around);
     fmt::print("\n");
   }
+  if (r.unprofiled && !r.mfu.empty())
+    fmt::print("  (unprofiled: {0} rounds of {1} steps after the profiled ones, without the profiler, each round between\n"
+               "   two GEMM peaks: the median round's step time, the median of the rounds' MFU; the profiled steps\n"
+               "   took {2:+.1f}% of that time: the observer's cost, and this host's drift)\n",
+               kUnprofiledRounds, o.steps, 100 * (r.mfu.front().ms_per_step / r.unprofiled->ms_per_step - 1));
   if (r.gemm_around() > 0)
-    fmt::print("  (GEMM peak, {0}, measured on {1}^3 just before and after the profiled steps: {2:.1f} and {3:.1f}\n"
+    fmt::print("  (GEMM peak, {0}, measured on {1}^3 just before and just after the profiled steps: {2:.1f} and {3:.1f}\n"
                "   GFLOP/s, against {4:.1f} in the peak file; this host's speed drifts, the mean of the two is the\n"
                "   yardstick of the same minutes)\n",
                r.gemm_around_kernel, o.peak_around_n, r.gemm_before, r.gemm_after, o.peak.gemm_gflops);

@@ -1,6 +1,7 @@
 // `blocklab profile`: warm up, profile N training steps, and explain them. Also the benchmark
 // of the profiler's own cost on a training step.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,9 +20,15 @@ struct ProfileOptions {
   PeakEntry peak;    // zeros: shares of peak are not shown
   std::string peak_source;
   // > 0: the GEMM peak is also measured on n x n matrices just before and just after the profiled
-  // steps (CPU only). This host's speed drifts by up to 2x from one minute to the next; a peak
+  // steps, and after each round of unprofiled steps (CPU only). This host's speed drifts by up to 2x from one minute to the next; a peak
   // measured at another time moves the MFU either way, one measured around the steps does not.
   int64_t peak_around_n = 0;
+};
+
+/// Unprofiled steps after the profiled ones: kUnprofiledRounds rounds of ProfileOptions::steps.
+constexpr int kUnprofiledRounds = 3;
+struct UnprofiledRound {
+  double ms_per_step, gemm_before, gemm_after;  // GEMM peaks on either side (0: not measured)
 };
 
 struct ProfileResult {
@@ -33,6 +40,10 @@ struct ProfileResult {
   std::vector<PhaseRow> phases;
   std::vector<StepRow> steps;
   std::vector<Utilization> mfu;
+  // Rounds of as many steps again without the profiler, after the profiled ones: the observer
+  // costs every op a few microseconds (`bench profiler-overhead`), which a step of ~1,000 ops
+  // feels. Their MFU takes the profiled steps' FLOPs per step (CPU only; else empty).
+  std::optional<Utilization> unprofiled;
   double gemm_before = 0, gemm_after = 0;  // GFLOP/s around the steps (0: not measured)
   std::string gemm_around_kernel;          // the peak file's GEMM kernel, which they measure
 
