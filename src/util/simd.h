@@ -115,13 +115,16 @@ BLOCKLAB_INLINE V exp_clamped_lanes(const V& x) {
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
   const V low = V{} + kLow;
   const V xc = x < low ? low : x;
-  const V n = (xc * kLog2e + kRound) - kRound;
+  const V shifted = xc * kLog2e + kRound;  // n + 1.5 * 2^23, exactly: n sits in the low mantissa bits
+  const V n = shifted - kRound;
   const V r = xc - n * kLn2Hi - n * kLn2Lo;
   const V poly =
       ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
        1.6666665459e-1f) * r + 5.0000001201e-1f;
   const V er = poly * r * r + r + 1.0f;
-  const Bits two_n = (__builtin_convertvector(n, Bits) + 127) << 23;
+  // 2^n into the exponent bits, from the mantissa bits of `shifted` (1.5 * 2^23's own bits vanish
+  // in the shift): (bits + 127) << 23 = (n + 127) << 23, as converting n would give.
+  const Bits two_n = (bits_as<Bits>(shifted) + 127) << 23;
   return er * bits_as<V>(two_n);
 }
 template <typename V>
