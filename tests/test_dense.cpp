@@ -271,6 +271,26 @@ TEST(Dense, MlpValuesAndGradientsMatchTheLayersInFloat64) {
     }
 }
 
+// Layers without biases: the fused MLP against the same layers on libtorch's ops.
+TEST(Dense, MlpWithoutBiasesMatchesTheLayers) {
+  torch::manual_seed(18);
+  using torch::nn::LinearOptions;
+  torch::nn::Linear fc1(LinearOptions(12, 40).bias(false)), fc2(LinearOptions(40, 12).bias(false));
+  auto x = torch::randn({5, 12}, torch::requires_grad());
+  const auto run = [&](bool fused) {
+    simd::set_fused_kernels(fused);
+    x.mutable_grad() = torch::Tensor();
+    const auto y = mlp(x, fc1, fc2, Activation::Gelu);
+    y.pow(2).sum().backward();
+    simd::set_fused_kernels(true);
+    return std::pair{y, x.grad().clone()};
+  };
+  const auto [y, dx] = run(true);
+  const auto [y_ref, dx_ref] = run(false);
+  EXPECT_TRUE(torch::allclose(y, y_ref, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(dx, dx_ref, 1e-5, 1e-6));
+}
+
 TEST(Dense, TakesLibtorchsLinearForOtherTypesAndWhenSwitchedOff) {
   torch::manual_seed(12);
   const auto x = torch::randn({5, 8}, torch::kDouble), w = torch::randn({3, 8}, torch::kDouble);

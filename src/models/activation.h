@@ -1,4 +1,5 @@
-// An activation with its bias, f(x + b), as one fused CPU kernel: the MLP's GELU and adaLN's SiLU.
+// An activation with its bias, f(x + b), as one fused CPU kernel: adaLN's SiLU, and the MLP's GELU
+// where the GEMM's epilogue does not compute it (models/dense.h's mlp()).
 // The bias add, the activation and, backward, the bias gradient (a sum over tokens) in one pass
 // each instead of three ops. When training, the forward pass also stores the activation's slope
 // (the same size as x, which is then not kept), so that the erf or the exponential is evaluated
@@ -14,9 +15,6 @@ namespace blocklab {
 
 /// f(x + bias) for x [..., F] and bias [F]. Differentiable in both.
 torch::Tensor bias_activation(Activation a, const torch::Tensor& x, const torch::Tensor& bias);
-inline torch::Tensor bias_gelu(const torch::Tensor& x, const torch::Tensor& bias) {
-  return bias_activation(Activation::Gelu, x, bias);
-}
 inline torch::Tensor bias_silu(const torch::Tensor& x, const torch::Tensor& bias) {
   return bias_activation(Activation::Silu, x, bias);
 }

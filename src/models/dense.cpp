@@ -110,10 +110,14 @@ bool f32_on_cpu(const torch::Tensor& t) {
   return !t.defined() || (t.device().is_cpu() && t.scalar_type() == torch::kFloat);
 }
 
+// A layer of `in` inputs that the GEMM runs: float32 weight [out, in] and bias [out] (or none).
+bool layer_fusable(int64_t in, const torch::Tensor& w, const torch::Tensor& b) {
+  return f32_on_cpu(w) && f32_on_cpu(b) && w.dim() == 2 && w.size(1) == in && (!b.defined() || b.numel() == w.size(0));
+}
+
 bool dense_fusable(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-  if (!simd::fused_kernels_enabled() || !gemm::available()) return false;
-  if (!f32_on_cpu(x) || !f32_on_cpu(w) || !f32_on_cpu(b)) return false;
-  return x.dim() >= 1 && w.dim() == 2 && w.size(1) == x.size(-1) && (!b.defined() || b.numel() == w.size(0));
+  return simd::fused_kernels_enabled() && gemm::available() && f32_on_cpu(x) && x.dim() >= 1 &&
+         layer_fusable(x.size(-1), w, b);
 }
 
 // An undefined bias as an empty tensor (an autograd function's inputs must be defined tensors).
@@ -141,10 +145,12 @@ torch::Tensor dense(const torch::Tensor& x, const torch::nn::Linear& layer) { re
 
 torch::Tensor mlp(const torch::Tensor& x, const torch::nn::Linear& fc1, const torch::nn::Linear& fc2, Activation a) {
   const auto &w1 = fc1->weight, &b1 = fc1->bias, &w2 = fc2->weight, &b2 = fc2->bias;
-  const bool fusable = dense_fusable(x, w1, b1) && b1.defined() && w2.dim() == 2 && w2.size(1) == w1.size(0) &&
-                       f32_on_cpu(w2) && f32_on_cpu(b2) && (!b2.defined() || b2.numel() == w2.size(0));
-  if (!fusable) return dense(bias_activation(a, dense(x, w1), b1), fc2);
-  const auto x2 = rows(x), w1c = w1.contiguous(), b1c = b1.contiguous(), w2c = w2.contiguous(), b2c = bias_or_empty(b2, w2);
+  if (!dense_fusable(x, w1, b1) || !layer_fusable(w1.size(0), w2, b2)) {
+    const auto h = dense(x, w1);
+    return dense(b1.defined() ? bias_activation(a, h, b1) : bias_activation_reference(a, h, torch::zeros({h.size(-1)}, h.options())), fc2);
+  }
+  const auto x2 = rows(x), w1c = w1.contiguous(), b1c = bias_or_empty(b1, w1), w2c = w2.contiguous(),
+             b2c = bias_or_empty(b2, w2);
   const auto y = wants_grad({x, w1, b1, w2, b2})
                      ? MlpFunction::apply(x2, w1c, b1c, w2c, b2c, a)
                      : dense_forward(hidden_activations(x2, w1c, b1c, a, /*slope=*/nullptr), w2c, b2c);
