@@ -79,7 +79,7 @@ int cmd_bench_step(const BenchStepArgs& a) {
         fmt::format("{:.3f}", times.block_ms / ops.block_ms), "");
   }
   const bool fused = cfg.train.device == "cpu" && !a.libtorch_ops;
-  fmt::print("attention, adaLN, bias + GELU, AdamW: {}; linear layers: {}\n",
+  fmt::print("attention, adaLN, activations, AdamW: {}; linear layers (the MLP's GELU in its first GEMM): {}\n",
              fused ? "fused CPU kernels (" + simd::kernel_isa() + ")" : "libtorch's ops",
              fused && gemm::available() ? "blocklab's GEMM (AVX-512)" : "libtorch's mm");
   fmt::print("block step / end-to-end step = {:.3f} (target <= 1.15/B = {:.3f}); process peak RSS {}\n",

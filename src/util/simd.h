@@ -207,7 +207,7 @@ bool has_avx512();
 void set_wide_vectors(bool enabled);
 bool wide_vectors();
 
-/// Whether the fused CPU kernels (attention, adaLN modulation, bias + GELU, the AdamW pass, and the
+/// Whether the fused CPU kernels (attention, adaLN modulation, bias + activation, the AdamW pass, and the
 /// linear layers on blocklab's GEMM: models/dense.h) may run (default true). Off, each takes
 /// libtorch's ops instead: the tests' reference, and what `bench step --fused-kernels` and
 /// `bench twin --libtorch-ops` compare against in one process.
