@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "models/activation.h"
 #include "models/dense.h"
 #include "util/activation_math.h"
 #include "util/gemm.h"
@@ -289,6 +290,19 @@ TEST(Dense, MlpWithoutBiasesMatchesTheLayers) {
   const auto [y_ref, dx_ref] = run(false);
   EXPECT_TRUE(torch::allclose(y, y_ref, 1e-5, 1e-6));
   EXPECT_TRUE(torch::allclose(dx, dx_ref, 1e-5, 1e-6));
+}
+
+// set_mlp_fused(false): the layers one by one on the same kernels (what `bench step
+// --separate-mlp` times against the fused MLP), the same values as composing them by hand.
+TEST(Dense, MlpSwitchedToSeparateLayersComposesThem) {
+  torch::manual_seed(19);
+  torch::nn::Linear fc1(16, 64), fc2(64, 16);
+  const auto x = torch::randn({3, 7, 16});
+  set_mlp_fused(false);
+  const auto separate = mlp(x, fc1, fc2, Activation::Gelu);
+  set_mlp_fused(true);
+  EXPECT_TRUE(torch::equal(separate, dense(bias_activation(Activation::Gelu, dense(x, fc1->weight), fc1->bias), fc2)));
+  EXPECT_TRUE(torch::allclose(mlp(x, fc1, fc2, Activation::Gelu), separate, 1e-5, 1e-6));
 }
 
 TEST(Dense, TakesLibtorchsLinearForOtherTypesAndWhenSwitchedOff) {

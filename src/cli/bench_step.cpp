@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "models/dense.h"
 #include "train/synthetic.h"
 #include "util/format.h"
 #include "util/gemm.h"
@@ -54,11 +55,20 @@ int cmd_bench_step(const BenchStepArgs& a) {
              cfg.train.batch_size, cfg.train.threads, cfg.train.device, blas_core());
   const auto e2e = measure_memory(cfg, Mode::E2E, 1);
   const auto blk = measure_memory(cfg, Mode::Blocks, 1);
-  // The fused CPU kernels against libtorch's ops on the same models, alternating round by round.
-  const auto variants = alternating_step_times(cfg, a.repeats, a.fused_kernels
-      ? std::vector<std::function<void()>>{[] { simd::set_fused_kernels(true); }, [] { simd::set_fused_kernels(false); }}
-      : std::vector<std::function<void()>>{[] {}});
-  simd::set_fused_kernels(!a.libtorch_ops);
+  // The fused CPU kernels against libtorch's ops, and the fused MLP against its layers separate, on
+  // the same models, alternating round by round.
+  const bool fused_default = !a.libtorch_ops;
+  std::vector<std::function<void()>> setters = {[fused_default] {
+    simd::set_fused_kernels(fused_default);
+    set_mlp_fused(true);
+  }};
+  if (a.fused_kernels) setters.push_back([] { simd::set_fused_kernels(false); });
+  if (a.separate_mlp) setters.push_back([fused_default] {
+    simd::set_fused_kernels(fused_default);
+    set_mlp_fused(false);
+  });
+  const auto variants = alternating_step_times(cfg, a.repeats, setters);
+  setters.front()();
   const auto& times = variants[0];
   auto row = [](const std::string& what, const std::string& x, const std::string& y, const std::string& r) {
     fmt::print("{:<34} {:>14} {:>14} {:>10}\n", what, x, y, r);
@@ -71,13 +81,13 @@ int cmd_bench_step(const BenchStepArgs& a) {
   row("resident params + optimizer state", format_mib(e2e.resident, 2), format_mib(blk.resident, 2), "");
   row("time per step (median, alternating)", fmt::format("{:.2f} ms", times.e2e_ms),
       fmt::format("{:.2f} ms", times.block_ms), fmt::format("{:.3f}", times.block_ms / times.e2e_ms));
-  if (a.fused_kernels) {
-    const auto& ops = variants[1];
-    row("  with libtorch's ops", fmt::format("{:.2f} ms", ops.e2e_ms), fmt::format("{:.2f} ms", ops.block_ms),
-        fmt::format("{:.3f}", ops.block_ms / ops.e2e_ms));
-    row("  fused / libtorch's ops", fmt::format("{:.3f}", times.e2e_ms / ops.e2e_ms),
-        fmt::format("{:.3f}", times.block_ms / ops.block_ms), "");
-  }
+  auto compare = [&](const StepTimes& other, const std::string& with, const std::string& ratio) {
+    row("  " + with, fmt::format("{:.2f} ms", other.e2e_ms), fmt::format("{:.2f} ms", other.block_ms),
+        fmt::format("{:.3f}", other.block_ms / other.e2e_ms));
+    row("  " + ratio, fmt::format("{:.3f}", times.e2e_ms / other.e2e_ms), fmt::format("{:.3f}", times.block_ms / other.block_ms), "");
+  };
+  if (a.fused_kernels) compare(variants[1], "with libtorch's ops", "fused / libtorch's ops");
+  if (a.separate_mlp) compare(variants.back(), "with the MLP's layers separate", "fused MLP / separate");
   const bool fused = cfg.train.device == "cpu" && !a.libtorch_ops;
   fmt::print("attention, adaLN, activations, AdamW: {}; linear layers (the MLP's GELU in its first GEMM): {}\n",
              fused ? "fused CPU kernels (" + simd::kernel_isa() + ")" : "libtorch's ops",

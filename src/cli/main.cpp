@@ -138,6 +138,8 @@ int main(int argc, char** argv) {
   bs->add_flag("--fused-kernels", bstep.fused_kernels,
                "time the steps with the fused CPU kernels and with libtorch's ops, alternating");
   bs->add_flag("--libtorch-ops", bstep.libtorch_ops, "memory and time on libtorch's ops instead of the fused CPU kernels");
+  bs->add_flag("--separate-mlp", bstep.separate_mlp,
+               "also time the steps with the MLP's layers separate (dense, bias + GELU, dense), alternating");
 
   BenchTwinArgs btwin;
   auto* bt = bench->add_subcommand("twin", "blocklab's classifier step against the same step in PyTorch (python3-torch)");

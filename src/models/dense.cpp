@@ -1,5 +1,7 @@
 #include "models/dense.h"
 
+#include <atomic>
+
 #include "models/activation.h"
 #include "util/gemm.h"
 #include "util/simd.h"
@@ -125,6 +127,8 @@ torch::Tensor bias_or_empty(const torch::Tensor& b, const torch::Tensor& w) {
   return b.defined() ? b.contiguous() : torch::empty({0}, w.options());
 }
 
+std::atomic<bool> mlp_fused{true};
+
 bool wants_grad(std::initializer_list<torch::Tensor> inputs) {
   if (!torch::GradMode::is_enabled()) return false;
   for (const auto& t : inputs)
@@ -143,9 +147,11 @@ torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const t
 
 torch::Tensor dense(const torch::Tensor& x, const torch::nn::Linear& layer) { return dense(x, layer->weight, layer->bias); }
 
+void set_mlp_fused(bool fused) { mlp_fused = fused; }
+
 torch::Tensor mlp(const torch::Tensor& x, const torch::nn::Linear& fc1, const torch::nn::Linear& fc2, Activation a) {
   const auto &w1 = fc1->weight, &b1 = fc1->bias, &w2 = fc2->weight, &b2 = fc2->bias;
-  if (!dense_fusable(x, w1, b1) || !layer_fusable(w1.size(0), w2, b2)) {
+  if (!mlp_fused || !dense_fusable(x, w1, b1) || !layer_fusable(w1.size(0), w2, b2)) {
     const auto h = dense(x, w1);
     return dense(b1.defined() ? bias_activation(a, h, b1) : bias_activation_reference(a, h, torch::zeros({h.size(-1)}, h.options())), fc2);
   }

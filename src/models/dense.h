@@ -24,4 +24,8 @@ torch::Tensor dense(const torch::Tensor& x, const torch::nn::Linear& layer);
 /// activations); otherwise dense() and bias_activation() (models/activation.h).
 torch::Tensor mlp(const torch::Tensor& x, const torch::nn::Linear& fc1, const torch::nn::Linear& fc2, Activation a);
 
+/// Whether mlp() runs as one function on the GEMM where it can (default) or always as dense(),
+/// bias_activation(), dense(): `bench step --separate-mlp` times the two in one process.
+void set_mlp_fused(bool fused);
+
 }  // namespace blocklab
