@@ -1,10 +1,10 @@
 #include "models/activation.h"
 
-#include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
 #include <cmath>
 
+#include "models/autograd.h"
 #include "util/activation_math.h"
 
 namespace blocklab {
@@ -126,11 +126,8 @@ std::pair<torch::Tensor, torch::Tensor> bias_activation_forward(Activation a, co
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_activation", [&] {
     const ActivationRows<scalar_t> r{x.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), nullptr, y.data_ptr<scalar_t>(),
                                with_slope ? slope.data_ptr<scalar_t>() : nullptr, nullptr, nullptr, features};
-    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, features)),
-                     [&](int64_t b, int64_t e) {
-                       const FlushSubnormals flush;
-                       run_activation(a, r, b, e);
-                     });
+    parallel_flushed(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, features)),
+                     [&](int64_t b, int64_t e) { run_activation(a, r, b, e); });
   });
   return {y, slope};
 }
@@ -178,7 +175,7 @@ torch::Tensor bias_activation_reference(Activation a, const torch::Tensor& x, co
 torch::Tensor bias_activation(Activation a, const torch::Tensor& x, const torch::Tensor& bias) {
   if (!activation_fusable(x, bias)) return bias_activation_reference(a, x, bias);
   const auto xc = x.contiguous(), bc = bias.contiguous();
-  if (!torch::GradMode::is_enabled() || (!x.requires_grad() && !bias.requires_grad()))
+  if (!records_grad(x, bias))
     return bias_activation_forward(a, xc, bc, /*with_slope=*/false).first;
   return FusedBiasActivation::apply(xc, bc, a);
 }

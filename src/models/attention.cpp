@@ -1,6 +1,5 @@
 #include "models/attention.h"
 
-#include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
 #include <array>
@@ -13,6 +12,7 @@
 #include <vector>
 
 #include "models/attention_lanes.h"
+#include "models/autograd.h"
 #include "util/simd.h"
 
 namespace blocklab {
@@ -253,11 +253,9 @@ __attribute__((target("arch=x86-64-v4"))) void heads_f32_wide(bool backward, con
 // float32 on AVX-512 runs 16 queries per vector, else Vec's lanes (as many as the pairs' kernel):
 // P^T's padding follows.
 void run_heads(bool backward, const AttentionProblem<float>& a, int64_t b, int64_t e) {
-  const FlushSubnormals flush;
   wide_vectors() ? heads_f32_wide(backward, a, b, e) : heads_f32(backward, a, b, e);
 }
 void run_heads(bool backward, const AttentionProblem<double>& a, int64_t b, int64_t e) {
-  const FlushSubnormals flush;
   heads_f64(backward, a, b, e);
 }
 
@@ -292,7 +290,7 @@ torch::Tensor per_head_forward(const torch::Tensor& q, const torch::Tensor& k, c
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "fused attention", [&] {
     auto a = attention_problem<scalar_t>(q, k, v, mask_t, p);
     a.o = strided_rows<scalar_t>(o);
-    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(false, a, b, e); });
+    parallel_flushed(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(false, a, b, e); });
   });
   return p;
 }
@@ -308,7 +306,7 @@ void per_head_backward(const torch::Tensor& q, const torch::Tensor& k, const tor
     auto a = attention_problem<scalar_t>(q, k, v, torch::Tensor(), p);
     a.dout = strided_rows<scalar_t>(dout), a.dq = strided_rows<scalar_t>(dq), a.dk = strided_rows<scalar_t>(dk),
     a.dv = strided_rows<scalar_t>(dv);
-    at::parallel_for(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(true, a, b, e); });
+    parallel_flushed(0, n * h, attention_grain(tq, tk, dim), [&](int64_t b, int64_t e) { run_heads(true, a, b, e); });
   });
 }
 
@@ -453,7 +451,6 @@ bool attention_fusable(const torch::Tensor& q, const torch::Tensor& k, const tor
   return true;
 }
 
-bool needs_grad(const torch::Tensor& x) { return torch::GradMode::is_enabled() && x.requires_grad(); }
 
 }  // namespace
 
@@ -469,7 +466,7 @@ torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask) {
   if (!attention_fusable(q, k, v, mask)) return attention_reference(q, k, v, mask);
   const auto qc = last_dim_contiguous(q), kc = last_dim_contiguous(k), vc = last_dim_contiguous(v);
-  if (!needs_grad(q) && !needs_grad(k) && !needs_grad(v)) return fused_forward(qc, kc, vc, mask).o;
+  if (!records_grad(q, k, v)) return fused_forward(qc, kc, vc, mask).o;
   return FusedAttention::apply(qc, kc, vc, ConstantMask{mask});
 }
 
@@ -477,7 +474,7 @@ torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& ma
   TORCH_CHECK(qkv.dim() == 5 && qkv.size(2) == 3, "packed_attention: qkv must be [N, T, 3, H, D], got ", qkv.sizes());
   const auto in = unpack(qkv);
   if (!attention_fusable(in[0], in[1], in[2], mask) || qkv.stride(-1) != 1) return attention(in[0], in[1], in[2], mask);
-  if (!needs_grad(qkv)) return fused_forward(in[0], in[1], in[2], mask).o;
+  if (!records_grad(qkv)) return fused_forward(in[0], in[1], in[2], mask).o;
   return FusedPackedAttention::apply(qkv, ConstantMask{mask});
 }
 

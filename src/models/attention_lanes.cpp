@@ -1,6 +1,5 @@
 #include "models/attention_lanes.h"
 
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -284,10 +283,7 @@ void run_groups(bool backward, const Problem<double>& a, int64_t b, int64_t e) {
 template <typename T>
 void run_all(bool backward, const Problem<T>& a, int64_t group_count, int64_t lanes) {
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, lanes * a.tq * a.tk * a.dim));
-  at::parallel_for(0, group_count, grain, [&](int64_t b, int64_t e) {
-    const FlushSubnormals flush;
-    run_groups(backward, a, b, e);
-  });
+  parallel_flushed(0, group_count, grain, [&](int64_t b, int64_t e) { run_groups(backward, a, b, e); });
 }
 
 template <typename T>

@@ -3,6 +3,7 @@
 #include <atomic>
 
 #include "models/activation.h"
+#include "models/autograd.h"
 #include "util/gemm.h"
 #include "util/simd.h"
 
@@ -129,19 +130,12 @@ torch::Tensor bias_or_empty(const torch::Tensor& b, const torch::Tensor& w) {
 
 std::atomic<bool> mlp_fused{true};
 
-bool wants_grad(std::initializer_list<torch::Tensor> inputs) {
-  if (!torch::GradMode::is_enabled()) return false;
-  for (const auto& t : inputs)
-    if (t.defined() && t.requires_grad()) return true;
-  return false;
-}
-
 }  // namespace
 
 torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   if (!dense_fusable(x, weight, bias)) return torch::nn::functional::linear(x, weight, bias);
   const auto x2 = rows(x), w = weight.contiguous(), b = bias_or_empty(bias, weight);
-  const auto y = wants_grad({x, weight, bias}) ? DenseFunction::apply(x2, w, b) : dense_forward(x2, w, b);
+  const auto y = records_grad(x, weight, bias) ? DenseFunction::apply(x2, w, b) : dense_forward(x2, w, b);
   return y.view(shape_with_last(x, weight.size(0)));
 }
 
@@ -157,7 +151,7 @@ torch::Tensor mlp(const torch::Tensor& x, const torch::nn::Linear& fc1, const to
   }
   const auto x2 = rows(x), w1c = w1.contiguous(), b1c = bias_or_empty(b1, w1), w2c = w2.contiguous(),
              b2c = bias_or_empty(b2, w2);
-  const auto y = wants_grad({x, w1, b1, w2, b2})
+  const auto y = records_grad(x, w1, b1, w2, b2)
                      ? MlpFunction::apply(x2, w1c, b1c, w2c, b2c, a)
                      : dense_forward(hidden_activations(x2, w1c, b1c, a, /*slope=*/nullptr), w2c, b2c);
   return y.view(shape_with_last(x, w2.size(0)));

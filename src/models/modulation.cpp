@@ -1,10 +1,10 @@
 #include "models/modulation.h"
 
-#include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
 #include <cmath>
 
+#include "models/autograd.h"
 #include "util/simd.h"
 
 namespace blocklab {
@@ -194,10 +194,7 @@ void run_pass(Pass pass, const torch::Tensor& x, Fill fill) {
     r.dim = dim;
     fill(r);
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, tokens * dim));
-    at::parallel_for(0, n, grain, [&](int64_t b, int64_t e) {
-      const FlushSubnormals flush;
-      run_samples(pass, r, b, e);
-    });
+    parallel_flushed(0, n, grain, [&](int64_t b, int64_t e) { run_samples(pass, r, b, e); });
   });
 }
 
@@ -216,13 +213,6 @@ bool modulation_fusable(const torch::Tensor& x, const std::initializer_list<cons
         (o->size(1) != 1 && o->size(1) != x.size(1)) || o->size(2) != x.size(2))
       return false;
   return true;
-}
-
-bool any_needs_grad(const std::initializer_list<const torch::Tensor*>& xs) {
-  if (!torch::GradMode::is_enabled()) return false;
-  for (const auto* x : xs)
-    if (x->requires_grad()) return true;
-  return false;
 }
 
 // y, mean and rstd of modulate (the statistics [N, T] for backward).
@@ -365,14 +355,14 @@ torch::Tensor gated_add_reference(const torch::Tensor& x, const torch::Tensor& g
 torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
   if (!modulation_fusable(x, {&shift, &scale})) return modulate_reference(x, shift, scale);
   const auto xc = last_dim_dense(x), shc = last_dim_dense(shift), scc = last_dim_dense(scale);
-  if (!any_needs_grad({&x, &shift, &scale})) return modulate_forward(xc, shc, scc)[0];
+  if (!records_grad(x, shift, scale)) return modulate_forward(xc, shc, scc)[0];
   return FusedModulate::apply(xc, shc, scc);
 }
 
 torch::Tensor gated_add(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
   if (!modulation_fusable(x, {&gate, &y}) || y.size(1) != x.size(1)) return gated_add_reference(x, gate, y);
   const auto xc = last_dim_dense(x), gc = last_dim_dense(gate), yc = last_dim_dense(y);
-  if (!any_needs_grad({&x, &gate, &y})) return gated_forward(xc, gc, yc);
+  if (!records_grad(x, gate, y)) return gated_forward(xc, gc, yc);
   return FusedGatedAdd::apply(xc, gc, yc);
 }
 
@@ -384,7 +374,7 @@ std::array<torch::Tensor, 2> gated_add_modulate(const torch::Tensor& x, const to
   }
   const auto xc = last_dim_dense(x), gc = last_dim_dense(gate), yc = last_dim_dense(y);
   const auto shc = last_dim_dense(shift), scc = last_dim_dense(scale);
-  if (!any_needs_grad({&x, &gate, &y, &shift, &scale})) {
+  if (!records_grad(x, gate, y, shift, scale)) {
     const auto f = gated_modulate_forward(xc, gc, yc, shc, scc);
     return {f[0], f[1]};
   }

@@ -82,7 +82,7 @@ ProfileResult run_profile(const ProfileOptions& o) {
   // Unprofiled rounds, each between two GEMM peaks (CPU only: on CUDA, host timing of a step
   // without synchronisation would not measure it).
   std::vector<UnprofiledRound> rounds;
-  for (int round = 0; round < (r.cuda || train.cuda() ? 0 : kUnprofiledRounds); ++round) {
+  for (int round = 0; round < (train.cuda() ? 0 : kUnprofiledRounds); ++round) {
     UnprofiledRound u{0, rounds.empty() ? r.gemm_after : rounds.back().gemm_after, 0};
     u.ms_per_step = seconds_of([&] { train.step(); }, o.steps) * 1e3 / o.steps;
     u.gemm_after = gemm_peak_now();

@@ -20,6 +20,8 @@
 #include <limits>
 #include <string>
 
+#include <ATen/Parallel.h>
+
 // No vector crosses a call (everything is inlined), so GCC's note that vector arguments change the
 // ABI between instruction sets does not apply. (It is reported at the end of the translation
 // unit, so it cannot be pushed and popped around this header.)
@@ -160,6 +162,16 @@ class FlushSubnormals {
   unsigned saved_;
 #endif
 };
+
+/// at::parallel_for over [begin, end) with every worker's subnormals flushed (FlushSubnormals):
+/// how each fused kernel spreads its work, so that none runs a worker without the flush.
+template <typename F>
+void parallel_flushed(int64_t begin, int64_t end, int64_t grain, const F& f) {
+  at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) {
+    const FlushSubnormals flush;
+    f(b, e);
+  });
+}
 
 /// An L x L block held as L vectors of L lanes (V of any width), transposed in registers: log2(L)
 /// stages, each exchanging the elements whose row and lane indices differ in one bit, by two-input
