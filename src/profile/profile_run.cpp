@@ -52,16 +52,17 @@ Utilization unprofiled_utilization(const Utilization& profiled, const std::vecto
 ProfileResult run_profile(const ProfileOptions& o) {
   if (o.steps < 1) throw UserError("--steps must be at least 1");
   SyntheticTraining train(o.cfg);
-  const int warm = warmup_steps(o);
-  for (int i = 0; i < warm; ++i) train.step();
   ProfileResult r;
   r.cuda = train.cuda() && OpCollector::cuda_available();
-  // The same kernel as the peak file's GEMM peak (libtorch's mm for a file without one).
+  // The same kernel as the peak file's GEMM peak (libtorch's mm for a file without one). Measured
+  // before the warm-up, whose steps then bring the step's data back into the caches.
   const bool around = o.peak_around_n > 0 && !train.cuda();
   if (around) {
     r.gemm_around_kernel = o.peak.gemm_kernel.empty() ? kLibtorchMm : o.peak.gemm_kernel;
     r.gemm_before = gemm_kernel_gflops(r.gemm_around_kernel, o.cfg.train.threads, o.peak_around_n, 3);
   }
+  const int warm = warmup_steps(o);
+  for (int i = 0; i < warm; ++i) train.step();
   OpCollector collector({/*shapes=*/true, /*cuda_events=*/r.cuda});
   DeviceTimer wall(r.cuda);
   collector.start();
@@ -80,11 +81,16 @@ ProfileResult run_profile(const ProfileOptions& o) {
   };
   r.gemm_after = gemm_peak_now();
   // Unprofiled rounds, each between two GEMM peaks (CPU only: on CUDA, host timing of a step
-  // without synchronisation would not measure it).
+  // without synchronisation would not measure it). The first step after a peak finds the caches
+  // full of its 2048^3 matrices, as no step of a training loop does: it runs untimed, and the
+  // round's time is the median of its steps (as `bench step` times them).
   std::vector<UnprofiledRound> rounds;
   for (int round = 0; round < (train.cuda() ? 0 : kUnprofiledRounds); ++round) {
     UnprofiledRound u{0, rounds.empty() ? r.gemm_after : rounds.back().gemm_after, 0};
-    u.ms_per_step = seconds_of([&] { train.step(); }, o.steps) * 1e3 / o.steps;
+    train.step();
+    std::vector<double> ms;
+    for (int i = 0; i < o.steps; ++i) ms.push_back(seconds_of([&] { train.step(); }) * 1e3);
+    u.ms_per_step = median(ms);
     u.gemm_after = gemm_peak_now();
     rounds.push_back(u);
   }
@@ -247,9 +253,10 @@ void print_profile(const ProfileResult& r, const ProfileOptions& o, int top) {
     fmt::print("\n");
   }
   if (r.unprofiled && !r.mfu.empty())
-    fmt::print("  (unprofiled: {0} rounds of {1} steps after the profiled ones, without the profiler, each round between\n"
-               "   two GEMM peaks: the median round's step time, the median of the rounds' MFU; the profiled steps\n"
-               "   took {2:+.1f}% of that time: the observer's cost, and this host's drift)\n",
+    fmt::print("  (unprofiled: {0} rounds of 1 + {1} steps after the profiled ones, without the profiler, each round\n"
+               "   between two GEMM peaks, its first step untimed (caches cold after the peak's matrices): the median\n"
+               "   round's median step, the median of the rounds' MFU; the profiled steps took {2:+.1f}% of that\n"
+               "   time: the observer's cost, and this host's drift)\n",
                kUnprofiledRounds, o.steps, 100 * (r.mfu.front().ms_per_step / r.unprofiled->ms_per_step - 1));
   if (r.gemm_around() > 0)
     fmt::print("  (GEMM peak, {0}, measured on {1}^3 just before and just after the profiled steps: {2:.1f} and {3:.1f}\n"

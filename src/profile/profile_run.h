@@ -25,7 +25,8 @@ struct ProfileOptions {
   int64_t peak_around_n = 0;
 };
 
-/// Unprofiled steps after the profiled ones: kUnprofiledRounds rounds of ProfileOptions::steps.
+/// Unprofiled steps after the profiled ones: kUnprofiledRounds rounds of ProfileOptions::steps
+/// timed steps (after one untimed), each round's time the median of its steps.
 constexpr int kUnprofiledRounds = 3;
 struct UnprofiledRound {
   double ms_per_step, gemm_before, gemm_after;  // GEMM peaks on either side (0: not measured)
