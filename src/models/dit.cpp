@@ -1,4 +1,5 @@
 #include "models/dit.h"
+#include "models/dense.h"
 #include "models/modulation.h"
 
 namespace blocklab {
@@ -74,7 +75,7 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& cond
   for (int64_t b = first_block; b < last_block; ++b) h = block(b)->forward(h, cond);
   auto m = in->out_ada->forward(cond);  // shift, scale: [N, 1, d]
   h = modulate(h, m[0], m[1]);
-  return unpatchify(in->head->forward(h), opt.channels, opt.height, opt.width, opt.patch);
+  return unpatchify(dense(h, in->head), opt.channels, opt.height, opt.width, opt.patch);
 }
 
 }  // namespace blocklab

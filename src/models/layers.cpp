@@ -26,7 +26,9 @@ NoiseEmbedderImpl::NoiseEmbedderImpl(int64_t cond_dim) {
 }
 
 torch::Tensor NoiseEmbedderImpl::embed(const torch::Tensor& c_noise) {
-  return mlp->forward(sinusoidal_embedding(c_noise, kFrequencyDim));
+  // Linear, SiLU, Linear as one MLP on the GEMM (the Sequential keeps the parameters' names)
+  const auto linear = [&](size_t i) { return torch::nn::Linear(mlp->ptr<torch::nn::LinearImpl>(i)); };
+  return blocklab::mlp(sinusoidal_embedding(c_noise, kFrequencyDim), linear(0), linear(2), Activation::Silu);
 }
 
 torch::Tensor NoiseEmbedderImpl::forward(const torch::Tensor& c_noise) { return torch::silu(embed(c_noise)); }

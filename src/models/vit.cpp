@@ -1,5 +1,7 @@
 #include "models/vit.h"
 
+#include "models/dense.h"
+
 #include <algorithm>
 
 namespace blocklab {
@@ -81,7 +83,7 @@ std::vector<torch::Tensor> ViTImpl::label_lead(const torch::Tensor& scaled_label
 
 torch::Tensor ViTImpl::classify(const torch::Tensor& d, const torch::Tensor& cond, int64_t b) {
   auto m = io(b)->out_ada->forward(cond);  // shift, scale: [N, 1, d]
-  return io(b)->head->forward(d * (1 + m[1].squeeze(1)) + m[0].squeeze(1));
+  return dense(d * (1 + m[1].squeeze(1)) + m[0].squeeze(1), io(b)->head);
 }
 
 torch::Tensor ViTImpl::forward(const torch::Tensor& images) {
