@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
   pr->add_option("--out", prof.out, "output directory for ops.json and trace.json");
   pr->add_option("--set", prof.overrides, "override a key: section.key=value (repeatable)");
   pr->add_option("--peak", prof.peak, "peak file of `blocklab bench peak` (default ~/.cache/blocklab/peak.json)");
-  pr->add_option("--warmup", prof.warmup, "warm-up steps (default: one round of blocks, 2 end-to-end)");
+  pr->add_option("--warmup", prof.warmup, "warm-up steps (default: three rounds of blocks, 3 end-to-end)");
   pr->add_option("--top", prof.top, "rows of the printed table")->check(CLI::PositiveNumber);
   pr->add_flag("--libtorch-ops", prof.libtorch_ops, "libtorch's ops instead of the fused CPU kernels (to compare)");
   pr->add_flag("!--no-peak-around", prof.peak_around,

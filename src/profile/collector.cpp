@@ -66,14 +66,6 @@ void encode(const c10::IValue& v, std::vector<int64_t>& a) {
   put_none(K::Other);
 }
 
-struct RawEvent {
-  uint32_t name;  // id in the thread's name table
-  bool range;
-  int64_t seq;
-  int64_t start = 0, end = -1;
-  size_t arena_begin = 0, arena_end = 0;
-};
-
 // Ops recorded without the ops they call. libtorch 1.13's CPU bmm multiplies small matrices in a
 // loop of select/as_strided/resolve_conj calls - 4000 dispatcher calls for one [512,18,18] bmm,
 // 94% of all events of a ViT step - and observing each would cost more than the step. Inside
@@ -86,6 +78,17 @@ bool opaque(std::string_view name) {
     if (name == n) return true;
   return false;
 }
+
+}  // namespace
+
+// One op or range as recorded: its name an id in the thread's table, its inputs a span of the arena.
+struct RawEvent {
+  uint32_t name;  // id in the thread's name table
+  bool range;
+  int64_t seq;
+  int64_t start = 0, end = -1;
+  size_t arena_begin = 0, arena_end = 0;
+};
 
 // What one thread recorded in one session. Only its thread writes it while the session runs, so
 // the callbacks take no lock; `busy` lets stop() wait for a callback in flight.
@@ -127,6 +130,8 @@ struct ThreadBuffer {
   }
 };
 
+namespace {
+
 struct Global {
   std::atomic<uint64_t> generation{0};  // of the running session; 0: none
   std::chrono::steady_clock::time_point t0;
@@ -138,16 +143,22 @@ struct Global {
 Global g;
 thread_local std::shared_ptr<ThreadBuffer> t_buffer;
 
-ThreadBuffer* attach(uint64_t gen) {
+// Room for a few training steps, touched now so that page faults do not land in the ops' times.
+std::shared_ptr<ThreadBuffer> new_buffer() {
   auto b = std::make_shared<ThreadBuffer>();
-  b->generation = gen;
-  b->thread = at::RecordFunction::currentThreadId();
-  // Room for a few training steps, touched now so that page faults do not land in the ops' times.
   b->events.resize(1 << 15);
   b->events.clear();
   b->arena.resize(1 << 18);
   b->arena.clear();
   b->open.reserve(64);
+  return b;
+}
+
+// This thread's buffer for session `gen`: `prepared`, or a new one.
+ThreadBuffer* attach(uint64_t gen, std::shared_ptr<ThreadBuffer> prepared = nullptr) {
+  auto b = prepared ? std::move(prepared) : new_buffer();
+  b->generation = gen;
+  b->thread = at::RecordFunction::currentThreadId();
   std::lock_guard<std::mutex> lock(g.mu);
   g.buffers.push_back(b);
   t_buffer = b;
@@ -231,7 +242,10 @@ at::CallbackHandle add_callback(bool shapes) {
 
 }  // namespace
 
-OpCollector::OpCollector(CollectorOptions opt) : opt_(opt) {}
+// The constructing thread's buffer is allocated here, not in start(): its 3.5 MB would take the
+// memory the allocator had cached for the steps' largest tensors, whose next allocation then
+// faults its pages in (the first profiled step ran at 1.5-2x the others).
+OpCollector::OpCollector(CollectorOptions opt) : opt_(opt), buffer_(new_buffer()) {}
 
 OpCollector::~OpCollector() {
   if (running()) stop();
@@ -257,7 +271,7 @@ void OpCollector::start() {
     }
     s->generation = ++g.last_generation;
   }
-  attach(s->generation);  // the calling thread's buffer, allocated before the clock starts
+  attach(s->generation, std::move(buffer_));  // the calling thread's, allocated before the clock starts
   {
     std::lock_guard<std::mutex> lock(g.mu);
     g.t0 = std::chrono::steady_clock::now();

@@ -20,6 +20,7 @@ struct CUevent_st;  // a CUDA event, as libtorch's profiler stubs hand it out
 namespace blocklab {
 
 struct CollectorSession;  // collector.cpp
+struct ThreadBuffer;      // collector.cpp: one thread's events
 
 struct OpEvent {
   std::string name;
@@ -59,6 +60,7 @@ class OpCollector {
  private:
   std::unique_ptr<CollectorSession> session_;
   CollectorOptions opt_;
+  std::shared_ptr<ThreadBuffer> buffer_;  // the next start()'s buffer for the calling thread
 };
 
 /// Wall time of a stretch of work on the training device: the steady clock on CPU, CUDA events
@@ -68,9 +70,6 @@ class DeviceTimer {
   explicit DeviceTimer(bool cuda);
   ~DeviceTimer();
   void start();
-  /// Records argument shapes from now on, or stops recording them (cheaper: without shapes the
-  /// dispatcher does not box each op's arguments). Takes effect for ops that start later.
-  void record_shapes(bool on);
   double elapsed_ms();
 
  private:

@@ -20,7 +20,9 @@ namespace {
 
 int warmup_steps(const ProfileOptions& o) {
   if (o.warmup >= 0) return o.warmup;
-  return o.cfg.blocks_mode() ? o.cfg.model.blocks : 2;
+  // Three rounds: the allocator has then cached the memory of every tensor a step allocates (the
+  // first steps fault fresh pages in, and a step profiled among them took up to 2x the others).
+  return 3 * (o.cfg.blocks_mode() ? o.cfg.model.blocks : 1);
 }
 
 std::string truncate(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(0, n - 3) + "..."; }
@@ -54,6 +56,7 @@ ProfileResult run_profile(const ProfileOptions& o) {
   SyntheticTraining train(o.cfg);
   ProfileResult r;
   r.cuda = train.cuda() && OpCollector::cuda_available();
+  OpCollector collector({/*shapes=*/true, /*cuda_events=*/r.cuda});  // before the warm-up: its buffer too
   // The same kernel as the peak file's GEMM peak (libtorch's mm for a file without one). Measured
   // before the warm-up, whose steps then bring the step's data back into the caches.
   const bool around = o.peak_around_n > 0 && !train.cuda();
@@ -63,7 +66,6 @@ ProfileResult run_profile(const ProfileOptions& o) {
   }
   const int warm = warmup_steps(o);
   for (int i = 0; i < warm; ++i) train.step();
-  OpCollector collector({/*shapes=*/true, /*cuda_events=*/r.cuda});
   DeviceTimer wall(r.cuda);
   collector.start();
   wall.start();

@@ -16,7 +16,7 @@ namespace blocklab {
 struct ProfileOptions {
   Config cfg;        // validated; model.mode picks end-to-end or block-wise steps
   int steps = 6;     // profiled steps
-  int warmup = -1;   // -1: one round (B steps in blocks mode, so every block has run) + 1 end-to-end
+  int warmup = -1;   // -1: three rounds (of B steps in blocks mode, so every block has run; 3 end-to-end)
   PeakEntry peak;    // zeros: shares of peak are not shown
   std::string peak_source;
   // > 0: the GEMM peak is also measured on n x n matrices just before and just after the profiled
