@@ -16,7 +16,7 @@
 namespace blocklab {
 namespace {
 
-struct Shape {
+struct DenseShape {
   int64_t m, n, k;
 };
 
@@ -39,7 +39,7 @@ bool gemm_runs_here() {
 struct Case {
   torch::Tensor a_stored, b_stored, bias, want, bound;
 };
-Case make_case(const Shape& s, bool ta, bool tb) {
+Case make_case(const DenseShape& s, bool ta, bool tb) {
   Case c;
   c.a_stored = ta ? torch::randn({s.k, s.m}) : torch::randn({s.m, s.k});
   c.b_stored = tb ? torch::randn({s.n, s.k}) : torch::randn({s.k, s.n});
@@ -54,7 +54,7 @@ Case make_case(const Shape& s, bool ta, bool tb) {
 TEST(Gemm, MatchesTheFloat64ProductWithinTheRoundingBound) {
   if (!gemm_runs_here()) return;
   torch::manual_seed(7);
-  const std::vector<Shape> shapes = {{1, 1, 1},   {1, 33, 7},   {13, 1, 5},   {12, 32, 256}, {37, 70, 300},
+  const std::vector<DenseShape> shapes = {{1, 1, 1},   {1, 33, 7},   {13, 1, 5},   {12, 32, 256}, {37, 70, 300},
                                      {121, 17, 64}, {250, 95, 513}, {7, 1030, 9}, {64, 48, 2},
                                      {20, 40, 33}};  // last strips of 1-4, 5-8 and 9-12 rows (the 4-, 8- and 12-row tiles)
   for (const auto& s : shapes)
@@ -79,7 +79,7 @@ TEST(Gemm, MatchesTheFloat64ProductWithinTheRoundingBound) {
 TEST(Gemm, RowSumsOfATransposedA) {
   if (!gemm_runs_here()) return;
   torch::manual_seed(14);
-  for (const Shape& s : std::vector<Shape>{{250, 1030, 300}, {13, 5, 1}, {7, 40, 0}}) {
+  for (const DenseShape& s : std::vector<DenseShape>{{250, 1030, 300}, {13, 5, 1}, {7, 40, 0}}) {
     SCOPED_TRACE(fmt::format("m={} n={} k={}", s.m, s.n, s.k));
     const auto a_stored = torch::randn({s.k, s.m}), b = torch::randn({s.k, s.n});
     auto c = torch::empty({s.m, s.n}), sums = torch::full({s.m}, std::nanf(""));
@@ -140,7 +140,7 @@ TEST(Gemm, EpiloguesApplyAnActivationOrAProductToTheFinalValues) {
     const auto s = torch::sigmoid(h);
     return std::pair{h * s, s * (1 + h * (1 - s))};
   };
-  for (const Shape& s : std::vector<Shape>{{37, 70, 300}, {12, 32, 64}, {250, 95, 513}, {5, 3, 2}})
+  for (const DenseShape& s : std::vector<DenseShape>{{37, 70, 300}, {12, 32, 64}, {250, 95, 513}, {5, 3, 2}})
     for (const bool ta : {false, true}) {
       SCOPED_TRACE(fmt::format("m={} n={} k={} A{}", s.m, s.n, s.k, ta ? "^T" : ""));
       const auto a = (ta ? torch::randn({s.k, s.m}) : torch::randn({s.m, s.k})) / std::sqrt(double(s.k));

@@ -216,19 +216,19 @@ TEST(Fd, ExtrapolationRemovesTheFiniteSampleBias) {
 }
 
 // A tiny DiT run on the synthetic data set, trained once for the tests below.
-struct TinyRun {
+struct TinyDitRun {
   TempDir dir, cache;
   std::string run;
   nlohmann::json summary;
-  TinyRun() {
+  TinyDitRun() {
     ::setenv("BLOCKLAB_CACHE", cache.path().c_str(), 1);  // the feature network is trained into it
     run = dir.file("run");
     summary = train(tiny_dit("blocks", test::synthetic_data_dir()), test::train_options(run, "tiny dit"));
   }
 };
 
-const TinyRun& tiny_run() {
-  static TinyRun r;
+const TinyDitRun& tiny_run() {
+  static TinyDitRun r;
   return r;
 }
 
