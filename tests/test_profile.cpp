@@ -154,6 +154,34 @@ TEST(ProfileCollector, OneAtATimeAndStopWithoutStartIsAnError) {
   b.stop();
 }
 
+// One collector, two sessions: it keeps its thread's buffer from one to the next (so that a session
+// allocates nothing between the steps it records), and the second holds only its own events.
+TEST(ProfileCollector, ASecondSessionHoldsOnlyItsOwnEvents) {
+  torch::NoGradGuard no_grad;
+  auto a = torch::randn({6, 5}), b = torch::randn({5, 4});
+  OpCollector c;
+  c.start();
+  {
+    Range r("first");
+    torch::mm(a, b);
+  }
+  const auto first = c.stop();
+  ASSERT_NE(find_op(first, "first"), nullptr);
+  ASSERT_NE(find_op(first, "aten::mm"), nullptr);
+  c.start();
+  {
+    Range r("second");
+    torch::mm(b.t(), a.t());
+  }
+  const auto second = c.stop();
+  EXPECT_EQ(find_op(second, "first"), nullptr);
+  ASSERT_NE(find_op(second, "second"), nullptr);
+  const auto* mm = find_op(second, "aten::mm");
+  ASSERT_NE(mm, nullptr);
+  EXPECT_EQ(shapes_string(mm->inputs), "[4, 5], [5, 6]");
+  EXPECT_EQ(std::count_if(second.begin(), second.end(), [](const OpEvent& e) { return e.name == "aten::mm"; }), 1);
+}
+
 // A forward and backward of linear counted once per FLOP: linear (forward), then the two mm of
 // AddmmBackward0 (dX, dW) - the addmm/matmul inside linear are not counted again.
 TEST(ProfileReport, StepFlopsCountEachProductOnce) {

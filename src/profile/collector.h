@@ -60,7 +60,7 @@ class OpCollector {
  private:
   std::unique_ptr<CollectorSession> session_;
   CollectorOptions opt_;
-  std::shared_ptr<ThreadBuffer> buffer_;  // the next start()'s buffer for the calling thread
+  std::shared_ptr<ThreadBuffer> buffer_;  // the calling thread's buffer for the next start()
 };
 
 /// Wall time of a stretch of work on the training device: the steady clock on CPU, CUDA events

@@ -18,12 +18,11 @@ namespace blocklab {
 
 namespace {
 
-int warmup_steps(const ProfileOptions& o) {
-  if (o.warmup >= 0) return o.warmup;
-  // Three rounds: the allocator has then cached the memory of every tensor a step allocates (the
-  // first steps fault fresh pages in, and a step profiled among them took up to 2x the others).
-  return 3 * (o.cfg.blocks_mode() ? o.cfg.model.blocks : 1);
-}
+// Three rounds (of B block steps, or 3 end-to-end): every block has run and has Adam state, and the
+// allocator has cached the memory of every tensor a step makes (the first steps fault fresh pages
+// in, and a step profiled among them took up to 2x the others).
+int steady_state_warmup(const Config& cfg) { return 3 * (cfg.blocks_mode() ? cfg.model.blocks : 1); }
+int warmup_steps(const ProfileOptions& o) { return o.warmup >= 0 ? o.warmup : steady_state_warmup(o.cfg); }
 
 std::string truncate(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(0, n - 3) + "..."; }
 
@@ -37,14 +36,15 @@ Utilization unprofiled_utilization(const Utilization& profiled, const std::vecto
   std::vector<double> ms, around;
   for (const auto& round : rounds) {
     ms.push_back(round.ms_per_step);
-    if (round.gemm_before > 0 && round.gemm_after > 0)
-      around.push_back(u.gflop_per_step / (round.ms_per_step / 1e3) / ((round.gemm_before + round.gemm_after) / 2));
+    if (round.gemm_before > 0 && round.gemm_after > 0) {
+      Utilization r = u;
+      r.ms_per_step = round.ms_per_step;
+      set_rates(r, 0, 0, (round.gemm_before + round.gemm_after) / 2);
+      around.push_back(r.mfu_gemm_around);
+    }
   }
   u.ms_per_step = median(ms);
-  u.gflops = u.gflop_per_step / (u.ms_per_step / 1e3);
-  const double roof = peak.flops_roof();
-  u.mfu = roof > 0 ? u.gflops / roof : 0;
-  u.mfu_gemm = peak.gemm_gflops > 0 ? u.gflops / peak.gemm_gflops : 0;
+  set_rates(u, peak.flops_roof(), peak.gemm_gflops, 0);
   u.mfu_gemm_around = median(around);
   return u;
 }
@@ -64,8 +64,7 @@ ProfileResult run_profile(const ProfileOptions& o) {
     r.gemm_around_kernel = o.peak.gemm_kernel.empty() ? kLibtorchMm : o.peak.gemm_kernel;
     r.gemm_before = gemm_kernel_gflops(r.gemm_around_kernel, o.cfg.train.threads, o.peak_around_n, 3);
   }
-  const int warm = warmup_steps(o);
-  for (int i = 0; i < warm; ++i) train.step();
+  for (int i = 0; i < warmup_steps(o); ++i) train.step();
   DeviceTimer wall(r.cuda);
   collector.start();
   wall.start();
@@ -107,6 +106,12 @@ ProfileResult run_profile(const ProfileOptions& o) {
   return r;
 }
 
+std::vector<Utilization> ProfileResult::mfu_rows() const {
+  auto rows = mfu;
+  if (unprofiled) rows.push_back(*unprofiled);
+  return rows;
+}
+
 double ProfileResult::self_sum_ms() const {
   int64_t ns = 0;
   for (const auto& row : table) ns += row.self_ns;
@@ -140,9 +145,7 @@ nlohmann::json ProfileResult::ops_json(const ProfileOptions& o) const {
                       {"gflops", ph.total_ns > 0 ? double(ph.flops) / double(ph.total_ns) : 0.0}});
   for (const auto& s : this->steps)
     steps_j.push_back({{"index", s.index}, {"block", s.block}, {"ms", double(s.dur_ns) / 1e6}, {"flops", s.flops}});
-  std::vector<Utilization> rows = mfu;
-  if (unprofiled) rows.push_back(*unprofiled);
-  for (const auto& u : rows)
+  for (const auto& u : mfu_rows())
     mfu_j.push_back({{"what", u.what},
                      {"steps", u.steps},
                      {"ms_per_step", u.ms_per_step},
@@ -244,9 +247,7 @@ void print_profile(const ProfileResult& r, const ProfileOptions& o, int top) {
   if (r.steps_without_shapes > 0)
     fmt::print("  ({} step(s) ran other ops than the first and have no shapes: left out of the FLOP counts)\n",
                r.steps_without_shapes);
-  std::vector<Utilization> rows = r.mfu;
-  if (r.unprofiled) rows.push_back(*r.unprofiled);
-  for (const auto& u : rows) {
+  for (const auto& u : r.mfu_rows()) {
     fmt::print("  {:<10} {:>2} steps {:>8.2f} ms/step {:>7.3f} GFLOP/step {:>7.1f} GFLOP/s", u.what, u.steps,
                u.ms_per_step, u.gflop_per_step, u.gflops);
     if (roof > 0)
@@ -282,14 +283,14 @@ void print_profile(const ProfileResult& r, const ProfileOptions& o, int top) {
 OverheadResult measure_profiler_overhead(const Config& cfg, int rounds, int steps_per_round) {
   if (rounds < 1 || steps_per_round < 1) throw UserError("--rounds and --steps must be at least 1");
   SyntheticTraining train(cfg);
-  for (int i = 0; i < train.round() + 1; ++i) train.step();  // warm-up
   const bool cuda = train.cuda() && OpCollector::cuda_available();
+  OpCollector collector({/*shapes=*/true, /*cuda_events=*/cuda});  // one, before the warm-up, for every round
+  for (int i = 0; i < steady_state_warmup(cfg); ++i) train.step();
   DeviceTimer timer(cuda);
   int64_t events = 0, profiled_steps = 0;
   // arm 0: no profiler; 1: as `blocklab profile` (shapes in the first step); 2: shapes in every step
   auto run = [&](int arm) {
     std::vector<double> ms;
-    OpCollector collector({/*shapes=*/true, /*cuda_events=*/cuda});
     if (arm > 0) collector.start();
     for (int s = 0; s < steps_per_round; ++s) {
       timer.start();

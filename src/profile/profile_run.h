@@ -52,6 +52,8 @@ struct ProfileResult {
   double gemm_around() const { return gemm_before > 0 && gemm_after > 0 ? (gemm_before + gemm_after) / 2 : 0; }
   /// Sum of the table's self times (ops and the ranges' host time), ms.
   double self_sum_ms() const;
+  /// The MFU rows as printed and written: the profiled ones, then the unprofiled one.
+  std::vector<Utilization> mfu_rows() const;
   nlohmann::json ops_json(const ProfileOptions& o) const;
   nlohmann::json trace_json(const ProfileOptions& o) const;
 };

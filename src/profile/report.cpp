@@ -214,6 +214,13 @@ std::vector<StepRow> step_table(const Profile& p) {
   return out;
 }
 
+void set_rates(Utilization& u, double peak_gflops, double gemm_gflops, double gemm_around_gflops) {
+  u.gflops = u.ms_per_step > 0 ? u.gflop_per_step / (u.ms_per_step / 1e3) : 0;
+  u.mfu = peak_gflops > 0 ? u.gflops / peak_gflops : 0;
+  u.mfu_gemm = gemm_gflops > 0 ? u.gflops / gemm_gflops : 0;
+  u.mfu_gemm_around = gemm_around_gflops > 0 ? u.gflops / gemm_around_gflops : 0;
+}
+
 std::vector<Utilization> utilization(const std::vector<StepRow>& steps, double peak_gflops, double gemm_gflops,
                                      double gemm_around_gflops) {
   std::vector<Utilization> out;
@@ -226,10 +233,7 @@ std::vector<Utilization> utilization(const std::vector<StepRow>& steps, double p
     if (u.steps == 0 || ns <= 0) return;
     u.ms_per_step = double(ns) / 1e6 / u.steps;
     u.gflop_per_step = double(flops) / 1e9 / u.steps;
-    u.gflops = double(flops) / double(ns);
-    u.mfu = peak_gflops > 0 ? u.gflops / peak_gflops : 0;
-    u.mfu_gemm = gemm_gflops > 0 ? u.gflops / gemm_gflops : 0;
-    u.mfu_gemm_around = gemm_around_gflops > 0 ? u.gflops / gemm_around_gflops : 0;
+    set_rates(u, peak_gflops, gemm_gflops, gemm_around_gflops);
     out.push_back(u);
   };
   add("step", [](const StepRow&) { return true; });

@@ -70,6 +70,9 @@ struct Utilization {
   double mfu_gemm = 0;  // against the measured GEMM peak
   double mfu_gemm_around = 0;  // against the GEMM peak measured around the steps (0: not measured)
 };
+/// u.gflops from u's GFLOP and milliseconds per step, and its MFU against each peak (a peak of 0
+/// leaves that MFU at 0).
+void set_rates(Utilization& u, double peak_gflops, double gemm_gflops, double gemm_around_gflops);
 /// All steps with shapes together, then (when steps carry a block) each block. A peak of 0 leaves
 /// its MFU at 0.
 std::vector<Utilization> utilization(const std::vector<StepRow>& steps, double peak_gflops, double gemm_gflops,
