@@ -3,14 +3,15 @@
 // pass, gated_add_modulate() (src/models/modulation.h), with per-sample and per-token
 // modulations, widths that are not multiples of a vector, one token, batch 1, and modulations that
 // are views into one projection (as AdaLN's chunks are); the MLP's GELU and adaLN's SiLU with
-// their biases (bias_activation(), src/models/activation.h); the kernels' exponential
-// (src/util/simd.h).
+// their biases (bias_activation(), src/models/activation.h); a transformer's input sequence
+// (token_sequence(), src/models/tokens.h); the kernels' exponential (src/util/simd.h).
 #include "test_util.h"
 
 #include <fmt/format.h>
 
 #include "models/activation.h"
 #include "models/modulation.h"
+#include "models/tokens.h"
 #include "util/simd.h"
 
 namespace blocklab {
@@ -113,6 +114,26 @@ TEST(BiasActivation, FusedMatchesLibtorchInValuesAndGradients) {
         simd::set_wide_vectors(false);
         compare_op("8 lanes", f, {x, bias}, 1e-6);
         simd::set_wide_vectors(true);
+      }
+}
+
+// A transformer's input sequence (src/models/tokens.h): no lead token, a noisy label, and a class
+// token expanded from one parameter beside it; widths with and without a vector's tail; batch 1.
+TEST(TokenSequence, FusedMatchesLibtorchInValuesAndGradients) {
+  torch::manual_seed(13);
+  for (int64_t lead : {0, 1, 2})
+    for (const auto& [n, p, d] : std::vector<std::array<int64_t, 3>>{{3, 16, 64}, {1, 5, 7}})
+      for (auto type : {torch::kDouble, torch::kFloat}) {
+        SCOPED_TRACE(fmt::format("lead {} N={} d={} {}", lead, n, d, type == torch::kDouble ? "float64" : "float32"));
+        std::vector<torch::Tensor> in{torch::randn({n, p, d}, type), torch::randn({1, lead + p, d}, type)};
+        if (lead >= 1) in.push_back(torch::randn({n, d}, type));  // the label
+        if (lead >= 2) in.push_back(torch::randn({1, d}, type));  // the class token, expanded below
+        const auto f = [n, d](const std::vector<torch::Tensor>& v) {
+          std::vector<torch::Tensor> leads(v.begin() + 2, v.end());
+          if (leads.size() == 2) leads[1] = leads[1].expand({n, d});
+          return token_sequence(leads, v[0], v[1]);
+        };
+        compare_op("tokens", f, in, type == torch::kDouble ? 1e-12 : 1e-6);
       }
 }
 

@@ -1,6 +1,7 @@
 #include "models/dit.h"
 #include "models/dense.h"
 #include "models/modulation.h"
+#include "models/tokens.h"
 
 namespace blocklab {
 
@@ -71,7 +72,7 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& cond
                                int64_t last_block) {
   TORCH_CHECK(!opt.own_io || last_block == first_block + 1, "independent blocks run one at a time");
   auto in = io(first_block);
-  auto h = embed_patches(x, in->patch_embed) + in->pos_embed;  // [N, P, d]
+  auto h = token_sequence({}, embed_patches(x, in->patch_embed), in->pos_embed);  // [N, P, d]
   for (int64_t b = first_block; b < last_block; ++b) h = block(b)->forward(h, cond);
   auto m = in->out_ada->forward(cond);  // shift, scale: [N, 1, d]
   h = modulate(h, m[0], m[1]);

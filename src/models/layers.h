@@ -66,6 +66,8 @@ struct AttentionContext {
 /// dense() (the GEMM; libtorch's convolution costs several times as much at these sizes). The
 /// module keeps its parameters, names and shapes: checkpoints are unchanged. Returns [N, P, d].
 torch::Tensor embed_patches(const torch::Tensor& images, const torch::nn::Conv2d& conv);
+/// The p x p patches of images [N, C, H, W] as rows, [N, P, C p p] (embed_patches' operand).
+torch::Tensor image_patches(const torch::Tensor& images, int64_t p);
 
 /// Rotary position embedding of x [.., T, head_dim] at positions [T] (rotate-half form, base 10000).
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& positions);

@@ -1,6 +1,7 @@
 #include "models/vit.h"
 
 #include "models/dense.h"
+#include "models/tokens.h"
 
 #include <algorithm>
 
@@ -63,15 +64,11 @@ torch::Tensor ViTImpl::features(const torch::Tensor& images, const std::vector<t
                                 const torch::Tensor& cond, int64_t first_block, int64_t last_block) {
   TORCH_CHECK(!opt.own_io || last_block == first_block + 1, "independent blocks run one at a time");
   auto in = io(first_block);
-  auto patches = embed_patches(images, in->patch_embed);  // (N, P, d)
-  std::vector<torch::Tensor> tokens;
-  for (const auto& t : lead) tokens.push_back(t.unsqueeze(1));
-  tokens.push_back(patches);
   // Lead tokens take the first positions, patches always the last P, in both modes.
   auto pos = in->pos_embed;
   if (int64_t(lead.size()) < opt.lead_tokens())
     pos = torch::cat({pos.narrow(1, 0, int64_t(lead.size())), pos.narrow(1, opt.lead_tokens(), opt.num_patches())}, 1);
-  auto x = torch::cat(tokens, 1) + pos;  // (N, lead+P, d)
+  auto x = token_sequence(lead, embed_patches(images, in->patch_embed), pos);  // (N, lead+P, d)
   for (int64_t b = first_block; b < last_block; ++b) x = block(b)->forward(x, cond);
   return in->final_norm->forward(x.select(1, 0));  // LayerNorm is per token: norm token 0 only
 }
