@@ -87,12 +87,30 @@ BLOCKLAB_INLINE To bits_as(const From& x) {
   return y;
 }
 
-/// The lanes of v (a vector V of T, of any width) added in order, lane 0 first.
+/// The lanes of v (a vector V of T, 2 to 16 lanes) added as a tree: the upper half to the lower,
+/// then again, down to one lane. (Added in order, lane 0 first, a row's sum in a LayerNorm was a
+/// chain of 15 dependent additions, the latency that bounded the modulation kernels.)
 template <typename T, typename V>
 BLOCKLAB_INLINE T lane_sum(const V& v) {
-  T s = v[0];
-  for (int64_t l = 1; l < kLanesOf<T, V>; ++l) s += v[l];
-  return s;
+  constexpr int64_t L = kLanesOf<T, V>;
+  static_assert(L == 2 || L == 4 || L == 8 || L == 16, "lane_sum: 2, 4, 8 or 16 lanes");
+  if constexpr (L == 2) {
+    return v[0] + v[1];
+  } else {
+    typedef T Half __attribute__((vector_size(sizeof(V) / 2)));
+    Half lo, hi;
+    if constexpr (L == 16) {
+      lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+      hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    } else if constexpr (L == 8) {
+      lo = __builtin_shufflevector(v, v, 0, 1, 2, 3);
+      hi = __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    } else {
+      lo = __builtin_shufflevector(v, v, 0, 1);
+      hi = __builtin_shufflevector(v, v, 2, 3);
+    }
+    return lane_sum<T, Half>(lo + hi);
+  }
 }
 
 /// e^x for x <= 0 (a softmax's exponents once the maximum is subtracted; a Gaussian's -x^2/2),
