@@ -3,6 +3,7 @@
 #include <ATen/record_function.h>
 
 #include <cmath>
+#include <vector>
 
 #include "models/autograd.h"
 #include "util/simd.h"
@@ -54,30 +55,32 @@ BLOCKLAB_INLINE T row_sum(int64_t dim, VecTerm vec_term, ScalarTerm scalar_term)
   return s;
 }
 
-// modulate forward of one row: mean and variance (two passes, as LayerNorm), then
-// y = (x - mean) * rstd * (1 + scale) + shift.
+// modulate forward of one row, in two steps: its statistics, mean and rstd = 1 / sqrt(variance +
+// epsilon) (two passes over the row, as LayerNorm), then y = (x - mean) * rstd * (1 + scale) + shift.
 template <typename T, typename V>
-BLOCKLAB_INLINE void modulate_row(const T* x, const T* shift, const T* scale, T* y, int64_t dim, T epsilon, T& mean_out,
-                                  T& rstd_out) {
+BLOCKLAB_INLINE void row_statistics(const T* x, int64_t dim, T epsilon, T& mean_out, T& rstd_out) {
   const T mean = row_sum<T, V>(dim, [&](int64_t j) { return load_as<V>(x + j); }, [&](int64_t j) { return x[j]; }) / T(dim);
   const T var = row_sum<T, V>(
                     dim, [&](int64_t j) { const V c = load_as<V>(x + j) - mean; return c * c; },
                     [&](int64_t j) { const T c = x[j] - mean; return c * c; }) / T(dim);
-  const T rstd = T(1) / std::sqrt(var + epsilon);
+  mean_out = mean;
+  rstd_out = T(1) / std::sqrt(var + epsilon);
+}
+
+template <typename T, typename V>
+BLOCKLAB_INLINE void modulate_row(const T* x, const T* shift, const T* scale, T* y, int64_t dim, T mean, T rstd) {
   int64_t j = 0;
   for (; j + kLanesOf<T, V> <= dim; j += kLanesOf<T, V>)
     store_as(y + j, (load_as<V>(x + j) - mean) * rstd * (T(1) + load_as<V>(scale + j)) + load_as<V>(shift + j));
   for (; j < dim; ++j) y[j] = (x[j] - mean) * rstd * (T(1) + scale[j]) + shift[j];
-  mean_out = mean;
-  rstd_out = rstd;
 }
 
-// modulate backward of one row, with xh = (x - mean) * rstd and g = dy * (1 + scale):
-//   dshift += dy;  dscale += dy * xh;  dx = rstd * (g - mean(g) - xh * mean(g * xh)) (+ dres: a
-//   gradient of x from its other use, when given).
+// modulate backward of one row, with xh = (x - mean) * rstd and g = dy * (1 + scale), in two steps:
+//   dshift += dy;  dscale += dy * xh;  and the row's means of g and g * xh;
+//   dx = rstd * (g - mean(g) - xh * mean(g * xh)) (+ dres: a gradient of x from its other use, when given).
 template <typename T, typename V>
-BLOCKLAB_INLINE void modulate_row_backward(const T* x, const T* scale, const T* dy, const T* dres, T* dshift, T* dscale,
-                                           T* dx, int64_t dim, T mean, T rstd) {
+BLOCKLAB_INLINE void modulate_row_sums(const T* x, const T* scale, const T* dy, T* dshift, T* dscale, int64_t dim,
+                                       T mean, T rstd, T& g_mean_out, T& gx_mean_out) {
   V sum_g{}, sum_gx{};
   int64_t j = 0;
   for (; j + kLanesOf<T, V> <= dim; j += kLanesOf<T, V>) {
@@ -95,9 +98,15 @@ BLOCKLAB_INLINE void modulate_row_backward(const T* x, const T* scale, const T* 
     dshift[i] += dy[i];
     dscale[i] += dy[i] * xh;
   }
-  g_mean /= T(dim);
-  gx_mean /= T(dim);
-  for (j = 0; j + kLanesOf<T, V> <= dim; j += kLanesOf<T, V>) {
+  g_mean_out = g_mean / T(dim);
+  gx_mean_out = gx_mean / T(dim);
+}
+
+template <typename T, typename V>
+BLOCKLAB_INLINE void modulate_row_dx(const T* x, const T* scale, const T* dy, const T* dres, T* dx, int64_t dim, T mean,
+                                     T rstd, T g_mean, T gx_mean) {
+  int64_t j = 0;
+  for (; j + kLanesOf<T, V> <= dim; j += kLanesOf<T, V>) {
     const V xh = (load_as<V>(x + j) - mean) * rstd, g = load_as<V>(dy + j) * (T(1) + load_as<V>(scale + j));
     const V d = rstd * (g - g_mean - xh * gx_mean);
     store_as(dx + j, dres ? d + load_as<V>(dres + j) : d);
@@ -132,40 +141,66 @@ BLOCKLAB_INLINE void gated_row_backward(const T* dout, const T* gate, const T* y
   }
 }
 
-// One token of a pass. gated_add_modulate runs both steps on the token while its row is in cache:
-// forward h = x + gate * y, then modulate(h); backward the modulation's gradient of h plus the
-// gradient h receives from its other use (dout), which is then gated_add's dout.
+// One sample of a pass, its tokens in order (so that a per-sample gradient sums them in order).
+// The modulations run in two loops over the sample's tokens: each token's statistics (its row
+// sums, a square root and a division: a chain of dependent steps), then the element-wise
+// outputs that need them; token by token, each output waited on its own token's chain.
+// gated_add_modulate runs both steps on the sample while its rows are in cache: forward
+// h = x + gate * y, then modulate(h); backward the modulation's gradient of h plus the gradient h
+// receives from its other use (dout), which is then gated_add's dout. `sums` is scratch for two
+// values per token.
 template <typename T, typename V>
-BLOCKLAB_INLINE void token(Pass pass, const Rows<T>& r, int64_t n, int64_t t) {
-  const int64_t dim = r.dim, stat = n * r.tokens + t;
+BLOCKLAB_INLINE void sample(Pass pass, const Rows<T>& r, int64_t n, T* sums) {
+  const int64_t dim = r.dim, tokens = r.tokens;
+  T *mean = r.mean ? r.mean + n * tokens : nullptr, *rstd = r.rstd ? r.rstd + n * tokens : nullptr;  // (the modulations')
   switch (pass) {
-    case Pass::ModulateForward:
-      return modulate_row<T, V>(r.x.row(n, t), r.shift.row(n, t), r.scale.row(n, t), r.out.row(n, t), dim, r.epsilon,
-                          r.mean[stat], r.rstd[stat]);
-    case Pass::ModulateBackward:
-      return modulate_row_backward<T, V>(r.x.row(n, t), r.scale.row(n, t), r.dout.row(n, t), nullptr, r.dshift.row(n, t),
-                                      r.dscale.row(n, t), r.dx.row(n, t), dim, r.mean[stat], r.rstd[stat]);
-    case Pass::GatedForward: return gated_row<T, V>(r.x.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.out.row(n, t), dim);
+    case Pass::GatedForward:
+      for (int64_t t = 0; t < tokens; ++t)
+        gated_row<T, V>(r.x.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.out.row(n, t), dim);
+      return;
     case Pass::GatedBackward:
-      return gated_row_backward<T, V>(r.dout.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.dgate.row(n, t),
-                                r.dbranch.row(n, t), dim);
-    case Pass::GatedModulateForward:
-      gated_row<T, V>(r.x.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.out.row(n, t), dim);
-      return modulate_row<T, V>(r.out.row(n, t), r.shift.row(n, t), r.scale.row(n, t), r.normed.row(n, t), dim, r.epsilon,
-                          r.mean[stat], r.rstd[stat]);
-    case Pass::GatedModulateBackward:
-      modulate_row_backward<T, V>(r.out.row(n, t), r.scale.row(n, t), r.dnormed.row(n, t), r.dout.row(n, t),
-                               r.dshift.row(n, t), r.dscale.row(n, t), r.dx.row(n, t), dim, r.mean[stat], r.rstd[stat]);
-      return gated_row_backward<T, V>(r.dx.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.dgate.row(n, t),
-                                r.dbranch.row(n, t), dim);
+      for (int64_t t = 0; t < tokens; ++t)
+        gated_row_backward<T, V>(r.dout.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.dgate.row(n, t),
+                                 r.dbranch.row(n, t), dim);
+      return;
+    case Pass::ModulateForward:
+    case Pass::GatedModulateForward: {
+      const bool gated = pass == Pass::GatedModulateForward;
+      const TokenRows<T>& in = gated ? r.out : r.x;
+      const TokenRows<T>& out = gated ? r.normed : r.out;
+      for (int64_t t = 0; t < tokens; ++t) {
+        if (gated) gated_row<T, V>(r.x.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.out.row(n, t), dim);
+        row_statistics<T, V>(in.row(n, t), dim, r.epsilon, mean[t], rstd[t]);
+      }
+      for (int64_t t = 0; t < tokens; ++t)
+        modulate_row<T, V>(in.row(n, t), r.shift.row(n, t), r.scale.row(n, t), out.row(n, t), dim, mean[t], rstd[t]);
+      return;
+    }
+    case Pass::ModulateBackward:
+    case Pass::GatedModulateBackward: {
+      const bool gated = pass == Pass::GatedModulateBackward;
+      const TokenRows<T>& in = gated ? r.out : r.x;
+      const TokenRows<T>& dy = gated ? r.dnormed : r.dout;
+      for (int64_t t = 0; t < tokens; ++t)
+        modulate_row_sums<T, V>(in.row(n, t), r.scale.row(n, t), dy.row(n, t), r.dshift.row(n, t), r.dscale.row(n, t),
+                                dim, mean[t], rstd[t], sums[2 * t], sums[2 * t + 1]);
+      for (int64_t t = 0; t < tokens; ++t) {
+        modulate_row_dx<T, V>(in.row(n, t), r.scale.row(n, t), dy.row(n, t), gated ? r.dout.row(n, t) : nullptr,
+                              r.dx.row(n, t), dim, mean[t], rstd[t], sums[2 * t], sums[2 * t + 1]);
+        if (gated)
+          gated_row_backward<T, V>(r.dx.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.dgate.row(n, t),
+                                   r.dbranch.row(n, t), dim);
+      }
+      return;
+    }
   }
 }
 
-// Samples [begin, end), every token in order (so a per-sample gradient sums tokens in order).
+// Samples [begin, end).
 template <typename T, typename V>
 BLOCKLAB_INLINE void samples(Pass pass, const Rows<T>& r, int64_t begin, int64_t end) {
-  for (int64_t n = begin; n < end; ++n)
-    for (int64_t t = 0; t < r.tokens; ++t) token<T, V>(pass, r, n, t);
+  std::vector<T> sums(size_t(2 * r.tokens));
+  for (int64_t n = begin; n < end; ++n) sample<T, V>(pass, r, n, sums.data());
 }
 
 // float32 with AVX-512 in 16 lanes (a ViT row of 64 is then four vectors), the clones in Vec's.
