@@ -297,6 +297,9 @@ TEST(Precondition, TensorVersionEqualsDoubleVersion) {
   const auto pt = precondition(t, 0.5);
   const auto tf = torch::tensor(sigmas, torch::kFloat64).to(torch::kFloat32);
   const auto pf = precondition(tf, 0.5);
+  // (a sigma that requires a gradient takes the tensor ops of the template; one without, on the
+  // CPU, the double-precision loop)
+  const auto pg = precondition(tf.clone().requires_grad_(true), 0.5);
   for (size_t i = 0; i < sigmas.size(); ++i) {
     SCOPED_TRACE("sigma = " + std::to_string(sigmas[i]));
     const auto p = precondition(sigmas[i], 0.5);
@@ -312,6 +315,11 @@ TEST(Precondition, TensorVersionEqualsDoubleVersion) {
     EXPECT_NEAR(pf.c_out[k].item<double>(), p.c_out, 1e-6);
     EXPECT_NEAR(pf.c_in[k].item<double>() / p.c_in, 1.0, 1e-6);
     EXPECT_NEAR(pf.c_noise[k].item<double>(), p.c_noise, 1e-6);
+    EXPECT_NEAR(pg.weight[k].item<double>() / p.weight, 1.0, 1e-5);
+    EXPECT_NEAR(pg.c_skip[k].item<double>(), p.c_skip, 1e-6);
+    EXPECT_NEAR(pg.c_out[k].item<double>(), p.c_out, 1e-6);
+    EXPECT_NEAR(pg.c_in[k].item<double>() / p.c_in, 1.0, 1e-6);
+    EXPECT_NEAR(pg.c_noise[k].item<double>(), p.c_noise, 1e-6);
   }
   EXPECT_EQ(pt.weight.sizes(), t.sizes());
   EXPECT_EQ(pf.c_in.scalar_type(), torch::kFloat32);
