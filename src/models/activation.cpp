@@ -161,8 +161,7 @@ class FusedBiasActivation : public torch::autograd::Function<FusedBiasActivation
 };
 
 bool activation_fusable(const torch::Tensor& x, const torch::Tensor& bias) {
-  if (!fused_kernels_enabled() || !x.device().is_cpu() || !bias.device().is_cpu()) return false;
-  if (x.scalar_type() != torch::kFloat && x.scalar_type() != torch::kDouble) return false;
+  if (!fused_kernels_enabled() || !cpu_floating(x) || !bias.device().is_cpu()) return false;
   return x.dim() >= 1 && bias.dim() == 1 && bias.size(0) == x.size(-1) && bias.scalar_type() == x.scalar_type();
 }
 

@@ -440,8 +440,7 @@ class FusedPackedAttention : public torch::autograd::Function<FusedPackedAttenti
 // What the fused kernel takes: CPU float or double, 4-d, the last dimension contiguous, a
 // [Tq, Tk] mask (or none) of the same type.
 bool attention_fusable(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask) {
-  if (!fused_kernels_enabled() || !q.device().is_cpu()) return false;
-  if (q.scalar_type() != torch::kFloat && q.scalar_type() != torch::kDouble) return false;
+  if (!fused_kernels_enabled() || !cpu_floating(q)) return false;
   for (const auto* t : {&q, &k, &v})
     if (t->dim() != 4 || t->scalar_type() != q.scalar_type() || !t->device().is_cpu()) return false;
   if (k.size(3) != q.size(3) || v.size(3) != q.size(3)) return false;

@@ -5,6 +5,7 @@
 #include "models/attention.h"
 #include "models/dense.h"
 #include "util/seed.h"
+#include "util/simd.h"
 
 #include <algorithm>
 #include <cmath>
@@ -66,8 +67,7 @@ torch::Tensor embed_patches(const torch::Tensor& images, const torch::nn::Conv2d
 torch::Tensor image_patches(const torch::Tensor& images, int64_t p) {
   const int64_t n = images.size(0), c = images.size(1), height = images.size(2), width = images.size(3);
   const int64_t rows = height / p, cols = width / p;  // (a remainder is dropped, as the convolution does)
-  if (!images.device().is_cpu() || images.requires_grad() || !images.is_contiguous() ||
-      (images.scalar_type() != torch::kFloat && images.scalar_type() != torch::kDouble))
+  if (!simd::cpu_floating(images) || images.requires_grad() || !images.is_contiguous())
     return images.narrow(2, 0, rows * p)
         .narrow(3, 0, cols * p)
         .reshape({n, c, rows, p, cols, p})

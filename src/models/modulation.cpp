@@ -199,7 +199,8 @@ BLOCKLAB_INLINE void sample(Pass pass, const Rows<T>& r, int64_t n, T* sums) {
 // Samples [begin, end).
 template <typename T, typename V>
 BLOCKLAB_INLINE void samples(Pass pass, const Rows<T>& r, int64_t begin, int64_t end) {
-  std::vector<T> sums(size_t(2 * r.tokens));
+  const bool backward = pass == Pass::ModulateBackward || pass == Pass::GatedModulateBackward;
+  std::vector<T> sums(backward ? size_t(2 * r.tokens) : 0);  // (the backward modulations' scratch)
   for (int64_t n = begin; n < end; ++n) sample<T, V>(pass, r, n, sums.data());
 }
 
@@ -241,8 +242,7 @@ torch::Tensor empty_rows(const torch::Tensor& x) { return torch::empty(x.sizes()
 // What the fused kernels take: CPU float or double, x [N, T, D], the per-sample or per-token
 // operand [N, 1 or T, D] of the same type.
 bool modulation_fusable(const torch::Tensor& x, const std::initializer_list<const torch::Tensor*>& others) {
-  if (!fused_kernels_enabled() || !x.device().is_cpu() || x.dim() != 3) return false;
-  if (x.scalar_type() != torch::kFloat && x.scalar_type() != torch::kDouble) return false;
+  if (!fused_kernels_enabled() || !cpu_floating(x) || x.dim() != 3) return false;
   for (const auto* o : others)
     if (o->dim() != 3 || o->scalar_type() != x.scalar_type() || !o->device().is_cpu() || o->size(0) != x.size(0) ||
         (o->size(1) != 1 && o->size(1) != x.size(1)) || o->size(2) != x.size(2))

@@ -59,9 +59,11 @@ class FusedTokens : public torch::autograd::Function<FusedTokens> {
     AT_DISPATCH_FLOATING_TYPES(dout.scalar_type(), "tokens backward", [&] {
       const scalar_t* src = dout.data_ptr<scalar_t>();
       scalar_t *dp = dpatches.data_ptr<scalar_t>(), *sum = dpos.data_ptr<scalar_t>();
+      std::vector<scalar_t*> dl;
+      for (auto& g : dlead) dl.push_back(g.data_ptr<scalar_t>());
       for (int64_t i = 0; i < n; ++i)
         for (int64_t t = 0; t < t_all; ++t, src += d) {
-          scalar_t* to = t < l ? dlead[size_t(t)].data_ptr<scalar_t>() + i * d : dp + ((i * (t_all - l)) + t - l) * d;
+          scalar_t* to = t < l ? dl[size_t(t)] + i * d : dp + ((i * (t_all - l)) + t - l) * d;
           scalar_t* acc = sum + t * d;
           for (int64_t j = 0; j < d; ++j) {
             to[j] = src[j];
@@ -76,10 +78,9 @@ class FusedTokens : public torch::autograd::Function<FusedTokens> {
 };
 
 bool token_sequence_fusable(const std::vector<torch::Tensor>& lead, const torch::Tensor& patches, const torch::Tensor& pos) {
-  if (!simd::fused_kernels_enabled() || !patches.device().is_cpu() || patches.dim() != 3 || !patches.is_contiguous())
+  if (!simd::fused_kernels_enabled() || !simd::cpu_floating(patches) || patches.dim() != 3 || !patches.is_contiguous())
     return false;
   const auto type = patches.scalar_type();
-  if (type != torch::kFloat && type != torch::kDouble) return false;
   const int64_t n = patches.size(0), d = patches.size(2);
   if (pos.dim() != 3 || pos.size(0) != 1 || pos.size(1) != int64_t(lead.size()) + patches.size(1) || pos.size(2) != d ||
       !pos.is_contiguous() || pos.scalar_type() != type || !pos.device().is_cpu())

@@ -1,10 +1,11 @@
 #include "schedule/precond.h"
 
+#include "util/simd.h"
+
 namespace blocklab {
 
 Precond<torch::Tensor> precondition(const torch::Tensor& sigma, double sigma_data) {
-  if (!sigma.device().is_cpu() || sigma.requires_grad() || sigma.dim() != 1 ||
-      (sigma.scalar_type() != torch::kFloat && sigma.scalar_type() != torch::kDouble))
+  if (!simd::cpu_floating(sigma) || sigma.requires_grad() || sigma.dim() != 1)
     return precondition<torch::Tensor>(sigma, sigma_data);
   const int64_t n = sigma.size(0);
   const auto in = sigma.contiguous();

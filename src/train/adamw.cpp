@@ -62,9 +62,8 @@ BLOCKLAB_ISAS double squares_f64(const double* x, int64_t n) { return squares(x,
 bool adamw_fusable(std::initializer_list<const torch::Tensor*> ts) {
   if (!fused_kernels_enabled()) return false;
   const auto type = (*ts.begin())->scalar_type();
-  if (type != torch::kFloat && type != torch::kDouble) return false;
   for (const auto* t : ts)
-    if (!t->device().is_cpu() || !t->is_contiguous() || t->scalar_type() != type) return false;
+    if (!cpu_floating(*t) || !t->is_contiguous() || t->scalar_type() != type) return false;
   return true;
 }
 

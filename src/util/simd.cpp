@@ -11,6 +11,9 @@ std::atomic<bool> g_wide_vectors{true};
 
 void set_fused_kernels(bool enabled) { g_fused_kernels.store(enabled); }
 bool fused_kernels_enabled() { return g_fused_kernels.load(std::memory_order_relaxed); }
+bool cpu_floating(const at::Tensor& x) {
+  return x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
+}
 
 void set_wide_vectors(bool enabled) { g_wide_vectors.store(enabled); }
 bool wide_vectors() { return g_wide_vectors.load(std::memory_order_relaxed) && has_avx512(); }

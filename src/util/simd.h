@@ -21,6 +21,7 @@
 #include <string>
 
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
 
 // No vector crosses a call (everything is inlined), so GCC's note that vector arguments change the
 // ABI between instruction sets does not apply. (It is reported at the end of the translation
@@ -243,5 +244,7 @@ bool wide_vectors();
 /// `bench twin --libtorch-ops` compare against in one process.
 void set_fused_kernels(bool enabled);
 bool fused_kernels_enabled();
+/// Whether x is what blocklab's CPU loops take: on the CPU, float32 or float64.
+bool cpu_floating(const at::Tensor& x);
 
 }  // namespace blocklab::simd
