@@ -2,6 +2,7 @@
 // transformer layer's linear layers (qkv, proj, fc1, fc2: forward, dx, dW), alternating round by
 // round in one process, so that the host's drifts hit both alike.
 #include <algorithm>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -34,6 +35,22 @@ std::vector<Product> layer_products(int64_t rows, int64_t d, int64_t mlp) {
   return out;
 }
 
+// The seconds one call of f takes: the mean of `reps` calls back to back, or with `cold`, of a few
+// calls each after writing a buffer larger than the last-level cache (the operands are then read
+// from memory, as a training step's products read what other layers pushed out of the caches).
+template <typename F>
+double seconds_per_call(F&& f, int reps, bool cold) {
+  if (!cold) return seconds_of(f, reps) / reps;
+  static std::vector<float> flush(size_t(64) << 20 >> 2);  // 64 MiB
+  constexpr int kColdCalls = 4;
+  double total = 0;
+  for (int i = 0; i < kColdCalls; ++i) {
+    for (size_t j = 0; j < flush.size(); j += 16) flush[j] += 1.0f;  // one write per 64-byte line
+    total += seconds_of(f);
+  }
+  return total / kColdCalls;
+}
+
 }  // namespace
 
 int cmd_bench_gemm(const BenchGemmArgs& a) {
@@ -41,8 +58,9 @@ int cmd_bench_gemm(const BenchGemmArgs& a) {
   set_threads(a.threads);
   torch::NoGradGuard no_grad;
   fmt::print("bench gemm: one layer's products, rows={} d={} MLP {}x, {} thread(s), BLAS {}; {} rounds, "
-             "blocklab's GEMM and libtorch's mm alternating\n",
-             a.rows, a.hidden, a.mlp_ratio, a.threads, blas_core(), a.rounds);
+             "blocklab's GEMM and libtorch's mm alternating{}\n",
+             a.rows, a.hidden, a.mlp_ratio, a.threads, blas_core(), a.rounds,
+             a.cold ? "; every call with cold caches (--cold)" : "");
   fmt::print("{:<16} {:>16} {:>10} {:>10} {:>8} {:>13}\n", "product", "m x n x k", "blocklab", "libtorch", "ratio",
              "rounds' range");
   std::vector<double> ratios;
@@ -63,8 +81,8 @@ int cmd_bench_gemm(const BenchGemmArgs& a) {
     theirs();
     std::vector<double> t_ours, t_theirs, r;
     for (int round = 0; round < a.rounds; ++round) {
-      t_ours.push_back(seconds_of(ours, reps) / reps);
-      t_theirs.push_back(seconds_of(theirs, reps) / reps);
+      t_ours.push_back(seconds_per_call(ours, reps, a.cold));
+      t_theirs.push_back(seconds_per_call(theirs, reps, a.cold));
       r.push_back(t_ours.back() / t_theirs.back());
     }
     const double mo = median(t_ours), mt = median(t_theirs), mr = median(r);

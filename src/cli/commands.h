@@ -183,6 +183,7 @@ int cmd_bench_peak(const BenchPeakArgs& a);
 struct BenchGemmArgs {
   int64_t rows = 2176, hidden = 64, mlp_ratio = 4;  // rows: the default recipe's 128 x 17 tokens
   int threads = 1, rounds = 9;
+  bool cold = false;  // each call with its operands out of the caches, as in a training step
 };
 /// blocklab's GEMM against libtorch's mm on one transformer layer's products, alternating.
 int cmd_bench_gemm(const BenchGemmArgs& a);

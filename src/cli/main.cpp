@@ -203,6 +203,7 @@ int main(int argc, char** argv) {
   bg->add_option("--mlp-ratio", bgemm.mlp_ratio, "MLP width / d")->check(CLI::PositiveNumber);
   bg->add_option("--threads", bgemm.threads, "threads of both")->check(CLI::PositiveNumber);
   bg->add_option("--rounds", bgemm.rounds, "alternating rounds per product")->check(CLI::PositiveNumber);
+  bg->add_flag("--cold", bgemm.cold, "each call after the caches are flushed (a step's layers leave a product's operands cold)");
   BenchAttentionArgs battn;
   auto* ba = bench->add_subcommand("attention", "the fused attention's two kernels and libtorch's ops on the recipes' shapes, alternating");
   ba->add_option("--threads", battn.threads, "threads")->check(CLI::PositiveNumber);
