@@ -329,12 +329,12 @@ AttentionKernel attention_kernel_for(int64_t tq, int64_t dim, torch::ScalarType 
 namespace {
 
 // A fused forward: the output [N, Tq, H, D] seen as [N, H, Tq, D] (the layout the output
-// projection reads), and what its backward reads besides q, k and v: P^T (one head at a time), or
-// the regrouped operands and P (pairs along the lanes, which then need no q, k, v).
+// projection reads), and what its backward reads besides q, k and v: the probabilities, P^T (one
+// head at a time) or P with the pairs along the lanes.
 struct FusedForward {
   torch::Tensor o;
   bool paired = false;
-  std::vector<torch::Tensor> saved;
+  torch::Tensor p;
 };
 
 FusedForward fused_forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -343,32 +343,23 @@ FusedForward fused_forward(const torch::Tensor& q, const torch::Tensor& k, const
   FusedForward f;
   f.o = torch::empty({q.size(0), q.size(2), q.size(1), q.size(3)}, q.options()).transpose(1, 2);
   f.paired = attention_kernel_for(q.size(2), q.size(3), q.scalar_type()) == AttentionKernel::PairLanes;
-  if (f.paired) {
-    const auto s = pair_lanes::forward(q, k, v, mask.defined() ? mask.contiguous() : mask, f.o);
-    f.saved = {s.q, s.k, s.v, s.p};
-  } else {
-    f.saved = {per_head_forward(q, k, v, mask, f.o)};
-  }
+  f.p = f.paired ? pair_lanes::forward(q, k, v, mask.defined() ? mask.contiguous() : mask, f.o)
+                 : per_head_forward(q, k, v, mask, f.o);
   return f;
 }
 
-// The gradients of a fused forward into dq, dk, dv: from the pairs' saved tensors, or from q, k,
-// v and P^T.
+// The gradients of a fused forward into dq, dk, dv from what it saved: q, k, v and P.
 void fused_backward(bool paired, const std::vector<torch::Tensor>& saved, const torch::Tensor& dout,
                     const torch::Tensor& dq, const torch::Tensor& dk, const torch::Tensor& dv) {
   RECORD_FUNCTION("blocklab::fused_attention_backward", std::vector<c10::IValue>({dout, dk}));  // shapes of q, k
-  if (paired)
-    pair_lanes::backward({saved[0], saved[1], saved[2], saved[3]}, dout, dq, dk, dv);
-  else
-    per_head_backward(saved[0], saved[1], saved[2], saved[3], dout, dq, dk, dv);
+  (paired ? pair_lanes::backward : per_head_backward)(saved[0], saved[1], saved[2], saved[3], dout, dq, dk, dv);
 }
 
 // A tensor whose last dimension is contiguous (what the kernel reads), without copying when it is.
 torch::Tensor last_dim_contiguous(const torch::Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); }
 
-// x itself, or a copy when x is a view into a larger tensor: saved for backward (by the per-head
-// kernel; the pairs save their own regrouped copies), a view would keep all of that tensor alive
-// (v of the layer's packed projection, once q and k are rotated: 3x v).
+// x itself, or a copy when x is a view into a larger tensor: saved for backward, a view would keep
+// all of that tensor alive (v of the layer's packed projection, once q and k are rotated: 3x v).
 torch::Tensor compact(const torch::Tensor& x) {
   return x.storage().nbytes() > size_t(x.numel()) * x.element_size() ? x.contiguous() : x;
 }
@@ -396,8 +387,7 @@ class FusedAttention : public torch::autograd::Function<FusedAttention> {
     auto f = fused_forward(q, k, v, mask.mask);
     ctx->saved_data["paired"] = f.paired;
     ctx->saved_data["q"] = q.sizes(), ctx->saved_data["k"] = k.sizes();
-    if (!f.paired) f.saved.insert(f.saved.begin(), {compact(q), compact(k), compact(v)});
-    ctx->save_for_backward(f.saved);
+    ctx->save_for_backward({compact(q), compact(k), compact(v), f.p});
     return f.o;
   }
 
@@ -422,8 +412,7 @@ class FusedPackedAttention : public torch::autograd::Function<FusedPackedAttenti
     auto f = fused_forward(in[0], in[1], in[2], mask.mask);
     ctx->saved_data["paired"] = f.paired;
     ctx->saved_data["qkv"] = qkv.sizes();
-    if (!f.paired) f.saved.insert(f.saved.begin(), {in[0], in[1], in[2]});
-    ctx->save_for_backward(f.saved);
+    ctx->save_for_backward({in[0], in[1], in[2], f.p});  // views of qkv: it is kept, once
     return f.o;
   }
 

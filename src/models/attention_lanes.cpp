@@ -35,8 +35,9 @@ struct Problem {
   T scale;
   const T* mask;                            // [Tq, Tk], or null
   PairRows<T> q, k, v, o, dout, dq, dk, dv;  // the caller's tensors (o forward; dout and the gradients backward)
-  T *ql, *kl, *vl, *p;                       // Saved's tensors
+  T* p;                                      // the probabilities [G, Tq, Tk, L]
 };
+
 
 // Rows [0, count) of the pairs of the group starting at `first` (pairs past the last read as
 // zeros), times `scale`, regrouped into `out` [count, D] vectors: L x L blocks transposed in
@@ -67,6 +68,14 @@ BLOCKLAB_INLINE void regroup_in(const PairRows<T>& x, int64_t first, int64_t pai
     regroup_in_group<T, V, true>(x, first, pairs, count, dim, scale, out);
   else
     regroup_in_group<T, V, false>(x, first, pairs, count, dim, scale, out);
+}
+
+// A group's q (times the scale), k and v regrouped, in a worker's scratch: [Tq, D], [Tk, D], [Tk, D].
+template <typename T, typename V>
+BLOCKLAB_INLINE void regroup_operands(const Problem<T>& a, int64_t first, T* q, T* k, T* v) {
+  regroup_in<T, V>(a.q, first, a.pairs, a.tq, a.dim, a.scale, q);
+  regroup_in<T, V>(a.k, first, a.pairs, a.tk, a.dim, T(1), k);
+  regroup_in<T, V>(a.v, first, a.pairs, a.tk, a.dim, T(1), v);
 }
 
 // The inverse, times `scale`, into the rows of the pairs that exist.
@@ -212,32 +221,32 @@ BLOCKLAB_INLINE void softmax_backward_rows(const T* p, T* ds, int64_t tq, int64_
   }
 }
 
-// Forward of group g: S = (scale Q) K^T, P = softmax(S + mask), O = P V; `ov` is [Tq, D] scratch.
+// Forward of group g: S = (scale Q) K^T, P = softmax(S + mask), O = P V. Scratch: q, k, v
+// regrouped, then O [Tq, D].
 template <typename T, typename V>
-BLOCKLAB_INLINE void forward_group(const Problem<T>& a, int64_t g, T* ov) {
+BLOCKLAB_INLINE void forward_group(const Problem<T>& a, int64_t g, T* scratch) {
   constexpr int64_t L = kLanesOf<T, V>;
   const int64_t first = g * L, tq = a.tq, tk = a.tk, dim = a.dim;
-  T *q = a.ql + g * tq * dim * L, *k = a.kl + g * tk * dim * L, *v = a.vl + g * tk * dim * L;
+  T *q = scratch, *k = q + tq * dim * L, *v = k + tk * dim * L, *ov = v + tk * dim * L;
   T* p = a.p + g * tq * tk * L;
-  regroup_in<T, V>(a.q, first, a.pairs, tq, dim, a.scale, q);
-  regroup_in<T, V>(a.k, first, a.pairs, tk, dim, T(1), k);
-  regroup_in<T, V>(a.v, first, a.pairs, tk, dim, T(1), v);
+  regroup_operands<T, V>(a, first, q, k, v);
   lane_product<T, V>(tq, tk, dim, {q, dim, 1}, {k, 1, dim}, p, tk);
   softmax_rows<T, V>(p, tq, tk, a.mask);
   lane_product<T, V>(tq, dim, tk, {p, tk, 1}, {v, dim, 1}, ov, dim);
   regroup_out<T, V>(ov, tq, dim, T(1), a.o, first, a.pairs);
 }
 
-// Backward of group g from the saved operands and dO (with Qs = scale Q, as saved):
+// Backward of group g from q, k, v, the saved P and dO (with Qs = scale Q):
 //   dP = dO V^T;  dS = P * (dP - rowsum(P * dP));  dQ = scale dS K;  dK = dS^T Qs;  dV = P^T dO.
-// Scratch: dO [Tq, D], dS [Tq, Tk], one gradient at a time [max(Tq, Tk), D].
+// Scratch: q, k, v regrouped, dO [Tq, D], dS [Tq, Tk], one gradient at a time [max(Tq, Tk), D].
 template <typename T, typename V>
 BLOCKLAB_INLINE void backward_group(const Problem<T>& a, int64_t g, T* scratch) {
   constexpr int64_t L = kLanesOf<T, V>;
   const int64_t first = g * L, tq = a.tq, tk = a.tk, dim = a.dim;
-  const T *q = a.ql + g * tq * dim * L, *k = a.kl + g * tk * dim * L, *v = a.vl + g * tk * dim * L;
+  T *q = scratch, *k = q + tq * dim * L, *v = k + tk * dim * L;
+  T *dout = v + tk * dim * L, *ds = dout + tq * dim * L, *grad = ds + tq * tk * L;
   const T* p = a.p + g * tq * tk * L;
-  T *dout = scratch, *ds = dout + tq * dim * L, *grad = ds + tq * tk * L;
+  regroup_operands<T, V>(a, first, q, k, v);
   regroup_in<T, V>(a.dout, first, a.pairs, tq, dim, T(1), dout);
   lane_product<T, V>(tq, tk, dim, {dout, dim, 1}, {v, 1, dim}, ds, tk);
   softmax_backward_rows<T, V>(p, ds, tq, tk);
@@ -253,8 +262,8 @@ BLOCKLAB_INLINE void backward_group(const Problem<T>& a, int64_t g, T* scratch) 
 template <typename T, typename V>
 BLOCKLAB_INLINE void groups(bool backward, const Problem<T>& a, int64_t begin, int64_t end) {
   constexpr int64_t L = kLanesOf<T, V>;
-  const int64_t t = std::max(a.tq, a.tk);
-  std::vector<T> scratch(size_t((backward ? a.tq * a.dim + a.tq * a.tk + t * a.dim : a.tq * a.dim) * L));
+  const int64_t t = std::max(a.tq, a.tk), operands = (a.tq + 2 * a.tk) * a.dim;
+  std::vector<T> scratch(size_t((operands + (backward ? a.tq * a.dim + a.tq * a.tk + t * a.dim : a.tq * a.dim)) * L));
   for (int64_t g = begin; g < end; ++g) {
     if (backward)
       backward_group<T, V>(a, g, scratch.data());
@@ -287,14 +296,15 @@ void run_all(bool backward, const Problem<T>& a, int64_t group_count, int64_t la
 }
 
 template <typename T>
-Problem<T> problem(const Saved& s, int64_t pairs, int64_t dim) {
+Problem<T> problem(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& p) {
   Problem<T> a{};
-  a.pairs = pairs;
-  a.tq = s.p.size(1);
-  a.tk = s.p.size(2);
-  a.dim = dim;
-  a.scale = T(1) / std::sqrt(T(dim));
-  a.ql = s.q.data_ptr<T>(), a.kl = s.k.data_ptr<T>(), a.vl = s.v.data_ptr<T>(), a.p = s.p.data_ptr<T>();
+  a.pairs = q.size(0) * q.size(1);
+  a.tq = q.size(2);
+  a.tk = k.size(2);
+  a.dim = q.size(3);
+  a.scale = T(1) / std::sqrt(T(a.dim));
+  a.q = pair_rows<T>(q), a.k = pair_rows<T>(k), a.v = pair_rows<T>(v);
+  a.p = p.data_ptr<T>();
   return a;
 }
 
@@ -304,33 +314,29 @@ int64_t lanes(torch::ScalarType type) {
   return type == torch::kDouble ? kLanes<double> : wide_vectors() ? kLanesOf<float, Floats16> : kLanes<float>;
 }
 
-Saved forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask,
-              const torch::Tensor& o) {
-  const int64_t pairs = q.size(0) * q.size(1), tq = q.size(2), tk = k.size(2), dim = q.size(3);
-  const int64_t lanes_ = lanes(q.scalar_type()), group_count = (pairs + lanes_ - 1) / lanes_;
-  Saved s{torch::empty({group_count, tq, dim, lanes_}, q.options()),
-          torch::empty({group_count, tk, dim, lanes_}, q.options()),
-          torch::empty({group_count, tk, dim, lanes_}, q.options()),
-          torch::empty({group_count, tq, tk, lanes_}, q.options())};
+torch::Tensor forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask,
+                      const torch::Tensor& o) {
+  const int64_t pairs = q.size(0) * q.size(1), lanes_ = lanes(q.scalar_type());
+  const int64_t group_count = (pairs + lanes_ - 1) / lanes_;
+  auto p = torch::empty({group_count, q.size(2), k.size(2), lanes_}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention, pairs along the lanes", [&] {
-    auto a = problem<scalar_t>(s, pairs, dim);
+    auto a = problem<scalar_t>(q, k, v, p);
     a.mask = mask.defined() ? mask.data_ptr<scalar_t>() : nullptr;
-    a.q = pair_rows<scalar_t>(q), a.k = pair_rows<scalar_t>(k), a.v = pair_rows<scalar_t>(v), a.o = pair_rows<scalar_t>(o);
+    a.o = pair_rows<scalar_t>(o);
     run_all(false, a, group_count, lanes_);
   });
-  return s;
+  return p;
 }
 
-void backward(const Saved& saved, const torch::Tensor& dout, const torch::Tensor& dq, const torch::Tensor& dk,
-              const torch::Tensor& dv) {
-  TORCH_CHECK(saved.p.size(3) == lanes(dq.scalar_type()), "fused attention: the forward pass ran with ",
-              saved.p.size(3), " pairs per vector, now ", lanes(dq.scalar_type()),
-              ": simd::set_wide_vectors changed in between");
+void backward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& p,
+              const torch::Tensor& dout, const torch::Tensor& dq, const torch::Tensor& dk, const torch::Tensor& dv) {
+  TORCH_CHECK(p.size(3) == lanes(dq.scalar_type()), "fused attention: the forward pass ran with ", p.size(3),
+              " pairs per vector, now ", lanes(dq.scalar_type()), ": simd::set_wide_vectors changed in between");
   AT_DISPATCH_FLOATING_TYPES(dq.scalar_type(), "attention backward, pairs along the lanes", [&] {
-    auto a = problem<scalar_t>(saved, dq.size(0) * dq.size(1), dq.size(3));
+    auto a = problem<scalar_t>(q, k, v, p);
     a.dout = pair_rows<scalar_t>(dout), a.dq = pair_rows<scalar_t>(dq), a.dk = pair_rows<scalar_t>(dk),
     a.dv = pair_rows<scalar_t>(dv);
-    run_all(true, a, saved.p.size(0), saved.p.size(3));
+    run_all(true, a, p.size(0), p.size(3));
   });
 }
 

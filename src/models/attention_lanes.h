@@ -16,21 +16,18 @@ namespace blocklab::pair_lanes {
 /// simd::wide_vectors(), else Vec's): here, pairs per vector.
 int64_t lanes(torch::ScalarType type);
 
-/// What backward reads: q (times 1/sqrt(D)), k and v regrouped with the pairs along the lanes,
-/// [G, T, D, L] for G = ceil(N H / L) groups, and the probabilities P [G, Tq, Tk, L].
-struct Saved {
-  torch::Tensor q, k, v, p;
-};
-
 /// softmax(q k^T / sqrt(D) + mask) v into `o`; q [N, H, Tq, D], k and v [N, H, Tk, D] and `o`
 /// [N, H, Tq, D] with any strides but a contiguous last dimension; mask [Tq, Tk] contiguous or
-/// undefined.
-Saved forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask,
-              const torch::Tensor& o);
+/// undefined. Returns what backward reads besides q, k and v: the probabilities P with the pairs
+/// along the lanes, [G, Tq, Tk, L] for G = ceil(N H / L) groups.
+torch::Tensor forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask,
+                      const torch::Tensor& o);
 
-/// The gradients of q, k and v from a forward's `saved` and dO, written into dq, dk, dv (laid out
-/// as the caller wants them; the last dimension contiguous).
-void backward(const Saved& saved, const torch::Tensor& dout, const torch::Tensor& dq, const torch::Tensor& dk,
-              const torch::Tensor& dv);
+/// The gradients of q, k and v from the forward's inputs, its P and dO, written into dq, dk, dv
+/// (laid out as the caller wants them; the last dimension contiguous). q, k and v are regrouped
+/// again rather than kept regrouped from the forward pass: a copy written there and read here
+/// cost more, in a training step whose tensors do not stay in the caches, than the transposes.
+void backward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& p,
+              const torch::Tensor& dout, const torch::Tensor& dq, const torch::Tensor& dk, const torch::Tensor& dv);
 
 }  // namespace blocklab::pair_lanes
