@@ -164,19 +164,24 @@ BLOCKLAB_INLINE void tile(int64_t kc, const float* a, int64_t lda, const float* 
     }
   }
   if (rows == R && cols == 2 * kLanes) {
+    V h[2 * R];  // C's values before the epilogue, row r's halves at 2 r and 2 r + 1
 #pragma GCC unroll 16
     for (int64_t r = 0; r < R; ++r) {
-      float* cr = c + r * ldc;
-      if (add_to_c) {
-        s0[r] = load(cr) + s0[r];
-        s1[r] = load(cr + kLanes) + s1[r];
-      } else if (bias) {
-        s0[r] += load(bias);
-        s1[r] += load(bias + kLanes);
-      }
-      float* ar = aux ? aux + r * ldc : nullptr;
-      finish<F>(s0[r], cr, ar);
-      finish<F>(s1[r], cr + kLanes, ar ? ar + kLanes : nullptr);
+      const float* cr = c + r * ldc;
+      h[2 * r] = add_to_c ? load(cr) + s0[r] : bias ? s0[r] + load(bias) : s0[r];
+      h[2 * r + 1] = add_to_c ? load(cr + kLanes) + s1[r] : bias ? s1[r] + load(bias + kLanes) : s1[r];
+    }
+    // (no lambda here: one is not compiled for the AVX-512 target of the function it sits in)
+    if constexpr (F == Finish::Gelu || F == Finish::Silu) {
+      // An activation takes ~35 operations per vector: unrolled over the tile's 24 vectors they ran
+      // at about one per cycle, and a loop over them ran the GELU product 5% faster (same bits).
+#pragma GCC unroll 2
+      for (int64_t i = 0; i < 2 * R; ++i)
+        finish<F>(h[i], c + i / 2 * ldc + i % 2 * kLanes, aux ? aux + i / 2 * ldc + i % 2 * kLanes : nullptr);
+    } else {
+#pragma GCC unroll 32
+      for (int64_t i = 0; i < 2 * R; ++i)
+        finish<F>(h[i], c + i / 2 * ldc + i % 2 * kLanes, aux ? aux + i / 2 * ldc + i % 2 * kLanes : nullptr);
     }
     return;
   }
