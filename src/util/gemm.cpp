@@ -37,9 +37,10 @@ BLOCKLAB_INLINE void copy_floats(float* dst, const float* src, int64_t count) {
 
 // How many rows ahead the packing loops fetch: a product's operands arrive cold from a training
 // step's other layers, and the rows a stride apart are not a stream the hardware prefetcher
-// follows in time (a weight gradient's product with cold operands, [64, 2304] x [2304, 64]: 0.196
-// -> 0.163 ms; docs/profiling.md).
-constexpr int64_t kPrefetchRows = 8;
+// follows in time (`bench gemm --cold`; a weight gradient's product with cold operands, [64, 2304]
+// x [2304, 64]: 0.196 -> 0.163 ms 8 rows ahead, 0.94-0.99x of that 16 ahead, no better 32 ahead;
+// docs/profiling.md).
+constexpr int64_t kPrefetchRows = 16;
 
 // Fetch row p + kPrefetchRows of a row-major block of `width` floats from `row` (row p), if the
 // block has it.
