@@ -38,7 +38,6 @@ struct Problem {
   T* p;                                      // the probabilities [G, Tq, Tk, L]
 };
 
-
 // Rows [0, count) of the pairs of the group starting at `first` (pairs past the last read as
 // zeros), times `scale`, regrouped into `out` [count, D] vectors: L x L blocks transposed in
 // registers, a width no vector divides finished element by element. (`Full`: every lane's pair

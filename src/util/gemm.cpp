@@ -49,8 +49,8 @@ BLOCKLAB_INLINE void prefetch_ahead(const float* row, int64_t ld, int64_t p, int
   for (int64_t j = 0; j < width; j += kLanes) __builtin_prefetch(row + kPrefetchRows * ld + j);
 }
 
-// Copy `width` floats of a row into consecutive strips of `strip` floats each, the strips
-// `stride` floats apart (the last one taking what is left).
+// Copy `width` floats of a row into pieces of N floats, the pieces `stride` floats apart (the last
+// one taking what is left): one row of A's strips or of B's panels.
 template <int64_t N>
 BLOCKLAB_INLINE void scatter_row(const float* src, int64_t width, float* dst, int64_t stride) {
   int64_t j = 0;
@@ -58,10 +58,11 @@ BLOCKLAB_INLINE void scatter_row(const float* src, int64_t width, float* dst, in
   copy_floats<N>(dst, src + j, width - j);
 }
 
-// Zero a last panel or strip that is only partly filled (its extra sums are computed and thrown away).
-BLOCKLAB_INLINE void zero_partial_last(int64_t width, int64_t n, int64_t kc, float* dst) {
-  const int64_t parts = (width + n - 1) / n;
-  if (width < parts * n) std::fill(dst + (parts - 1) * kc * n, dst + parts * kc * n, 0.0f);
+// Zero the last of the strips or panels of `part` floats by kc that `width` rows or columns fill,
+// if it is only partly filled (its extra sums are computed and thrown away).
+BLOCKLAB_INLINE void zero_partial_last(int64_t width, int64_t part, int64_t kc, float* dst) {
+  const int64_t parts = (width + part - 1) / part;
+  if (width < parts * part) std::fill(dst + (parts - 1) * kc * part, dst + parts * kc * part, 0.0f);
 }
 
 // B [pc, pc + kc) x [jc, jc + nc) into panels of kNr columns, each kc rows of kNr floats, the
