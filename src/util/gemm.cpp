@@ -228,29 +228,41 @@ struct RowBlock {
   float* aux;       // the epilogue's matrix at (ic, jc) on the last depth block, else null
 };
 
+// The tile of C at rows [ir, ir + kMr) and columns [jr, jr + kNr) of the block: rows below
+// `in_place` read from the row-major A where they lie, the others from the packed strips.
+template <Finish F>
+BLOCKLAB_INLINE void block_tile(const RowBlock& blk, const float* packed, int64_t in_place, int64_t ir, int64_t jr) {
+  const float* panel = blk.bpack + jr * blk.kc;
+  const float* bias = blk.bias ? blk.bias + jr : nullptr;
+  const int64_t rows = std::min(kMr, blk.mc - ir), cols = std::min(kNr, blk.nc - jr);
+  float* c = blk.c + ir * blk.ldc + jr;
+  float* aux = blk.aux ? blk.aux + ir * blk.ldc + jr : nullptr;
+  if (ir < in_place)
+    tile<false, kMr, F>(blk.kc, blk.a.data + (blk.ic + ir) * blk.a.ld + blk.pc, blk.a.ld, panel, c, blk.ldc, rows, cols,
+                        bias, blk.add_to_c, aux);
+  else
+    strip_tile<true, F>(blk.kc, packed + (ir - in_place) * blk.kc, 0, panel, c, blk.ldc, rows, cols, bias,
+                        blk.add_to_c, aux);
+}
+
 // A row-major A is read where it lies (its rows are contiguous in k); a transposed one is packed
 // first (read in place, each k would touch another row of the stored matrix, kKc rows a stride
 // apart that map to the same few cache sets), and so are the rows past the last full strip.
+// The tiles go panel by panel (a panel of B stays in L1 for every strip), except with a Multiply
+// epilogue: its factor matrix, C's size, arrives cold (the MLP's slope, from the forward pass),
+// and strip by strip each row of C and of the factor is read through in order, panel after panel,
+// a stream the hardware prefetcher follows (fc2's dx with the slope, cold: 0.91x; warm 0.96x).
 template <Finish F>
 BLOCKLAB_INLINE void multiply(const RowBlock& blk, float* packed) {
   const Operand& a = blk.a;
   const int64_t in_place = a.transposed ? 0 : blk.mc / kMr * kMr;  // rows read in place
   if (in_place < blk.mc) pack_a(a, blk.ic + in_place, blk.mc - in_place, blk.pc, blk.kc, packed, blk.row_sums);
-  for (int64_t jr = 0; jr < blk.nc; jr += kNr) {
-    const float* panel = blk.bpack + jr * blk.kc;
-    const float* bias = blk.bias ? blk.bias + jr : nullptr;
-    const int64_t cols = std::min(kNr, blk.nc - jr);
-    for (int64_t ir = 0; ir < blk.mc; ir += kMr) {
-      float* c = blk.c + ir * blk.ldc + jr;
-      float* aux = blk.aux ? blk.aux + ir * blk.ldc + jr : nullptr;
-      const int64_t rows = std::min(kMr, blk.mc - ir);
-      if (ir < in_place)
-        tile<false, kMr, F>(blk.kc, a.data + (blk.ic + ir) * a.ld + blk.pc, a.ld, panel, c, blk.ldc, rows, cols, bias,
-                            blk.add_to_c, aux);
-      else
-        strip_tile<true, F>(blk.kc, packed + (ir - in_place) * blk.kc, 0, panel, c, blk.ldc, rows, cols, bias,
-                            blk.add_to_c, aux);
-    }
+  if constexpr (F == Finish::Multiply) {
+    for (int64_t ir = 0; ir < blk.mc; ir += kMr)
+      for (int64_t jr = 0; jr < blk.nc; jr += kNr) block_tile<F>(blk, packed, in_place, ir, jr);
+  } else {
+    for (int64_t jr = 0; jr < blk.nc; jr += kNr)
+      for (int64_t ir = 0; ir < blk.mc; ir += kMr) block_tile<F>(blk, packed, in_place, ir, jr);
   }
 }
 
