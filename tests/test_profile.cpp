@@ -467,6 +467,13 @@ TEST(ProfileTable, StepsCarryTheirBlockFlopsAndMfu) {
   EXPECT_DOUBLE_EQ(ops["mfu"][0]["mfu_vs_gemm_peak_around"].get<double>(), all.mfu_gemm_around);
   EXPECT_EQ(ops["gemm_peak_around"]["n"], 96);
   EXPECT_DOUBLE_EQ(ops["gemm_peak_around"]["before_gflops"].get<double>(), r.gemm_before);
+  // every peak of the run: before and after the profiled steps, after each unprofiled round
+  const auto peaks = ops["gemm_peak_around"]["all_gflops"];
+  ASSERT_EQ(peaks.size(), size_t(2 + kUnprofiledRounds));
+  EXPECT_DOUBLE_EQ(peaks[0].get<double>(), r.gemm_before);
+  EXPECT_DOUBLE_EQ(peaks[1].get<double>(), r.gemm_after);
+  EXPECT_DOUBLE_EQ(peaks[2 + kUnprofiledRounds - 1].get<double>(), r.rounds.back().gemm_after);
+  for (const auto& p : peaks) EXPECT_GT(p.get<double>(), 0);
   EXPECT_EQ(ops["gemm_peak_around"]["kernel"], kLibtorchMm);  // the test's peak names no kernel: libtorch's mm
   EXPECT_EQ(ops["hottest_ops"].size(), 3u);
   double phase_flops = 0;

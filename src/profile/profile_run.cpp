@@ -85,7 +85,7 @@ ProfileResult run_profile(const ProfileOptions& o) {
   // without synchronisation would not measure it). The first step after a peak finds the caches
   // full of its 2048^3 matrices, as no step of a training loop does: it runs untimed, and the
   // round's time is the median of its steps (as `bench step` times them).
-  std::vector<UnprofiledRound> rounds;
+  auto& rounds = r.rounds;
   for (int round = 0; round < (train.cuda() ? 0 : kUnprofiledRounds); ++round) {
     UnprofiledRound u{0, rounds.empty() ? r.gemm_after : rounds.back().gemm_after, 0};
     train.step();
@@ -104,6 +104,14 @@ ProfileResult run_profile(const ProfileOptions& o) {
   r.mfu = utilization(r.steps, o.peak.flops_roof(), o.peak.gemm_gflops, r.gemm_around());
   if (!rounds.empty() && !r.mfu.empty()) r.unprofiled = unprofiled_utilization(r.mfu.front(), rounds, o.steps, o.peak);
   return r;
+}
+
+std::vector<double> ProfileResult::gemm_peaks() const {
+  if (gemm_around() <= 0) return {};
+  std::vector<double> peaks = {gemm_before, gemm_after};
+  for (const auto& round : rounds)
+    if (round.gemm_after > 0) peaks.push_back(round.gemm_after);
+  return peaks;
 }
 
 std::vector<Utilization> ProfileResult::mfu_rows() const {
@@ -176,7 +184,11 @@ nlohmann::json ProfileResult::ops_json(const ProfileOptions& o) const {
           {"peak", {{"source", o.peak_source}, {"entry", o.peak.to_json()}, {"flops_roof_gflops", roof}}},
           {"mfu", mfu_j},
           {"gemm_peak_around",
-           {{"n", o.peak_around_n}, {"kernel", gemm_around_kernel}, {"before_gflops", gemm_before}, {"after_gflops", gemm_after}}},
+           {{"n", o.peak_around_n},
+            {"kernel", gemm_around_kernel},
+            {"before_gflops", gemm_before},
+            {"after_gflops", gemm_after},
+            {"all_gflops", gemm_peaks()}}},
           {"hottest_ops", hottest},
           {"phases", phases},
           {"per_step", steps_j},
@@ -266,6 +278,16 @@ void print_profile(const ProfileResult& r, const ProfileOptions& o, int top) {
                "   GFLOP/s, against {4:.1f} in the peak file; this host's speed drifts, the mean of the two is the\n"
                "   yardstick of the same minutes)\n",
                r.gemm_around_kernel, o.peak_around_n, r.gemm_before, r.gemm_after, o.peak.gemm_gflops);
+  // This host's speed can change within the run; an MFU against a yardstick that moved under it
+  // is uncertain by as much, and says so rather than letting one number stand for the run.
+  if (const auto peaks = r.gemm_peaks(); !peaks.empty()) {
+    const auto [low, high] = std::minmax_element(peaks.begin(), peaks.end());
+    constexpr double kSpeedChange = 1.10;
+    if (*high > kSpeedChange * *low)
+      fmt::print("  (the host changed speed during this run: its {} GEMM peak measurements ranged over {:.1f}-{:.1f}\n"
+                 "   GFLOP/s; the MFU against the peak around the steps is uncertain by as much: run it again)\n",
+                 peaks.size(), *low, *high);
+  }
   fmt::print("\nhottest ops (self time, all shapes):");
   int64_t ops_self = 0;
   for (const auto& t : r.totals) ops_self += t.self_ns;

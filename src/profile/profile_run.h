@@ -45,11 +45,15 @@ struct ProfileResult {
   // costs every op a few microseconds (`bench profiler-overhead`), which a step of ~1,000 ops
   // feels. Their MFU takes the profiled steps' FLOPs per step (CPU only; else empty).
   std::optional<Utilization> unprofiled;
+  std::vector<UnprofiledRound> rounds;     // the unprofiled rounds behind it
   double gemm_before = 0, gemm_after = 0;  // GFLOP/s around the steps (0: not measured)
   std::string gemm_around_kernel;          // the peak file's GEMM kernel, which they measure
 
   /// The mean of the GEMM peaks measured around the steps (0 when not measured).
   double gemm_around() const { return gemm_before > 0 && gemm_after > 0 ? (gemm_before + gemm_after) / 2 : 0; }
+  /// Every GEMM peak the run measured, in order: before and after the profiled steps, then after
+  /// each unprofiled round (empty when not measured).
+  std::vector<double> gemm_peaks() const;
   /// Sum of the table's self times (ops and the ranges' host time), ms.
   double self_sum_ms() const;
   /// The MFU rows as printed and written: the profiled ones, then the unprofiled one.
