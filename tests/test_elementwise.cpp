@@ -4,7 +4,8 @@
 // modulations, widths that are not multiples of a vector, one token, batch 1, and modulations that
 // are views into one projection (as AdaLN's chunks are); the MLP's GELU and adaLN's SiLU with
 // their biases (bias_activation(), src/models/activation.h); a transformer's input sequence
-// (token_sequence(), src/models/tokens.h); the kernels' exponential (src/util/simd.h).
+// (token_sequence(), src/models/tokens.h); rows to unit length (unit_rows(), src/models/unit_rows.h);
+// the kernels' exponential (src/util/simd.h).
 #include "test_util.h"
 
 #include <fmt/format.h>
@@ -12,6 +13,7 @@
 #include "models/activation.h"
 #include "models/modulation.h"
 #include "models/tokens.h"
+#include "models/unit_rows.h"
 #include "util/simd.h"
 
 namespace blocklab {
@@ -135,6 +137,32 @@ TEST(TokenSequence, FusedMatchesLibtorchInValuesAndGradients) {
         };
         compare_op("tokens", f, in, type == torch::kDouble ? 1e-12 : 1e-6);
       }
+}
+
+// Rows to unit length (src/models/unit_rows.h), the denoising targets' normalization: batches of
+// embeddings, a width with no vector's worth, a 3-d input, and a row shorter than epsilon (all zero
+// and 1e-14 small: the clamp's division, dy / epsilon, and no gradient through the norm).
+TEST(UnitRows, FusedMatchesLibtorchInValuesAndGradients) {
+  torch::manual_seed(14);
+  for (const auto& sizes : std::vector<std::vector<int64_t>>{{128, 64}, {5, 3}, {2, 7, 33}})
+    for (auto type : {torch::kDouble, torch::kFloat}) {
+      SCOPED_TRACE(fmt::format("D={} {}", sizes.back(), type == torch::kDouble ? "float64" : "float32"));
+      compare_op("unit rows", [](const auto& v) { return unit_rows(v[0]); }, {torch::randn(sizes, type) * 2},
+                 type == torch::kDouble ? 1e-12 : 1e-6);
+    }
+  for (double scale : {0.0, 1e-14}) {
+    SCOPED_TRACE(fmt::format("a row of norm {}", scale));
+    auto x = (torch::randn({3, 8}, torch::kDouble) * torch::tensor({1.0, scale, 1.0}, torch::kDouble).unsqueeze(1))
+                 .set_requires_grad(true);
+    const auto y = unit_rows(x);
+    EXPECT_LT(y[1].abs().max().item<double>(), 1e-1);  // divided by epsilon, not by its norm
+    const auto dy = torch::randn({3, 8}, torch::kDouble);
+    (y * dy).sum().backward();
+    EXPECT_TRUE(torch::allclose(x.grad()[1], dy[1] / 1e-12, 1e-12, 0));
+    auto ref_x = x.detach().clone().set_requires_grad(true);
+    (unit_rows_reference(ref_x) * dy).sum().backward();
+    EXPECT_TRUE(torch::allclose(x.grad(), ref_x.grad(), 1e-10, 0));
+  }
 }
 
 // The kernels' exponential (util/simd.h) against std::exp over [-100, 0]: within 2 ulp from

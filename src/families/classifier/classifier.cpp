@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "models/unit_rows.h"
 #include "schedule/precond.h"
 #include "util/error.h"
 
@@ -35,14 +36,14 @@ DenoisingClassifier::DenoisingClassifier(const Config& cfg, ViT vit)
 
 torch::Tensor DenoisingClassifier::target(const torch::Tensor& labels) {
   if (vit_->opt.own_io) return vit_->fixed_targets.index_select(0, labels);
-  return F::normalize(vit_->shared->label_embed->forward(labels), F::NormalizeFuncOptions().dim(-1));
+  return unit_rows(vit_->shared->label_embed->forward(labels));
 }
 
 torch::Tensor DenoisingClassifier::embeddings() {
   // The normalized table: the chain moves z towards the targets training used. (The reference
   // code passes the unnormalized table here; docs/method.md.)
   if (vit_->opt.own_io) return vit_->fixed_targets;
-  return F::normalize(vit_->shared->label_embed->weight, F::NormalizeFuncOptions().dim(-1));
+  return unit_rows(vit_->shared->label_embed->weight);
 }
 
 torch::Tensor DenoisingClassifier::cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels) {

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "data/text_data.h"
+#include "models/unit_rows.h"
 #include "schedule/chain.h"
 #include "schedule/precond.h"
 
@@ -20,11 +21,11 @@ AutoregressiveLM::AutoregressiveLM(const Config& cfg, const DataShape& shape, co
                     std::make_shared<LogNormalSigma>(cfg.diffusion.noise), device) {}
 
 torch::Tensor AutoregressiveLM::targets(const torch::Tensor& bytes) {
-  return F::normalize(lm_->shared->tokens->forward(bytes), F::NormalizeFuncOptions().dim(-1));
+  return unit_rows(lm_->shared->tokens->forward(bytes));
 }
 
 torch::Tensor AutoregressiveLM::embeddings() {
-  return F::normalize(lm_->shared->tokens->weight.narrow(0, 0, lm_->opt.vocab), F::NormalizeFuncOptions().dim(-1));
+  return unit_rows(lm_->shared->tokens->weight.narrow(0, 0, lm_->opt.vocab));
 }
 
 torch::Tensor AutoregressiveLM::next_byte_logits(const torch::Tensor& tokens) {
