@@ -10,6 +10,9 @@
 #include <memory>
 #include <set>
 
+#include <fmt/format.h>
+
+#include "models/layer_function.h"
 #include "models/vit.h"
 #include "schedule/precond.h"
 #include "families/classifier/classifier.h"
@@ -52,6 +55,50 @@ struct Rig : test::Rig {
   explicit Rig(const std::string& mode, const std::string& label_token = "as_cls")
       : test::Rig(small_config(mode, label_token), /*init_seed=*/11, /*total_steps=*/100) {}
 };
+
+// A transformer layer as one autograd function (models/layer_function.h) against the same layer
+// composed of the fused functions: the output and the gradients of the condition and every
+// parameter bit for bit, x's to rounding, with per-sample and per-token conditions, a causal mask, and a shape
+// with heads of 8 and 5 tokens. (Training takes the one function: its grad_fn says so.)
+TEST(TransformerLayer, OneFunctionMatchesTheComposedLayerBitForBit) {
+  struct Shape {
+    int64_t n, t, d, heads;
+    bool per_token, masked;
+  };
+  for (const auto& s : std::vector<Shape>{{3, 18, 64, 4, false, false}, {2, 5, 24, 3, true, true}, {1, 7, 32, 2, false, true}}) {
+    SCOPED_TRACE(fmt::format("N={} T={} d={} heads={}{}{}", s.n, s.t, s.d, s.heads, s.per_token ? " per-token" : "",
+                             s.masked ? " masked" : ""));
+    torch::manual_seed(21);
+    TransformerLayer layer(TransformerLayerOptions{s.d, s.heads, 4, 16});
+    {
+      torch::NoGradGuard no_grad;  // (adaLN starts at zero: every modulation would be 0)
+      for (auto& p : layer->parameters()) p.normal_(0.0, 0.3);
+    }
+    const auto x = torch::randn({s.n, s.t, s.d});
+    const auto cond = s.per_token ? torch::randn({s.n, s.t, 16}) : torch::randn({s.n, 16});
+    const auto mask = s.masked ? torch::full({s.t, s.t}, -INFINITY).triu(1) : torch::Tensor();
+    const auto upstream = torch::randn({s.n, s.t, s.d});
+    std::vector<std::vector<torch::Tensor>> results;
+    for (bool one_function : {true, false}) {
+      set_layer_function(one_function);
+      layer->zero_grad();
+      auto xi = x.clone().set_requires_grad(true), ci = cond.clone().set_requires_grad(true);
+      const auto out = layer->forward(xi, ci, {mask});
+      EXPECT_EQ(out.grad_fn()->name().find("LayerFunction") != std::string::npos, one_function) << out.grad_fn()->name();
+      (out * upstream).sum().backward();
+      std::vector<torch::Tensor> r{out.detach(), xi.grad(), ci.grad()};
+      for (const auto& p : layer->parameters()) r.push_back(p.grad().clone());
+      results.push_back(r);
+    }
+    set_layer_function(true);
+    // x's gradient: its two parts are added in modulate's backward pass, where the compiler may fuse
+    // the last product and the sum into one FMA (one rounding fewer); everything else bit for bit.
+    const auto &dx = results[0][1], &dx_composed = results[1][1];
+    EXPECT_LT(((dx - dx_composed).abs().max() / dx_composed.abs().max()).item<double>(), 1e-6);
+    for (size_t i = 0; i < results[0].size(); ++i)
+      if (i != 1) EXPECT_TRUE(torch::equal(results[0][i], results[1][i])) << "result " << i;
+  }
+}
 
 // The patch embedding as one product (models/layers.h) against the convolution it stands for:
 // values and the gradients of the kernel and bias, float32 (the GEMM) and float64 (libtorch's

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "models/dense.h"
+#include "models/layer_function.h"
 #include "train/synthetic.h"
 #include "util/format.h"
 #include "util/gemm.h"
@@ -55,20 +56,30 @@ int cmd_bench_step(const BenchStepArgs& a) {
              cfg.train.batch_size, cfg.train.threads, cfg.train.device, blas_core());
   const auto e2e = measure_memory(cfg, Mode::E2E, 1);
   const auto blk = measure_memory(cfg, Mode::Blocks, 1);
-  // The fused CPU kernels against libtorch's ops, and the fused MLP against its layers separate, on
-  // the same models, alternating round by round.
+  // The fused CPU kernels against libtorch's ops, the fused MLP against its layers separate, and a
+  // layer as one autograd function against its functions composed, on the same models, alternating
+  // round by round.
+  struct Variant {
+    std::function<void()> set;
+    std::string with, ratio;
+  };
   const bool fused_default = !a.libtorch_ops;
-  std::vector<std::function<void()>> setters = {[fused_default] {
+  const auto defaults = [fused_default] {
     simd::set_fused_kernels(fused_default);
     set_mlp_fused(true);
-  }};
-  if (a.fused_kernels) setters.push_back([] { simd::set_fused_kernels(false); });
-  if (a.separate_mlp) setters.push_back([fused_default] {
-    simd::set_fused_kernels(fused_default);
-    set_mlp_fused(false);
-  });
+    set_layer_function(true);
+  };
+  std::vector<Variant> options = {{defaults, "", ""}};
+  if (a.fused_kernels) options.push_back({[] { simd::set_fused_kernels(false); }, "with libtorch's ops", "fused / libtorch's ops"});
+  if (a.separate_mlp)
+    options.push_back({[defaults] { defaults(), set_mlp_fused(false); }, "with the MLP's layers separate", "fused MLP / separate"});
+  if (a.composed_layers)
+    options.push_back({[defaults] { defaults(), set_layer_function(false); }, "with each layer's functions composed",
+                       "one function / composed"});
+  std::vector<std::function<void()>> setters;
+  for (const auto& o : options) setters.push_back(o.set);
   const auto variants = alternating_step_times(cfg, a.repeats, setters);
-  setters.front()();
+  defaults();
   const auto& times = variants[0];
   auto row = [](const std::string& what, const std::string& x, const std::string& y, const std::string& r) {
     fmt::print("{:<34} {:>14} {:>14} {:>10}\n", what, x, y, r);
@@ -86,8 +97,7 @@ int cmd_bench_step(const BenchStepArgs& a) {
         fmt::format("{:.3f}", other.block_ms / other.e2e_ms));
     row("  " + ratio, fmt::format("{:.3f}", times.e2e_ms / other.e2e_ms), fmt::format("{:.3f}", times.block_ms / other.block_ms), "");
   };
-  if (a.fused_kernels) compare(variants[1], "with libtorch's ops", "fused / libtorch's ops");
-  if (a.separate_mlp) compare(variants.back(), "with the MLP's layers separate", "fused MLP / separate");
+  for (size_t i = 1; i < options.size(); ++i) compare(variants[i], options[i].with, options[i].ratio);
   const bool fused = cfg.train.device == "cpu" && !a.libtorch_ops;
   fmt::print("attention, adaLN, activations, AdamW: {}; linear layers (the MLP's GELU in its first GEMM): {}\n",
              fused ? "fused CPU kernels (" + simd::kernel_isa() + ")" : "libtorch's ops",

@@ -119,6 +119,7 @@ struct BenchStepArgs {
   bool fused_kernels = false;  // also time libtorch's ops against the fused CPU kernels
   bool libtorch_ops = false;   // measure everything on libtorch's ops instead of the fused CPU kernels
   bool separate_mlp = false;   // also time the steps with the MLP's layers separate (set_mlp_fused(false))
+  bool composed_layers = false;  // also time the steps with each layer's functions composed (set_layer_function(false))
 };
 /// Memory and time of one training step, end-to-end against one block.
 int cmd_bench_step(const BenchStepArgs& a);

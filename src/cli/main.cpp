@@ -140,6 +140,8 @@ int main(int argc, char** argv) {
   bs->add_flag("--libtorch-ops", bstep.libtorch_ops, "memory and time on libtorch's ops instead of the fused CPU kernels");
   bs->add_flag("--separate-mlp", bstep.separate_mlp,
                "also time the steps with the MLP's layers separate (dense, bias + GELU, dense), alternating");
+  bs->add_flag("--composed-layers", bstep.composed_layers,
+               "also time the steps with each transformer layer's fused functions composed (a dozen autograd nodes), not one function, alternating");
 
   BenchTwinArgs btwin;
   auto* bt = bench->add_subcommand("twin", "blocklab's classifier step against the same step in PyTorch (python3-torch)");

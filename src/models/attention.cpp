@@ -328,14 +328,7 @@ AttentionKernel attention_kernel_for(int64_t tq, int64_t dim, torch::ScalarType 
 
 namespace {
 
-// A fused forward: the output [N, Tq, H, D] seen as [N, H, Tq, D] (the layout the output
-// projection reads), and what its backward reads besides q, k and v: the probabilities, P^T (one
-// head at a time) or P with the pairs along the lanes.
-struct FusedForward {
-  torch::Tensor o;
-  bool paired = false;
-  torch::Tensor p;
-};
+using fused::FusedForward;
 
 FusedForward fused_forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                            const torch::Tensor& mask) {
@@ -408,21 +401,17 @@ class FusedAttention : public torch::autograd::Function<FusedAttention> {
 class FusedPackedAttention : public torch::autograd::Function<FusedPackedAttention> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv, const ConstantMask& mask) {
-    const auto in = unpack(qkv);
-    auto f = fused_forward(in[0], in[1], in[2], mask.mask);
+    auto f = fused::packed_attention_forward(qkv, mask.mask);
     ctx->saved_data["paired"] = f.paired;
-    ctx->saved_data["qkv"] = qkv.sizes();
-    ctx->save_for_backward({in[0], in[1], in[2], f.p});  // views of qkv: it is kept, once
+    ctx->save_for_backward({qkv, f.p});
     return f.o;
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
-    auto dqkv = torch::empty(ctx->saved_data["qkv"].toIntVector(), grads[0].options());
-    const auto d = unpack(dqkv);
-    fused_backward(ctx->saved_data["paired"].toBool(), ctx->get_saved_variables(), last_dim_contiguous(grads[0]),
-                   d[0], d[1], d[2]);
-    return {dqkv, torch::Tensor()};
+    const auto saved = ctx->get_saved_variables();
+    return {fused::packed_attention_backward(saved[0], ctx->saved_data["paired"].toBool(), saved[1], grads[0]),
+            torch::Tensor()};
   }
 };
 
@@ -444,6 +433,25 @@ bool attention_fusable(const torch::Tensor& q, const torch::Tensor& k, const tor
 
 void set_attention_kernel(AttentionKernel kernel) { g_attention_kernel.store(kernel); }
 
+bool fused::packed_attention_fusable(const torch::Tensor& qkv, const torch::Tensor& mask) {
+  TORCH_CHECK(qkv.dim() == 5 && qkv.size(2) == 3, "packed_attention: qkv must be [N, T, 3, H, D], got ", qkv.sizes());
+  const auto in = unpack(qkv);
+  return attention_fusable(in[0], in[1], in[2], mask) && qkv.stride(-1) == 1;
+}
+
+FusedForward fused::packed_attention_forward(const torch::Tensor& qkv, const torch::Tensor& mask) {
+  const auto in = unpack(qkv);
+  return fused_forward(in[0], in[1], in[2], mask);
+}
+
+torch::Tensor fused::packed_attention_backward(const torch::Tensor& qkv, bool paired, const torch::Tensor& p,
+                                               const torch::Tensor& dout) {
+  auto dqkv = torch::empty(qkv.sizes(), dout.options());
+  const auto in = unpack(qkv), d = unpack(dqkv);
+  fused_backward(paired, {in[0], in[1], in[2], p}, last_dim_contiguous(dout), d[0], d[1], d[2]);
+  return dqkv;
+}
+
 torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                   const torch::Tensor& mask) {
   auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(q.size(-1)));
@@ -459,10 +467,11 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
 }
 
 torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& mask) {
-  TORCH_CHECK(qkv.dim() == 5 && qkv.size(2) == 3, "packed_attention: qkv must be [N, T, 3, H, D], got ", qkv.sizes());
-  const auto in = unpack(qkv);
-  if (!attention_fusable(in[0], in[1], in[2], mask) || qkv.stride(-1) != 1) return attention(in[0], in[1], in[2], mask);
-  if (!records_grad(qkv)) return fused_forward(in[0], in[1], in[2], mask).o;
+  if (!fused::packed_attention_fusable(qkv, mask)) {
+    const auto in = unpack(qkv);
+    return attention(in[0], in[1], in[2], mask);
+  }
+  if (!records_grad(qkv)) return fused::packed_attention_forward(qkv, mask).o;
   return FusedPackedAttention::apply(qkv, ConstantMask{mask});
 }
 

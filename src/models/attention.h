@@ -29,6 +29,25 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
 /// linear map); returns [N, H, T, D] as attention() does. Its gradient is one [N, T, 3, H, D] tensor.
 torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& mask = {});
 
+/// packed_attention's kernel without autograd: for a function that runs its own backward (the
+/// transformer layer's, models/layer_function.h).
+namespace fused {
+/// Whether packed_attention(qkv, mask) runs the fused kernel.
+bool packed_attention_fusable(const torch::Tensor& qkv, const torch::Tensor& mask);
+/// A fused forward: the output [N, Tq, H, D] seen as [N, H, Tq, D] (the layout the output
+/// projection reads), and what its backward reads besides q, k and v: the probabilities, P^T (one
+/// head at a time) or P with the pairs along the lanes.
+struct FusedForward {
+  torch::Tensor o;
+  bool paired = false;
+  torch::Tensor p;
+};
+FusedForward packed_attention_forward(const torch::Tensor& qkv, const torch::Tensor& mask);
+/// The gradient of qkv [N, T, 3, H, D], one tensor, from the output's dout [N, H, T, D].
+torch::Tensor packed_attention_backward(const torch::Tensor& qkv, bool paired, const torch::Tensor& p,
+                                        const torch::Tensor& dout);
+}  // namespace fused
+
 /// Which fused kernel runs: by shape (Auto), or one of the two whatever the shape (tests,
 /// benchmarks): one head's queries along the vector lanes, or (sample, head) pairs along them
 /// (models/attention_lanes.h).

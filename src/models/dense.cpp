@@ -23,8 +23,8 @@ std::vector<int64_t> shape_with_last(const torch::Tensor& x, int64_t last) {
 const float* data_or_null(const torch::Tensor& b) { return b.numel() > 0 ? b.data_ptr<float>() : nullptr; }
 
 // y [m, out] = x [m, in] W^T + b, then the epilogue.
-torch::Tensor dense_forward(const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& b,
-                            const gemm::Epilogue& epilogue = {}, const char* name = "blocklab::dense") {
+torch::Tensor product_forward(const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& b,
+                              const gemm::Epilogue& epilogue, const char* name) {
   RECORD_FUNCTION(name, std::vector<c10::IValue>({x2, w}));
   const int64_t m = x2.size(0), in = x2.size(1), out = w.size(0);
   auto y = torch::empty({m, out}, x2.options());
@@ -33,11 +33,17 @@ torch::Tensor dense_forward(const torch::Tensor& x2, const torch::Tensor& w, con
   return y;
 }
 
-// The gradients of y = x W^T + b from dy [m, out] (contiguous), those asked for (else undefined):
-// dx [m, in] = dy W (times `dx_factor` elementwise, if given, in the product's epilogue),
-// dW [out, in] = dy^T x, and db = dy's column sums, taken as dy^T is packed.
+}  // namespace
+
+namespace fused {
+
+torch::Tensor dense_forward(const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& b) {
+  return product_forward(x2, w, b, {}, "blocklab::dense");
+}
+
+// db = dy's column sums, taken as dy^T is packed.
 torch::autograd::tensor_list dense_backward(const torch::Tensor& dy, const torch::Tensor& x2, const torch::Tensor& w,
-                                            std::array<bool, 3> wanted, const torch::Tensor& dx_factor = {}) {
+                                            std::array<bool, 3> wanted, const torch::Tensor& dx_factor) {
   const auto [want_dx, want_dw, want_db] = wanted;
   // (the profiler counts 2 m in out FLOPs per product: profile/flops.cpp)
   RECORD_FUNCTION("blocklab::dense_backward", std::vector<c10::IValue>({x2, w, int64_t(want_dx) + int64_t(want_dw)}));
@@ -58,6 +64,19 @@ torch::autograd::tensor_list dense_backward(const torch::Tensor& dy, const torch
   }
   return {dx, dw, db};
 }
+
+// Neither the activation nor its slope needs a pass of its own over the [m, hidden] activations
+// (the GELU's pass each way was 9% of the default step).
+torch::Tensor hidden_activations(const torch::Tensor& x2, const torch::Tensor& w1, const torch::Tensor& b1, Activation a,
+                                 float* slope) {
+  return product_forward(x2, w1, b1, gemm::Epilogue::activate(a, slope), "blocklab::dense_activation");
+}
+
+}  // namespace fused
+
+namespace {
+
+using namespace fused;
 
 std::array<bool, 3> inputs_needing_grad(torch::autograd::AutogradContext* ctx, size_t first) {
   return {ctx->needs_input_grad(first), ctx->needs_input_grad(first + 1), ctx->needs_input_grad(first + 2)};
@@ -80,13 +99,8 @@ class DenseFunction : public torch::autograd::Function<DenseFunction> {
 // A transformer layer's MLP, y = f(x W1^T + b1) W2^T + b2, as one autograd function: the
 // activation and its slope f' are computed in the first product's epilogue as it writes its
 // result, and backward multiplies by the slope in the epilogue of the product that yields the
-// hidden gradient, dh = (dy W2) * f'. Neither needs a pass of its own over the [m, hidden]
-// activations (the GELU's pass each way was 9% of the default step). Saved: x, the activations
-// f(h) and the slope, as the separate layers saved.
-torch::Tensor hidden_activations(const torch::Tensor& x2, const torch::Tensor& w1, const torch::Tensor& b1, Activation a,
-                                 float* slope) {
-  return dense_forward(x2, w1, b1, gemm::Epilogue::activate(a, slope), "blocklab::dense_activation");
-}
+// hidden gradient, dh = (dy W2) * f'. Saved: x, the activations f(h) and the slope, as the
+// separate layers saved.
 
 class MlpFunction : public torch::autograd::Function<MlpFunction> {
  public:
@@ -118,19 +132,25 @@ bool layer_fusable(int64_t in, const torch::Tensor& w, const torch::Tensor& b) {
   return f32_on_cpu(w) && f32_on_cpu(b) && w.dim() == 2 && w.size(1) == in && (!b.defined() || b.numel() == w.size(0));
 }
 
-bool dense_fusable(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+std::atomic<bool> g_mlp_fused{true};
+
+}  // namespace
+
+bool fused::dense_fusable(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   return simd::fused_kernels_enabled() && gemm::available() && f32_on_cpu(x) && x.dim() >= 1 &&
          layer_fusable(x.size(-1), w, b);
 }
 
-// An undefined bias as an empty tensor (an autograd function's inputs must be defined tensors).
-torch::Tensor bias_or_empty(const torch::Tensor& b, const torch::Tensor& w) {
+bool fused::mlp_fusable(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1, const torch::Tensor& w2,
+                        const torch::Tensor& b2) {
+  return g_mlp_fused && dense_fusable(x, w1, b1) && layer_fusable(w1.size(0), w2, b2);
+}
+
+torch::Tensor fused::bias_or_empty(const torch::Tensor& b, const torch::Tensor& w) {
   return b.defined() ? b.contiguous() : torch::empty({0}, w.options());
 }
 
-std::atomic<bool> mlp_fused{true};
-
-}  // namespace
+using namespace fused;
 
 torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   if (!dense_fusable(x, weight, bias)) return torch::nn::functional::linear(x, weight, bias);
@@ -141,11 +161,11 @@ torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const t
 
 torch::Tensor dense(const torch::Tensor& x, const torch::nn::Linear& layer) { return dense(x, layer->weight, layer->bias); }
 
-void set_mlp_fused(bool fused) { mlp_fused = fused; }
+void set_mlp_fused(bool on) { g_mlp_fused = on; }
 
 torch::Tensor mlp(const torch::Tensor& x, const torch::nn::Linear& fc1, const torch::nn::Linear& fc2, Activation a) {
   const auto &w1 = fc1->weight, &b1 = fc1->bias, &w2 = fc2->weight, &b2 = fc2->bias;
-  if (!mlp_fused || !dense_fusable(x, w1, b1) || !layer_fusable(w1.size(0), w2, b2)) {
+  if (!fused::mlp_fusable(x, w1, b1, w2, b2)) {
     const auto h = dense(x, w1);
     return dense(b1.defined() ? bias_activation(a, h, b1) : bias_activation_reference(a, h, torch::zeros({h.size(-1)}, h.options())), fc2);
   }

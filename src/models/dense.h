@@ -28,4 +28,27 @@ torch::Tensor mlp(const torch::Tensor& x, const torch::nn::Linear& fc1, const to
 /// bias_activation(), dense(): `bench step --separate-mlp` times the two in one process.
 void set_mlp_fused(bool fused);
 
+/// The products behind these functions, without autograd: for a function that runs its own
+/// backward (the transformer layer's, models/layer_function.h). x2 is [m, in], contiguous; a bias
+/// is an empty tensor for none.
+namespace fused {
+/// Whether dense(x, w, b) runs on the GEMM: float32 on a CPU it runs on, fused kernels on.
+bool dense_fusable(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+/// Whether mlp() runs as one function: dense_fusable for both layers, and set_mlp_fused(true).
+bool mlp_fusable(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1, const torch::Tensor& w2,
+                 const torch::Tensor& b2);
+/// b contiguous, or an empty tensor where it is undefined.
+torch::Tensor bias_or_empty(const torch::Tensor& b, const torch::Tensor& w);
+/// x2 W^T + b: [m, out].
+torch::Tensor dense_forward(const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& b);
+/// The gradients of y = x2 W^T + b from dy [m, out] (contiguous), those `wanted` (else undefined):
+/// {dx = dy W (times dx_factor elementwise, when defined, in the product's epilogue), dW = dy^T x2, db}.
+std::vector<torch::Tensor> dense_backward(const torch::Tensor& dy, const torch::Tensor& x2, const torch::Tensor& w,
+                                          std::array<bool, 3> wanted, const torch::Tensor& dx_factor = {});
+/// The MLP's hidden activations f(x2 W1^T + b1), computed in the product's epilogue with their
+/// slope f' written to `slope` [m, hidden] (nullptr: not written).
+torch::Tensor hidden_activations(const torch::Tensor& x2, const torch::Tensor& w1, const torch::Tensor& b1, Activation a,
+                                 float* slope);
+}  // namespace fused
+
 }  // namespace blocklab

@@ -39,6 +39,7 @@ struct Rows {
   TokenRows<T> normed;                              // gated_add_modulate: modulate(out)
   TokenRows<T> dout, dx, dshift, dscale, dgate, dbranch;
   TokenRows<T> dnormed;                             // gated_add_modulate: the gradient of `normed`
+  TokenRows<T> residual;  // the modulations' backward: a gradient of their input from its other use, added to dx
   T* mean;  // modulate's statistics per token [N, T], kept for backward
   T* rstd;
   T epsilon;
@@ -181,12 +182,13 @@ BLOCKLAB_INLINE void sample(Pass pass, const Rows<T>& r, int64_t n, T* sums) {
       const bool gated = pass == Pass::GatedModulateBackward;
       const TokenRows<T>& in = gated ? r.out : r.x;
       const TokenRows<T>& dy = gated ? r.dnormed : r.dout;
+      const auto residual = [&](int64_t t) { return r.residual.data ? r.residual.row(n, t) : nullptr; };
       for (int64_t t = 0; t < tokens; ++t)
         modulate_row_sums<T, V>(in.row(n, t), r.scale.row(n, t), dy.row(n, t), r.dshift.row(n, t), r.dscale.row(n, t),
                                 dim, mean[t], rstd[t], sums[2 * t], sums[2 * t + 1]);
       for (int64_t t = 0; t < tokens; ++t) {
-        modulate_row_dx<T, V>(in.row(n, t), r.scale.row(n, t), dy.row(n, t), gated ? r.dout.row(n, t) : nullptr,
-                              r.dx.row(n, t), dim, mean[t], rstd[t], sums[2 * t], sums[2 * t + 1]);
+        modulate_row_dx<T, V>(in.row(n, t), r.scale.row(n, t), dy.row(n, t), residual(t), r.dx.row(n, t), dim, mean[t],
+                              rstd[t], sums[2 * t], sums[2 * t + 1]);
         if (gated)
           gated_row_backward<T, V>(r.dx.row(n, t), r.gate.row(n, t), r.branch.row(n, t), r.dgate.row(n, t),
                                    r.dbranch.row(n, t), dim);
@@ -239,8 +241,10 @@ torch::Tensor last_dim_dense(const torch::Tensor& x) { return x.stride(-1) == 1 
 // A fresh [N, T, D] tensor of x's type, contiguous.
 torch::Tensor empty_rows(const torch::Tensor& x) { return torch::empty(x.sizes(), x.options()); }
 
-// What the fused kernels take: CPU float or double, x [N, T, D], the per-sample or per-token
-// operand [N, 1 or T, D] of the same type.
+}  // namespace
+
+namespace fused {
+
 bool modulation_fusable(const torch::Tensor& x, const std::initializer_list<const torch::Tensor*>& others) {
   if (!fused_kernels_enabled() || !cpu_floating(x) || x.dim() != 3) return false;
   for (const auto* o : others)
@@ -250,7 +254,6 @@ bool modulation_fusable(const torch::Tensor& x, const std::initializer_list<cons
   return true;
 }
 
-// y, mean and rstd of modulate (the statistics [N, T] for backward).
 std::array<torch::Tensor, 3> modulate_forward(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
   RECORD_FUNCTION("blocklab::modulate", std::vector<c10::IValue>({x, scale}));
   auto y = empty_rows(x);
@@ -263,7 +266,7 @@ std::array<torch::Tensor, 3> modulate_forward(const torch::Tensor& x, const torc
   return {y, mean, rstd};
 }
 
-torch::Tensor gated_forward(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
+torch::Tensor gated_add_forward(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
   RECORD_FUNCTION("blocklab::gated_add", std::vector<c10::IValue>({x, gate}));
   auto out = empty_rows(x);
   run_pass(Pass::GatedForward, x, [&](auto& r) {
@@ -273,8 +276,7 @@ torch::Tensor gated_forward(const torch::Tensor& x, const torch::Tensor& gate, c
   return out;
 }
 
-// h = x + gate * y and modulate(h), with modulate's statistics.
-std::array<torch::Tensor, 4> gated_modulate_forward(const torch::Tensor& x, const torch::Tensor& gate,
+std::array<torch::Tensor, 4> gated_add_modulate_forward(const torch::Tensor& x, const torch::Tensor& gate,
                                                     const torch::Tensor& y, const torch::Tensor& shift,
                                                     const torch::Tensor& scale) {
   RECORD_FUNCTION("blocklab::gated_add_modulate", std::vector<c10::IValue>({x, gate}));
@@ -289,6 +291,50 @@ std::array<torch::Tensor, 4> gated_modulate_forward(const torch::Tensor& x, cons
   return {h, normed, mean, rstd};
 }
 
+void modulate_backward(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& mean,
+                       const torch::Tensor& rstd, const torch::Tensor& dout, const torch::Tensor& dres,
+                       const torch::Tensor& dx, const torch::Tensor& dshift, const torch::Tensor& dscale) {
+  RECORD_FUNCTION("blocklab::modulate_backward", std::vector<c10::IValue>({x, scale}));
+  run_pass(Pass::ModulateBackward, x, [&](auto& r) {
+    using T = std::remove_pointer_t<decltype(r.mean)>;
+    r.x = token_rows<T>(x), r.scale = token_rows<T>(scale), r.dout = token_rows<T>(dout), r.dx = token_rows<T>(dx);
+    r.dshift = token_rows<T>(dshift), r.dscale = token_rows<T>(dscale), r.residual = token_rows<T>(dres);
+    r.mean = mean.data_ptr<T>(), r.rstd = rstd.data_ptr<T>();
+  });
+}
+
+void gated_add_backward(const torch::Tensor& gate, const torch::Tensor& y, const torch::Tensor& dout,
+                        const torch::Tensor& dgate, const torch::Tensor& dy) {
+  RECORD_FUNCTION("blocklab::gated_add_backward", std::vector<c10::IValue>({y, gate}));
+  run_pass(Pass::GatedBackward, y, [&](auto& r) {
+    using T = std::remove_pointer_t<decltype(r.mean)>;
+    r.gate = token_rows<T>(gate), r.branch = token_rows<T>(y), r.dout = token_rows<T>(dout);
+    r.dgate = token_rows<T>(dgate), r.dbranch = token_rows<T>(dy);
+  });
+}
+
+void gated_add_modulate_backward(const torch::Tensor& h, const torch::Tensor& gate, const torch::Tensor& y,
+                                 const torch::Tensor& scale, const torch::Tensor& mean, const torch::Tensor& rstd,
+                                 const torch::Tensor& dh, const torch::Tensor& dnormed, const torch::Tensor& dx,
+                                 const torch::Tensor& dgate, const torch::Tensor& dy, const torch::Tensor& dshift,
+                                 const torch::Tensor& dscale) {
+  RECORD_FUNCTION("blocklab::gated_add_modulate_backward", std::vector<c10::IValue>({h, gate}));
+  run_pass(Pass::GatedModulateBackward, h, [&](auto& r) {
+    using T = std::remove_pointer_t<decltype(r.mean)>;
+    r.out = token_rows<T>(h), r.scale = token_rows<T>(scale), r.dnormed = token_rows<T>(dnormed);
+    r.residual = token_rows<T>(dh), r.dx = token_rows<T>(dx), r.dshift = token_rows<T>(dshift);
+    r.dscale = token_rows<T>(dscale), r.gate = token_rows<T>(gate), r.branch = token_rows<T>(y);
+    r.dgate = token_rows<T>(dgate), r.dbranch = token_rows<T>(dy);
+    r.mean = mean.data_ptr<T>(), r.rstd = rstd.data_ptr<T>();
+  });
+}
+
+}  // namespace fused
+
+namespace {
+
+using namespace fused;
+
 class FusedModulate : public torch::autograd::Function<FusedModulate> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& shift,
@@ -302,17 +348,10 @@ class FusedModulate : public torch::autograd::Function<FusedModulate> {
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &scale = saved[1], &mean = saved[2], &rstd = saved[3];
-    RECORD_FUNCTION("blocklab::modulate_backward", std::vector<c10::IValue>({x, scale}));
-    const auto dout = last_dim_dense(grads[0]);
     auto dx = empty_rows(x);
     auto dshift = torch::zeros({x.size(0), ctx->saved_data["shift_tokens"].toInt(), x.size(2)}, x.options());
     auto dscale = torch::zeros(scale.sizes(), x.options());
-    run_pass(Pass::ModulateBackward, x, [&](auto& r) {
-      using T = std::remove_pointer_t<decltype(r.mean)>;
-      r.x = token_rows<T>(x), r.scale = token_rows<T>(scale), r.dout = token_rows<T>(dout), r.dx = token_rows<T>(dx);
-      r.dshift = token_rows<T>(dshift), r.dscale = token_rows<T>(dscale);
-      r.mean = mean.data_ptr<T>(), r.rstd = rstd.data_ptr<T>();
-    });
+    modulate_backward(x, scale, mean, rstd, last_dim_dense(grads[0]), {}, dx, dshift, dscale);
     return {dx, dshift, dscale};
   }
 };
@@ -322,21 +361,15 @@ class FusedGatedAdd : public torch::autograd::Function<FusedGatedAdd> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& gate,
                                const torch::Tensor& y) {
     ctx->save_for_backward({gate, y});
-    return gated_forward(x, gate, y);
+    return gated_add_forward(x, gate, y);
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto &gate = saved[0], &y = saved[1];
-    RECORD_FUNCTION("blocklab::gated_add_backward", std::vector<c10::IValue>({y, gate}));
-    const auto dout = last_dim_dense(grads[0]);
     auto dy = empty_rows(y);
     auto dgate = torch::zeros(gate.sizes(), gate.options());
-    run_pass(Pass::GatedBackward, y, [&](auto& r) {
-      using T = std::remove_pointer_t<decltype(r.mean)>;
-      r.gate = token_rows<T>(gate), r.branch = token_rows<T>(y), r.dout = token_rows<T>(dout);
-      r.dgate = token_rows<T>(dgate), r.dbranch = token_rows<T>(dy);
-    });
+    gated_add_backward(gate, y, last_dim_dense(grads[0]), dgate, dy);
     return {grads[0], dgate, dy};
   }
 };
@@ -348,7 +381,7 @@ class FusedGatedModulate : public torch::autograd::Function<FusedGatedModulate> 
   static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                               const torch::Tensor& gate, const torch::Tensor& y,
                                               const torch::Tensor& shift, const torch::Tensor& scale) {
-    auto [h, normed, mean, rstd] = gated_modulate_forward(x, gate, y, shift, scale);
+    auto [h, normed, mean, rstd] = gated_add_modulate_forward(x, gate, y, shift, scale);
     ctx->save_for_backward({h, gate, y, scale, mean, rstd});
     ctx->saved_data["shift_tokens"] = shift.size(1);
     return {h, normed};
@@ -357,21 +390,13 @@ class FusedGatedModulate : public torch::autograd::Function<FusedGatedModulate> 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto &h = saved[0], &gate = saved[1], &y = saved[2], &scale = saved[3], &mean = saved[4], &rstd = saved[5];
-    RECORD_FUNCTION("blocklab::gated_add_modulate_backward", std::vector<c10::IValue>({h, gate}));
     const auto dh = grads[0].defined() ? last_dim_dense(grads[0]) : torch::Tensor();  // (undefined: zero)
     const auto dnormed = grads[1].defined() ? last_dim_dense(grads[1]) : torch::zeros_like(h);
     auto dx = empty_rows(h), dy = empty_rows(y);
     auto dgate = torch::zeros(gate.sizes(), h.options());
     auto dshift = torch::zeros({h.size(0), ctx->saved_data["shift_tokens"].toInt(), h.size(2)}, h.options());
     auto dscale = torch::zeros(scale.sizes(), h.options());
-    run_pass(Pass::GatedModulateBackward, h, [&](auto& r) {
-      using T = std::remove_pointer_t<decltype(r.mean)>;
-      r.out = token_rows<T>(h), r.scale = token_rows<T>(scale), r.dnormed = token_rows<T>(dnormed);
-      r.dout = token_rows<T>(dh), r.dx = token_rows<T>(dx), r.dshift = token_rows<T>(dshift);
-      r.dscale = token_rows<T>(dscale), r.gate = token_rows<T>(gate), r.branch = token_rows<T>(y);
-      r.dgate = token_rows<T>(dgate), r.dbranch = token_rows<T>(dy);
-      r.mean = mean.data_ptr<T>(), r.rstd = rstd.data_ptr<T>();
-    });
+    gated_add_modulate_backward(h, gate, y, scale, mean, rstd, dh, dnormed, dx, dgate, dy, dshift, dscale);
     return {dx, dgate, dy, dshift, dscale};
   }
 };
@@ -390,14 +415,14 @@ torch::Tensor gated_add_reference(const torch::Tensor& x, const torch::Tensor& g
 torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
   if (!modulation_fusable(x, {&shift, &scale})) return modulate_reference(x, shift, scale);
   const auto xc = last_dim_dense(x), shc = last_dim_dense(shift), scc = last_dim_dense(scale);
-  if (!records_grad(x, shift, scale)) return modulate_forward(xc, shc, scc)[0];
+  if (!records_grad(x, shift, scale)) return fused::modulate_forward(xc, shc, scc)[0];
   return FusedModulate::apply(xc, shc, scc);
 }
 
 torch::Tensor gated_add(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
   if (!modulation_fusable(x, {&gate, &y}) || y.size(1) != x.size(1)) return gated_add_reference(x, gate, y);
   const auto xc = last_dim_dense(x), gc = last_dim_dense(gate), yc = last_dim_dense(y);
-  if (!records_grad(x, gate, y)) return gated_forward(xc, gc, yc);
+  if (!records_grad(x, gate, y)) return fused::gated_add_forward(xc, gc, yc);
   return FusedGatedAdd::apply(xc, gc, yc);
 }
 
@@ -410,7 +435,7 @@ std::array<torch::Tensor, 2> gated_add_modulate(const torch::Tensor& x, const to
   const auto xc = last_dim_dense(x), gc = last_dim_dense(gate), yc = last_dim_dense(y);
   const auto shc = last_dim_dense(shift), scc = last_dim_dense(scale);
   if (!records_grad(x, gate, y, shift, scale)) {
-    const auto f = gated_modulate_forward(xc, gc, yc, shc, scc);
+    const auto f = fused::gated_add_modulate_forward(xc, gc, yc, shc, scc);
     return {f[0], f[1]};
   }
   const auto out = FusedGatedModulate::apply(xc, gc, yc, shc, scc);

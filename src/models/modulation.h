@@ -34,6 +34,36 @@ torch::Tensor gated_add(const torch::Tensor& x, const torch::Tensor& gate, const
 std::array<torch::Tensor, 2> gated_add_modulate(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y,
                                                 const torch::Tensor& shift, const torch::Tensor& scale);
 
+/// The kernels behind these functions, without autograd: for a function that runs its own backward
+/// (the transformer layer's, models/layer_function.h). The gradients of shift, scale and gate are
+/// added to what their tensors hold (pass zeros); every tensor's last dimension is contiguous.
+namespace fused {
+/// What the kernels take: CPU float or double, x [N, T, D], each other operand [N, 1 or T, D] of x's type.
+bool modulation_fusable(const torch::Tensor& x, const std::initializer_list<const torch::Tensor*>& others);
+/// modulate(x, shift, scale), with LayerNorm's statistics for backward: {y, mean [N, T], rstd [N, T]}.
+std::array<torch::Tensor, 3> modulate_forward(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale);
+torch::Tensor gated_add_forward(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y);
+/// {h, modulate(h), mean, rstd} of gated_add_modulate.
+std::array<torch::Tensor, 4> gated_add_modulate_forward(const torch::Tensor& x, const torch::Tensor& gate,
+                                                        const torch::Tensor& y, const torch::Tensor& shift,
+                                                        const torch::Tensor& scale);
+/// dx = the gradient of x through modulate from dout, plus dres (a gradient of x from its other
+/// use) when it is defined.
+void modulate_backward(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& mean,
+                       const torch::Tensor& rstd, const torch::Tensor& dout, const torch::Tensor& dres,
+                       const torch::Tensor& dx, const torch::Tensor& dshift, const torch::Tensor& dscale);
+/// dy = dout * gate (x's gradient is dout itself).
+void gated_add_backward(const torch::Tensor& gate, const torch::Tensor& y, const torch::Tensor& dout,
+                        const torch::Tensor& dgate, const torch::Tensor& dy);
+/// From dh (h's gradient from its other use; undefined: none) and dnormed: dx (h's whole gradient,
+/// which is x's), dgate, dy, dshift, dscale.
+void gated_add_modulate_backward(const torch::Tensor& h, const torch::Tensor& gate, const torch::Tensor& y,
+                                 const torch::Tensor& scale, const torch::Tensor& mean, const torch::Tensor& rstd,
+                                 const torch::Tensor& dh, const torch::Tensor& dnormed, const torch::Tensor& dx,
+                                 const torch::Tensor& dgate, const torch::Tensor& dy, const torch::Tensor& dshift,
+                                 const torch::Tensor& dscale);
+}  // namespace fused
+
 /// The same with libtorch's ops.
 torch::Tensor modulate_reference(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale);
 torch::Tensor gated_add_reference(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y);
