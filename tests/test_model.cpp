@@ -56,6 +56,28 @@ struct Rig : test::Rig {
       : test::Rig(small_config(mode, label_token), /*init_seed=*/11, /*total_steps=*/100) {}
 };
 
+// The noise level's sinusoidal embedding (models/layers.h): cos(t f_j) then sin(t f_j) with
+// f_j = 10000^(-j / half), against the formula in float64; float32 written in place (no gradient)
+// equals the concatenation the differentiable path returns, and a second call (cached frequencies) the first.
+TEST(NoiseEmbedder, SinusoidalEmbeddingMatchesTheFormula) {
+  const auto t = torch::tensor({0.0, -1.5, 0.25, 40.0}, torch::kDouble);
+  const auto e = sinusoidal_embedding(t, 8);
+  ASSERT_EQ(e.sizes(), (std::vector<int64_t>{4, 8}));
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t j = 0; j < 4; ++j) {
+      const double arg = t[i].item<double>() * std::pow(10000.0, -double(j) / 4.0);
+      EXPECT_NEAR(e[i][j].item<double>(), std::cos(arg), 1e-12);
+      EXPECT_NEAR(e[i][4 + j].item<double>(), std::sin(arg), 1e-12);
+    }
+  const auto t32 = torch::randn({37}) * 5;
+  const auto plain = sinusoidal_embedding(t32, 256);
+  EXPECT_TRUE(torch::equal(plain, sinusoidal_embedding(t32, 256)));
+  const auto tracked = t32.clone().set_requires_grad(true);
+  const auto differentiable = sinusoidal_embedding(tracked, 256);
+  EXPECT_TRUE(differentiable.requires_grad());
+  EXPECT_TRUE(torch::equal(plain, differentiable.detach()));
+}
+
 // A transformer layer as one autograd function (models/layer_function.h) against the same layer
 // composed of the fused functions: the output and the gradients of the condition and every
 // parameter bit for bit, x's to rounding, with per-sample and per-token conditions, a causal mask, and a shape

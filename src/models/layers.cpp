@@ -16,10 +16,23 @@ namespace blocklab {
 
 torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim, double max_period) {
   const int64_t half = dim / 2;
-  auto freqs = torch::exp(-std::log(max_period) *
-                          torch::arange(half, torch::TensorOptions().dtype(t.dtype()).device(t.device())) / double(half));
-  auto args = t.unsqueeze(1) * freqs.unsqueeze(0);  // [N, half]
-  return torch::cat({torch::cos(args), torch::sin(args)}, 1);
+  const auto options = torch::TensorOptions().dtype(t.dtype()).device(t.device());
+  // The frequencies are the same every step: computed once per thread (five small ops saved).
+  thread_local struct {
+    int64_t half = -1;
+    double max_period = 0;
+    torch::Tensor freqs;
+  } cached;
+  if (cached.half != half || cached.max_period != max_period || cached.freqs.dtype() != options.dtype() ||
+      cached.freqs.device() != t.device())
+    cached = {half, max_period, torch::exp(-std::log(max_period) * torch::arange(half, options) / double(half))};
+  const auto args = t.unsqueeze(1) * cached.freqs.unsqueeze(0);  // [N, half]
+  if (t.requires_grad() && torch::GradMode::is_enabled()) return torch::cat({torch::cos(args), torch::sin(args)}, 1);
+  auto out = torch::empty({t.size(0), 2 * half}, options);  // cos and sin written in place: no concatenation
+  auto cos = out.narrow(1, 0, half), sin = out.narrow(1, half, half);
+  torch::cos_out(cos, args);
+  torch::sin_out(sin, args);
+  return out;
 }
 
 NoiseEmbedderImpl::NoiseEmbedderImpl(int64_t cond_dim) {
