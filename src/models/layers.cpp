@@ -17,16 +17,18 @@ namespace blocklab {
 torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim, double max_period) {
   const int64_t half = dim / 2;
   const auto options = torch::TensorOptions().dtype(t.dtype()).device(t.device());
-  // The frequencies are the same every step: computed once per thread (five small ops saved).
+  const auto frequencies = [&] { return torch::exp(-std::log(max_period) * torch::arange(half, options) / double(half)); };
+  // On the CPU the frequencies are computed once per thread (five small ops a step). (A CUDA tensor
+  // is not kept in a thread_local: it would be freed after the CUDA runtime at exit.)
   thread_local struct {
     int64_t half = -1;
     double max_period = 0;
     torch::Tensor freqs;
   } cached;
-  if (cached.half != half || cached.max_period != max_period || cached.freqs.dtype() != options.dtype() ||
-      cached.freqs.device() != t.device())
-    cached = {half, max_period, torch::exp(-std::log(max_period) * torch::arange(half, options) / double(half))};
-  const auto args = t.unsqueeze(1) * cached.freqs.unsqueeze(0);  // [N, half]
+  if (t.device().is_cpu() &&
+      (cached.half != half || cached.max_period != max_period || cached.freqs.dtype() != options.dtype()))
+    cached = {half, max_period, frequencies()};
+  const auto args = t.unsqueeze(1) * (t.device().is_cpu() ? cached.freqs : frequencies()).unsqueeze(0);  // [N, half]
   if (t.requires_grad() && torch::GradMode::is_enabled()) return torch::cat({torch::cos(args), torch::sin(args)}, 1);
   auto out = torch::empty({t.size(0), 2 * half}, options);  // cos and sin written in place: no concatenation
   auto cos = out.narrow(1, 0, half), sin = out.narrow(1, half, half);

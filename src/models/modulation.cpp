@@ -277,8 +277,8 @@ torch::Tensor gated_add_forward(const torch::Tensor& x, const torch::Tensor& gat
 }
 
 std::array<torch::Tensor, 4> gated_add_modulate_forward(const torch::Tensor& x, const torch::Tensor& gate,
-                                                    const torch::Tensor& y, const torch::Tensor& shift,
-                                                    const torch::Tensor& scale) {
+                                                        const torch::Tensor& y, const torch::Tensor& shift,
+                                                        const torch::Tensor& scale) {
   RECORD_FUNCTION("blocklab::gated_add_modulate", std::vector<c10::IValue>({x, gate}));
   auto h = empty_rows(x), normed = empty_rows(x);
   auto mean = torch::empty({x.size(0), x.size(1)}, x.options()), rstd = torch::empty_like(mean);
