@@ -120,6 +120,16 @@ TEST(TransformerLayer, OneFunctionMatchesTheComposedLayerBitForBit) {
     for (size_t i = 0; i < results[0].size(); ++i)
       if (i != 1) EXPECT_TRUE(torch::equal(results[0][i], results[1][i])) << "result " << i;
   }
+  // Its first backward releases what it saved: a second one is a clear error, not a crash.
+  TransformerLayer layer(TransformerLayerOptions{16, 2, 4, 8});
+  const auto out = layer->forward(torch::randn({2, 3, 16}).set_requires_grad(true), torch::randn({2, 8}));
+  out.sum().backward({}, /*retain_graph=*/true);
+  try {
+    out.sum().backward();
+    ADD_FAILURE() << "a second backward ran";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("retain_graph is not supported"), std::string::npos) << e.what();
+  }
 }
 
 // The patch embedding as one product (models/layers.h) against the convolution it stands for:

@@ -54,7 +54,8 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
     saved[kProjW] = proj_w, saved[kPacked] = packed, saved[kP] = att.p, saved[kA] = a2, saved[kQkvW] = qkv_w;
     saved[kX] = x, saved[kMean1] = mean1, saved[kRstd1] = rstd1, saved[kM] = m;
     // (saved_data rather than save_for_backward, whose tensors live until backward returns; none is
-    // an output of this function, so none holds this node alive)
+    // an output of this function, so none holds this node alive. Without save_for_backward there is
+    // also no check that an input was not modified in place before backward: nothing here does that.)
     ctx->saved_data["saved"] = saved;
     ctx->saved_data["heads"] = k.heads;
     ctx->saved_data["paired"] = att.paired;
@@ -62,6 +63,8 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
+    TORCH_CHECK(ctx->saved_data.count("saved") == 1,
+                "layer_function: its saved tensors are released by its first backward (retain_graph is not supported)");
     auto s = ctx->saved_data["saved"].toTensorVector();
     ctx->saved_data.erase("saved");
     const auto done = [&](std::initializer_list<Saved> used) {
