@@ -18,6 +18,7 @@ std::atomic<bool> g_layer_function{true};
 struct Constants {
   int64_t heads;
   Activation act;
+  bool silu_after;  // adaLN's SiLU after its product (in the product's epilogue), else none there
   torch::Tensor mask;
 };
 
@@ -25,15 +26,23 @@ struct Constants {
 // autograd releases a composed layer's saved tensors node by node, so that the gradients allocated
 // next reuse memory still in cache (kept to the end, the one function was 1.5% slower per step).
 enum Saved { kZ, kHidden, kSlope, kFc2W, kNormed, kFc1W, kH, kY, kMean2, kRstd2, kO, kProjW, kPacked, kP, kA, kQkvW,
-             kX, kMean1, kRstd1, kM, kCount };
+             kX, kMean1, kRstd1, kM, kAdaIn, kAdaSlope, kAdaW, kCount };
 
 class LayerFunction : public torch::autograd::Function<LayerFunction> {
  public:
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& m,
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& ada_in, const torch::Tensor& ada_w, const torch::Tensor& ada_b,
                                const torch::Tensor& qkv_w, const torch::Tensor& qkv_b, const torch::Tensor& proj_w,
                                const torch::Tensor& proj_b, const torch::Tensor& fc1_w, const torch::Tensor& fc1_b,
                                const torch::Tensor& fc2_w, const torch::Tensor& fc2_b, const Constants& k) {
     const int64_t n = x.size(0), t = x.size(1), d = x.size(2);
+    // the modulations m [N, 1 or T, 6d]: adaLN's product, its SiLU in the epilogue (slope kept)
+    const auto ada2 = ada_in.view({-1, ada_in.size(-1)});
+    torch::Tensor ada_slope;
+    if (k.silu_after) ada_slope = torch::empty({ada2.size(0), ada_w.size(0)}, x.options());
+    const auto m = (k.silu_after ? fused::hidden_activations(ada2, ada_w, ada_b, Activation::Silu, ada_slope.data_ptr<float>())
+                                 : fused::dense_forward(ada2, ada_w, ada_b))
+                       .view({n, ada_in.dim() == 2 ? 1 : t, 6 * d});
     const auto c = m.chunk(6, 2);
     // attention: a = modulate(x), h = x + gate1 * proj(attention(qkv(a)))
     const auto [a, mean1, rstd1] = fused::modulate_forward(x, c[0], c[1]);
@@ -52,12 +61,14 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
     saved[kZ] = z, saved[kHidden] = hidden, saved[kSlope] = slope, saved[kFc2W] = fc2_w, saved[kNormed] = normed2;
     saved[kFc1W] = fc1_w, saved[kH] = h, saved[kY] = y, saved[kMean2] = mean2, saved[kRstd2] = rstd2, saved[kO] = o2;
     saved[kProjW] = proj_w, saved[kPacked] = packed, saved[kP] = att.p, saved[kA] = a2, saved[kQkvW] = qkv_w;
-    saved[kX] = x, saved[kMean1] = mean1, saved[kRstd1] = rstd1, saved[kM] = m;
+    saved[kX] = x, saved[kMean1] = mean1, saved[kRstd1] = rstd1, saved[kM] = m, saved[kAdaIn] = ada2;
+    saved[kAdaSlope] = ada_slope, saved[kAdaW] = ada_w;
     // (saved_data rather than save_for_backward, whose tensors live until backward returns; none is
     // an output of this function, so none holds this node alive. Without save_for_backward there is
     // also no check that an input was not modified in place before backward: nothing here does that.)
     ctx->saved_data["saved"] = saved;
     ctx->saved_data["heads"] = k.heads;
+    ctx->saved_data["ada_in"] = ada_in.sizes();
     ctx->saved_data["paired"] = att.paired;
     return fused::gated_add_forward(h, c[5], z);
   }
@@ -85,10 +96,10 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
     fused::gated_add_backward(c[5], s[kZ], dout, dc[5], dz);
     done({kZ});
     // z = fc2(f(fc1(n))): the slope applied in the product that yields f's gradient
-    auto fc2 = fused::dense_backward(dz.view({n * t, d}), s[kHidden], s[kFc2W], wanted(8), s[kSlope]);
+    auto fc2 = fused::dense_backward(dz.view({n * t, d}), s[kHidden], s[kFc2W], wanted(10), s[kSlope]);
     dz.reset();
     done({kHidden, kSlope, kFc2W});
-    auto fc1 = fused::dense_backward(fc2[0], s[kNormed], s[kFc1W], wanted(6));
+    auto fc1 = fused::dense_backward(fc2[0], s[kNormed], s[kFc1W], wanted(8));
     fc2[0].reset();
     done({kNormed, kFc1W});
     // h's gradient from out (dout) and from n; it is x's through the residual
@@ -97,48 +108,57 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
                                        dc[2], dy, dc[3], dc[4]);
     dout.reset(), fc1[0].reset();
     done({kH, kY, kMean2, kRstd2});
-    auto proj = fused::dense_backward(dy.view({n * t, d}), s[kO], s[kProjW], wanted(4));
+    auto proj = fused::dense_backward(dy.view({n * t, d}), s[kO], s[kProjW], wanted(6));
     dy.reset();
     done({kO, kProjW});
     auto dpacked = fused::packed_attention_backward(s[kPacked], ctx->saved_data["paired"].toBool(), s[kP],
                                                     proj[0].view({n, t, heads, d / heads}).transpose(1, 2));
     proj[0].reset();
     done({kPacked, kP});
-    auto qkv = fused::dense_backward(dpacked.view({n * t, 3 * d}), s[kA], s[kQkvW], wanted(2));
+    auto qkv = fused::dense_backward(dpacked.view({n * t, 3 * d}), s[kA], s[kQkvW], wanted(4));
     dpacked.reset();
     done({kA, kQkvW});
     // a = modulate(x): x's gradient through it plus the residual's, dh, in the same pass
     auto dx = torch::empty_like(x);
     fused::modulate_backward(x, c[1], s[kMean1], s[kRstd1], qkv[0].view({n, t, d}), dh, dx, dc[0], dc[1]);
-    return {dx, dm, qkv[1], qkv[2], proj[1], proj[2], fc1[1], fc1[2], fc2[1], fc2[2], torch::Tensor()};
+    // m = SiLU(ada_in W^T + b) (or without the SiLU): its product's gradients from dm times the slope
+    auto dpre = dm.view({-1, 6 * d});
+    if (s[kAdaSlope].defined()) dpre.mul_(s[kAdaSlope]);
+    auto ada = fused::dense_backward(dpre, s[kAdaIn], s[kAdaW],
+                                     {ctx->needs_input_grad(1), ctx->needs_input_grad(2), ctx->needs_input_grad(3)});
+    if (ada[0].defined()) ada[0] = ada[0].view(ctx->saved_data["ada_in"].toIntVector());
+    return {dx, ada[0], ada[1], ada[2], qkv[1], qkv[2], proj[1], proj[2], fc1[1], fc1[2], fc2[1], fc2[2], torch::Tensor()};
   }
 };
 
 }  // namespace
 
-bool layer_function_applies(const torch::Tensor& x, const torch::Tensor& m, const LayerWeights& w, int64_t heads,
+bool layer_function_applies(const torch::Tensor& x, const torch::Tensor& cond, const LayerWeights& w, int64_t heads,
                             const torch::Tensor& mask) {
   if (!g_layer_function.load(std::memory_order_relaxed) || x.dim() != 3 || x.scalar_type() != torch::kFloat) return false;
-  const int64_t t = x.size(1), d = x.size(2);
-  if (!records_grad(x, m, w.qkv_w, w.qkv_b, w.proj_w, w.proj_b, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b)) return false;
-  if (m.dim() != 3 || m.size(2) != 6 * d || d % heads != 0 || w.qkv_w.size(0) != 3 * d || w.proj_w.size(0) != d ||
-      w.fc2_w.size(0) != d)
+  const int64_t n = x.size(0), t = x.size(1), d = x.size(2);
+  if (!records_grad(x, cond, w.ada_w, w.ada_b, w.qkv_w, w.qkv_b, w.proj_w, w.proj_b, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b))
     return false;
-  const auto shift = m.narrow(2, 0, d);
-  if (!fused::modulation_fusable(x, {&shift}) || !fused::dense_fusable(x, w.qkv_w, w.qkv_b) ||
-      !fused::dense_fusable(x, w.proj_w, w.proj_b) || !fused::mlp_fusable(x, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b))
+  if ((cond.dim() != 2 && (cond.dim() != 3 || cond.size(1) != t)) || cond.size(0) != n || d % heads != 0 ||
+      w.ada_w.size(0) != 6 * d || w.qkv_w.size(0) != 3 * d || w.proj_w.size(0) != d || w.fc2_w.size(0) != d)
+    return false;
+  if (!fused::modulation_fusable(x, {}) || !fused::dense_fusable(cond, w.ada_w, w.ada_b) ||
+      !fused::dense_fusable(x, w.qkv_w, w.qkv_b) || !fused::dense_fusable(x, w.proj_w, w.proj_b) ||
+      !fused::mlp_fusable(x, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b))
     return false;
   // (packed_attention_fusable's conditions, for the [N, T, 3, H, D] view of the qkv product)
   return !mask.defined() || (mask.dim() == 2 && mask.size(0) == t && mask.size(1) == t && mask.scalar_type() == x.scalar_type());
 }
 
-torch::Tensor layer_function(const torch::Tensor& x, const torch::Tensor& m, const LayerWeights& w, int64_t heads,
-                             Activation act, const torch::Tensor& mask) {
+torch::Tensor layer_function(const torch::Tensor& x, const torch::Tensor& cond, const LayerWeights& w, int64_t heads,
+                             Activation act, bool silu_after, const torch::Tensor& mask) {
   using fused::bias_or_empty;
-  return LayerFunction::apply(x.contiguous(), m.contiguous(), w.qkv_w.contiguous(), bias_or_empty(w.qkv_b, w.qkv_w),
-                              w.proj_w.contiguous(), bias_or_empty(w.proj_b, w.proj_w), w.fc1_w.contiguous(),
-                              bias_or_empty(w.fc1_b, w.fc1_w), w.fc2_w.contiguous(), bias_or_empty(w.fc2_b, w.fc2_w),
-                              Constants{heads, act, mask.defined() ? mask.contiguous() : mask});
+  const auto contiguous = [](const torch::Tensor& t) { return t.contiguous(); };
+  return LayerFunction::apply(contiguous(x), silu_after ? contiguous(cond) : torch::silu(cond), contiguous(w.ada_w),
+                              bias_or_empty(w.ada_b, w.ada_w), contiguous(w.qkv_w), bias_or_empty(w.qkv_b, w.qkv_w),
+                              contiguous(w.proj_w), bias_or_empty(w.proj_b, w.proj_w), contiguous(w.fc1_w),
+                              bias_or_empty(w.fc1_b, w.fc1_w), contiguous(w.fc2_w), bias_or_empty(w.fc2_b, w.fc2_w),
+                              Constants{heads, act, silu_after, mask.defined() ? mask.contiguous() : mask});
 }
 
 void set_layer_function(bool on) { g_layer_function = on; }

@@ -57,14 +57,12 @@ AdaLNImpl::AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks_, AdaLNSty
   proj->bias.zero_();
 }
 
-torch::Tensor AdaLNImpl::projection(const torch::Tensor& cond) {
+std::vector<torch::Tensor> AdaLNImpl::forward(const torch::Tensor& cond) {
   // (SiLU after the Linear: its bias is added in the fused activation, one pass instead of three ops)
   auto m = style == AdaLNStyle::SiluAfter ? bias_silu(dense(cond, proj->weight), proj->bias)
                                           : dense(torch::silu(cond), proj);
-  return m.dim() == 2 ? m.unsqueeze(1) : m;
+  return (m.dim() == 2 ? m.unsqueeze(1) : m).chunk(chunks, /*dim=*/2);
 }
-
-std::vector<torch::Tensor> AdaLNImpl::forward(const torch::Tensor& cond) { return projection(cond).chunk(chunks, /*dim=*/2); }
 
 TransformerLayerImpl::TransformerLayerImpl(const TransformerLayerOptions& o) : opt(o) {
   ada = register_module("ada", AdaLN(o.cond_dim, o.hidden, 6, o.ada_style));
@@ -137,13 +135,13 @@ torch::Tensor TransformerLayerImpl::attention(const torch::Tensor& x, const Atte
 }
 
 torch::Tensor TransformerLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cond, const AttentionContext& ctx) {
-  const auto projected = ada->projection(cond);  // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
   if (!ctx.positions.defined() && !ctx.cache) {  // training without rotations or a cache: one autograd function
-    const LayerWeights w{qkv->weight, qkv->bias, proj->weight, proj->bias, fc1->weight, fc1->bias, fc2->weight, fc2->bias};
-    if (layer_function_applies(x, projected, w, opt.heads, ctx.mask))
-      return layer_function(x, projected, w, opt.heads, Activation::Gelu, ctx.mask);
+    const LayerWeights w{ada->proj->weight, ada->proj->bias, qkv->weight, qkv->bias, proj->weight, proj->bias,
+                         fc1->weight, fc1->bias, fc2->weight, fc2->bias};
+    if (layer_function_applies(x, cond, w, opt.heads, ctx.mask))
+      return layer_function(x, cond, w, opt.heads, Activation::Gelu, ada->style == AdaLNStyle::SiluAfter, ctx.mask);
   }
-  const auto m = projected.chunk(6, /*dim=*/2);
+  const auto m = ada->forward(cond);  // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
   // h = x + g1 * attention and the MLP's modulation of h in one pass.
   const auto [h, normed] = gated_add_modulate(x, m[2], attention(modulate(x, m[0], m[1]), ctx), m[3], m[4]);
   return gated_add(h, m[5], mlp(normed, fc1, fc2, Activation::Gelu));

@@ -29,8 +29,7 @@ enum class AdaLNStyle { SiluAfter, SiluBefore };
 /// cond is one vector per sequence [N, c] or one per token [N, T, c] (the language models).
 struct AdaLNImpl : torch::nn::Module {
   AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks, AdaLNStyle style = AdaLNStyle::SiluAfter);
-  torch::Tensor projection(const torch::Tensor& cond);             // [N, 1, chunks * d] (or [N, T, ...])
-  std::vector<torch::Tensor> forward(const torch::Tensor& cond);  // its chunks, each [N, 1, d] (or [N, T, d])
+  std::vector<torch::Tensor> forward(const torch::Tensor& cond);  // each [N, 1, d] (or [N, T, d])
   torch::nn::Linear proj{nullptr};
   int64_t chunks;
   AdaLNStyle style;
