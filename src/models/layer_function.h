@@ -1,7 +1,7 @@
 // A transformer layer with adaLN (DiT's block, Peebles & Xie 2023, Sec. 3.2) as one autograd
 // function, forward and backward written out:
 //
-//   (shift1, scale1, gate1, shift2, scale2, gate2) = SiLU(cond W^T + b)   (or W^T SiLU(cond) + b)
+//   (shift1, scale1, gate1, shift2, scale2, gate2) = SiLU(cond W^T + b)   (or SiLU(cond) W^T + b)
 //   a = modulate(x, shift1, scale1)        h = x + gate1 * proj(attention(qkv(a)))
 //   n = modulate(h, shift2, scale2)        out = h + gate2 * fc2(f(fc1(n)))
 //
@@ -10,8 +10,9 @@
 // concatenates their gradients, and a sum of x's two gradients: on the default ViT step about
 // 5% of the time went to autograd's engine and these small ops, not to the kernels. Here backward
 // calls the same kernels in reverse order, writes the six modulations' gradients into one tensor
-// and adds x's gradients in modulate's backward pass; adaLN's SiLU is its product's epilogue. The same tensors are saved and every value
-// is computed as the composed path computes it (tests/test_model.cpp checks the bits).
+// and adds x's gradients in modulate's backward pass; adaLN's SiLU is its product's epilogue. The
+// same tensors are saved, and every value is computed as the composed path computes it but for the
+// rounding of two gradients, x's and adaLN's bias's (tests/test_model.cpp checks the bits).
 #pragma once
 #include <torch/torch.h>
 
