@@ -422,16 +422,18 @@ bool attention_fusable(const torch::Tensor& q, const torch::Tensor& k, const tor
   for (const auto* t : {&q, &k, &v})
     if (t->dim() != 4 || t->scalar_type() != q.scalar_type() || !t->device().is_cpu()) return false;
   if (k.size(3) != q.size(3) || v.size(3) != q.size(3)) return false;
-  if (mask.defined() && (mask.dim() != 2 || mask.size(0) != q.size(2) || mask.size(1) != k.size(2) ||
-                         mask.scalar_type() != q.scalar_type()))
-    return false;
-  return true;
+  return fused::attention_mask_fusable(mask, q.size(2), k.size(2), q.scalar_type());
 }
 
 
 }  // namespace
 
 void set_attention_kernel(AttentionKernel kernel) { g_attention_kernel.store(kernel); }
+
+bool fused::attention_mask_fusable(const torch::Tensor& mask, int64_t tq, int64_t tk, torch::ScalarType type) {
+  return !mask.defined() ||
+         (mask.dim() == 2 && mask.size(0) == tq && mask.size(1) == tk && mask.scalar_type() == type);
+}
 
 bool fused::packed_attention_fusable(const torch::Tensor& qkv, const torch::Tensor& mask) {
   TORCH_CHECK(qkv.dim() == 5 && qkv.size(2) == 3, "packed_attention: qkv must be [N, T, 3, H, D], got ", qkv.sizes());

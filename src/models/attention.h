@@ -32,6 +32,8 @@ torch::Tensor packed_attention(const torch::Tensor& qkv, const torch::Tensor& ma
 /// packed_attention's kernel without autograd: for a function that runs its own backward (the
 /// transformer layer's, models/layer_function.h).
 namespace fused {
+/// Whether the fused kernels take `mask` for Tq queries and Tk keys of `type`: none, or [Tq, Tk] of that type.
+bool attention_mask_fusable(const torch::Tensor& mask, int64_t tq, int64_t tk, torch::ScalarType type);
 /// Whether packed_attention(qkv, mask) runs the fused kernel.
 bool packed_attention_fusable(const torch::Tensor& qkv, const torch::Tensor& mask);
 /// A fused forward: the output [N, Tq, H, D] seen as [N, H, Tq, D] (the layout the output

@@ -11,4 +11,10 @@ bool records_grad(const Tensors&... inputs) {
   return torch::GradMode::is_enabled() && ((inputs.defined() && inputs.requires_grad()) || ...);
 }
 
+/// Whether an autograd function's inputs first, first + 1 and first + 2 need their gradients
+/// (a linear map's x, weight and bias).
+inline std::array<bool, 3> inputs_needing_grad(torch::autograd::AutogradContext* ctx, size_t first) {
+  return {ctx->needs_input_grad(first), ctx->needs_input_grad(first + 1), ctx->needs_input_grad(first + 2)};
+}
+
 }  // namespace blocklab

@@ -74,13 +74,9 @@ torch::Tensor hidden_activations(const torch::Tensor& x2, const torch::Tensor& w
 
 }  // namespace fused
 
-namespace {
-
 using namespace fused;
 
-std::array<bool, 3> inputs_needing_grad(torch::autograd::AutogradContext* ctx, size_t first) {
-  return {ctx->needs_input_grad(first), ctx->needs_input_grad(first + 1), ctx->needs_input_grad(first + 2)};
-}
+namespace {
 
 class DenseFunction : public torch::autograd::Function<DenseFunction> {
  public:
@@ -149,8 +145,6 @@ bool fused::mlp_fusable(const torch::Tensor& x, const torch::Tensor& w1, const t
 torch::Tensor fused::bias_or_empty(const torch::Tensor& b, const torch::Tensor& w) {
   return b.defined() ? b.contiguous() : torch::empty({0}, w.options());
 }
-
-using namespace fused;
 
 torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   if (!dense_fusable(x, weight, bias)) return torch::nn::functional::linear(x, weight, bias);

@@ -124,8 +124,7 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
     // m = SiLU(ada_in W^T + b) (or without the SiLU): its product's gradients from dm times the slope
     auto dpre = dm.view({-1, 6 * d});
     if (s[kAdaSlope].defined()) dpre.mul_(s[kAdaSlope]);
-    auto ada = fused::dense_backward(dpre, s[kAdaIn], s[kAdaW],
-                                     {ctx->needs_input_grad(1), ctx->needs_input_grad(2), ctx->needs_input_grad(3)});
+    auto ada = fused::dense_backward(dpre, s[kAdaIn], s[kAdaW], inputs_needing_grad(ctx, 1));
     if (ada[0].defined()) ada[0] = ada[0].view(ctx->saved_data["ada_in"].toIntVector());
     return {dx, ada[0], ada[1], ada[2], qkv[1], qkv[2], proj[1], proj[2], fc1[1], fc1[2], fc2[1], fc2[2], torch::Tensor()};
   }
@@ -146,8 +145,7 @@ bool layer_function_applies(const torch::Tensor& x, const torch::Tensor& cond, c
       !fused::dense_fusable(x, w.qkv_w, w.qkv_b) || !fused::dense_fusable(x, w.proj_w, w.proj_b) ||
       !fused::mlp_fusable(x, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b))
     return false;
-  // (packed_attention_fusable's conditions, for the [N, T, 3, H, D] view of the qkv product)
-  return !mask.defined() || (mask.dim() == 2 && mask.size(0) == t && mask.size(1) == t && mask.scalar_type() == x.scalar_type());
+  return fused::attention_mask_fusable(mask, t, t, x.scalar_type());
 }
 
 torch::Tensor layer_function(const torch::Tensor& x, const torch::Tensor& cond, const LayerWeights& w, int64_t heads,

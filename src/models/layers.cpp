@@ -3,6 +3,7 @@
 
 #include "models/activation.h"
 #include "models/attention.h"
+#include "models/autograd.h"
 #include "models/dense.h"
 #include "models/layer_function.h"
 #include "util/seed.h"
@@ -29,7 +30,7 @@ torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim, double m
       (cached.half != half || cached.max_period != max_period || cached.freqs.dtype() != options.dtype()))
     cached = {half, max_period, frequencies()};
   const auto args = t.unsqueeze(1) * (t.device().is_cpu() ? cached.freqs : frequencies()).unsqueeze(0);  // [N, half]
-  if (t.requires_grad() && torch::GradMode::is_enabled()) return torch::cat({torch::cos(args), torch::sin(args)}, 1);
+  if (records_grad(t)) return torch::cat({torch::cos(args), torch::sin(args)}, 1);
   auto out = torch::empty({t.size(0), 2 * half}, options);  // cos and sin written in place: no concatenation
   auto cos = out.narrow(1, 0, half), sin = out.narrow(1, half, half);
   torch::cos_out(cos, args);

@@ -27,21 +27,24 @@ int warmup_steps(const ProfileOptions& o) { return o.warmup >= 0 ? o.warmup : st
 std::string truncate(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(0, n - 3) + "..."; }
 
 // The profiled steps' FLOPs per step over the unprofiled rounds' times: the median round's step
-// time, and the median of the rounds' MFU against the GEMM peaks measured on either side of each.
+// time, and the median of the rounds' MFU against the GEMM peaks measured on either side of each
+// (the first round's peak before it is the one after the profiled steps, `first_before`).
 Utilization unprofiled_utilization(const Utilization& profiled, const std::vector<UnprofiledRound>& rounds,
-                                   int steps_per_round, const PeakEntry& peak) {
+                                   double first_before, int steps_per_round, const PeakEntry& peak) {
   Utilization u = profiled;
   u.what = "unprofiled";
   u.steps = int(rounds.size()) * steps_per_round;
   std::vector<double> ms, around;
+  double before = first_before;
   for (const auto& round : rounds) {
     ms.push_back(round.ms_per_step);
-    if (round.gemm_before > 0 && round.gemm_after > 0) {
+    if (before > 0 && round.gemm_after > 0) {
       Utilization r = u;
       r.ms_per_step = round.ms_per_step;
-      set_rates(r, 0, 0, (round.gemm_before + round.gemm_after) / 2);
+      set_rates(r, 0, 0, (before + round.gemm_after) / 2);
       around.push_back(r.mfu_gemm_around);
     }
+    before = round.gemm_after;
   }
   u.ms_per_step = median(ms);
   set_rates(u, peak.flops_roof(), peak.gemm_gflops, 0);
@@ -87,7 +90,7 @@ ProfileResult run_profile(const ProfileOptions& o) {
   // round's time is the median of its steps (as `bench step` times them).
   auto& rounds = r.rounds;
   for (int round = 0; round < (train.cuda() ? 0 : kUnprofiledRounds); ++round) {
-    UnprofiledRound u{0, rounds.empty() ? r.gemm_after : rounds.back().gemm_after, 0};
+    UnprofiledRound u{0, 0};
     train.step();
     std::vector<double> ms;
     for (int i = 0; i < o.steps; ++i) ms.push_back(seconds_of([&] { train.step(); }) * 1e3);
@@ -102,7 +105,7 @@ ProfileResult run_profile(const ProfileOptions& o) {
   r.phases = phase_table(r.profile);
   r.steps = step_table(r.profile);
   r.mfu = utilization(r.steps, o.peak.flops_roof(), o.peak.gemm_gflops, r.gemm_around());
-  if (!rounds.empty() && !r.mfu.empty()) r.unprofiled = unprofiled_utilization(r.mfu.front(), rounds, o.steps, o.peak);
+  if (!rounds.empty() && !r.mfu.empty()) r.unprofiled = unprofiled_utilization(r.mfu.front(), rounds, r.gemm_after, o.steps, o.peak);
   return r;
 }
 

@@ -29,7 +29,7 @@ struct ProfileOptions {
 /// timed steps (after one untimed), each round's time the median of its steps.
 constexpr int kUnprofiledRounds = 3;
 struct UnprofiledRound {
-  double ms_per_step, gemm_before, gemm_after;  // GEMM peaks on either side (0: not measured)
+  double ms_per_step, gemm_after;  // the GEMM peak after it (0: not measured); before it, the previous one's
 };
 
 struct ProfileResult {
