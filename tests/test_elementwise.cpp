@@ -5,13 +5,16 @@
 // are views into one projection (as AdaLN's chunks are); the MLP's GELU and adaLN's SiLU with
 // their biases (bias_activation(), src/models/activation.h); a transformer's input sequence
 // (token_sequence(), src/models/tokens.h); rows to unit length (unit_rows(), src/models/unit_rows.h);
-// the kernels' exponential (src/util/simd.h).
+// the classifier's readout (readout(), src/models/readout.h) and loss (cross_entropy(),
+// src/models/cross_entropy.h); the kernels' exponential (src/util/simd.h).
 #include "test_util.h"
 
 #include <fmt/format.h>
 
 #include "models/activation.h"
+#include "models/cross_entropy.h"
 #include "models/modulation.h"
+#include "models/readout.h"
 #include "models/tokens.h"
 #include "models/unit_rows.h"
 #include "util/simd.h"
@@ -163,6 +166,56 @@ TEST(UnitRows, FusedMatchesLibtorchInValuesAndGradients) {
     (unit_rows_reference(ref_x) * dy).sum().backward();
     EXPECT_TRUE(torch::allclose(x.grad(), ref_x.grad(), 1e-10, 0));
   }
+}
+
+// The classifier's readout (src/models/readout.h): token 0's final LayerNorm, EDM's output
+// combination and the output adaLN in one pass, against libtorch's ops: the default shape with the
+// skip (blocks mode), without it (end-to-end), a width no vector divides, one token and batch 1. The
+// norm's weight and bias are inputs too (random, not LayerNorm's ones and zeros); c_out and c_skip
+// are the noise level's constants and take no gradient.
+TEST(Readout, FusedMatchesLibtorchInValuesAndGradients) {
+  torch::manual_seed(15);
+  struct Shape {
+    int64_t n, t, d;
+    bool skip;
+  };
+  for (const auto& s : std::vector<Shape>{{128, 18, 64, true}, {4, 17, 64, false}, {3, 5, 13, true}, {1, 1, 7, true}})
+    for (auto type : {torch::kDouble, torch::kFloat}) {
+      SCOPED_TRACE(fmt::format("N={} T={} D={} {} {}", s.n, s.t, s.d, s.skip ? "skip" : "no skip",
+                               type == torch::kDouble ? "float64" : "float32"));
+      const auto c_out = torch::rand({s.n}, type) + 0.1, c_skip = torch::rand({s.n}, type);
+      torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({s.d}).eps(1e-6));
+      norm->to(type);
+      const auto f = [&](const std::vector<torch::Tensor>& v) {
+        norm->weight = v[1];
+        norm->bias = v[2];
+        return readout(v[0], norm, v[3], s.skip ? ReadoutSkip{c_out, c_skip, v[4]} : ReadoutSkip{});
+      };
+      std::vector<torch::Tensor> in = {torch::randn({s.n, s.t, s.d}, type) * 2 + 0.5, torch::randn({s.d}, type),
+                                       torch::randn({s.d}, type), torch::randn({s.n, 2 * s.d}, type)};
+      if (s.skip) in.push_back(torch::randn({s.n, s.d}, type));
+      compare_op("readout", f, in, type == torch::kDouble ? 1e-12 : 2e-5);
+    }
+}
+
+// Cross-entropy per example (src/models/cross_entropy.h) against libtorch's: the classifier's
+// batch, a 3-d input (one loss per token), two classes; with and without label smoothing; logits
+// large enough that exp would overflow without the row's maximum taken out. A label out of range is
+// an error, as libtorch's.
+TEST(CrossEntropy, FusedMatchesLibtorchInValuesAndGradients) {
+  torch::manual_seed(16);
+  for (const auto& sizes : std::vector<std::vector<int64_t>>{{128, 10}, {2, 5, 7}, {3, 2}})
+    for (double smoothing : {0.0, 0.1})
+      for (auto type : {torch::kDouble, torch::kFloat}) {
+        SCOPED_TRACE(fmt::format("K={} smoothing {} {}", sizes.back(), smoothing, type == torch::kDouble ? "float64" : "float32"));
+        auto label_sizes = sizes;
+        label_sizes.pop_back();
+        const auto labels = torch::randint(sizes.back(), label_sizes, torch::kLong);
+        compare_op("cross entropy", [&](const auto& v) { return cross_entropy(v[0], labels, smoothing); },
+                   {torch::randn(sizes, type) * 40}, type == torch::kDouble ? 1e-12 : 1e-5);
+      }
+  EXPECT_THROW(cross_entropy(torch::randn({2, 3}), torch::tensor({0, 3}, torch::kLong)), c10::Error);
+  EXPECT_THROW(cross_entropy(torch::randn({2, 3}), torch::tensor({-1, 0}, torch::kLong)), c10::Error);
 }
 
 // The kernels' exponential (util/simd.h) against std::exp over [-100, 0]: within 2 ulp from

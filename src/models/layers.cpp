@@ -58,10 +58,13 @@ AdaLNImpl::AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks_, AdaLNSty
   proj->bias.zero_();
 }
 
-std::vector<torch::Tensor> AdaLNImpl::forward(const torch::Tensor& cond) {
+torch::Tensor AdaLNImpl::product(const torch::Tensor& cond) {
   // (SiLU after the Linear: its bias is added in the fused activation, one pass instead of three ops)
-  auto m = style == AdaLNStyle::SiluAfter ? bias_silu(dense(cond, proj->weight), proj->bias)
-                                          : dense(torch::silu(cond), proj);
+  return style == AdaLNStyle::SiluAfter ? bias_silu(dense(cond, proj->weight), proj->bias) : dense(torch::silu(cond), proj);
+}
+
+std::vector<torch::Tensor> AdaLNImpl::forward(const torch::Tensor& cond) {
+  auto m = product(cond);
   return (m.dim() == 2 ? m.unsqueeze(1) : m).chunk(chunks, /*dim=*/2);
 }
 

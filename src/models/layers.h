@@ -30,6 +30,7 @@ enum class AdaLNStyle { SiluAfter, SiluBefore };
 struct AdaLNImpl : torch::nn::Module {
   AdaLNImpl(int64_t cond_dim, int64_t hidden, int64_t chunks, AdaLNStyle style = AdaLNStyle::SiluAfter);
   std::vector<torch::Tensor> forward(const torch::Tensor& cond);  // each [N, 1, d] (or [N, T, d])
+  torch::Tensor product(const torch::Tensor& cond);                // the chunks side by side: [N, chunks d] (or [N, T, ..])
   torch::nn::Linear proj{nullptr};
   int64_t chunks;
   AdaLNStyle style;

@@ -60,8 +60,8 @@ SharedIO ViTImpl::io(int64_t b) {
 
 torch::Tensor ViTImpl::condition(const torch::Tensor& c_noise, int64_t b) { return io(b)->noise_embed->forward(c_noise); }
 
-torch::Tensor ViTImpl::features(const torch::Tensor& images, const std::vector<torch::Tensor>& lead,
-                                const torch::Tensor& cond, int64_t first_block, int64_t last_block) {
+torch::Tensor ViTImpl::encode(const torch::Tensor& images, const std::vector<torch::Tensor>& lead,
+                              const torch::Tensor& cond, int64_t first_block, int64_t last_block) {
   TORCH_CHECK(!opt.own_io || last_block == first_block + 1, "independent blocks run one at a time");
   auto in = io(first_block);
   // Lead tokens take the first positions, patches always the last P, in both modes.
@@ -70,7 +70,11 @@ torch::Tensor ViTImpl::features(const torch::Tensor& images, const std::vector<t
     pos = torch::cat({pos.narrow(1, 0, int64_t(lead.size())), pos.narrow(1, opt.lead_tokens(), opt.num_patches())}, 1);
   auto x = token_sequence(lead, embed_patches(images, in->patch_embed), pos);  // (N, lead+P, d)
   for (int64_t b = first_block; b < last_block; ++b) x = block(b)->forward(x, cond);
-  return in->final_norm->forward(x.select(1, 0));  // LayerNorm is per token: norm token 0 only
+  return x;
+}
+
+torch::Tensor ViTImpl::features(const torch::Tensor& tokens, int64_t b) {
+  return io(b)->final_norm->forward(tokens.select(1, 0));  // LayerNorm is per token: norm token 0 only
 }
 
 std::vector<torch::Tensor> ViTImpl::label_lead(const torch::Tensor& scaled_label, int64_t b) {
@@ -78,16 +82,16 @@ std::vector<torch::Tensor> ViTImpl::label_lead(const torch::Tensor& scaled_label
   return {io(b)->cls_token.squeeze(1).expand({scaled_label.size(0), opt.hidden}), scaled_label};
 }
 
-torch::Tensor ViTImpl::classify(const torch::Tensor& d, const torch::Tensor& cond, int64_t b) {
-  auto m = io(b)->out_ada->forward(cond);  // shift, scale: [N, 1, d]
-  return dense(d * (1 + m[1].squeeze(1)) + m[0].squeeze(1), io(b)->head);
+torch::Tensor ViTImpl::logits(const torch::Tensor& tokens, const torch::Tensor& cond, int64_t b, const ReadoutSkip& skip) {
+  auto out = io(b);
+  return dense(readout(tokens, out->final_norm, out->out_ada->product(cond), skip), out->head);
 }
 
 torch::Tensor ViTImpl::forward(const torch::Tensor& images) {
   const int64_t n = images.size(0);
   auto cond = condition(torch::zeros({n}, images.options()), -1);
   auto lead = io(-1)->cls_token.squeeze(1).expand({n, opt.hidden});
-  return classify(features(images, {lead}, cond, 0, opt.blocks), cond, -1);
+  return logits(encode(images, {lead}, cond, 0, opt.blocks), cond, -1);
 }
 
 }  // namespace blocklab

@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "models/layers.h"
+#include "models/readout.h"
 
 namespace blocklab {
 
@@ -42,13 +43,16 @@ struct ViTImpl : torch::nn::Module {
   /// Conditioning vector for noise embedding input c_noise [N], of block b's input modules.
   torch::Tensor condition(const torch::Tensor& c_noise, int64_t b);
   /// Runs blocks [first, last) over the lead tokens ([N, d] each) and the images' patches;
-  /// returns the final-normed token 0, [N, d].
-  torch::Tensor features(const torch::Tensor& images, const std::vector<torch::Tensor>& lead, const torch::Tensor& cond,
-                         int64_t first_block, int64_t last_block);
+  /// returns the last layer's tokens, [N, T, d].
+  torch::Tensor encode(const torch::Tensor& images, const std::vector<torch::Tensor>& lead, const torch::Tensor& cond,
+                       int64_t first_block, int64_t last_block);
+  /// Block b's final norm of token 0 of `tokens` (encode's output): [N, d].
+  torch::Tensor features(const torch::Tensor& tokens, int64_t b);
   /// The lead tokens of block b's denoiser for a scaled noisy label c_in z, [N, d].
   std::vector<torch::Tensor> label_lead(const torch::Tensor& scaled_label, int64_t b);
-  /// Block b's output adaLN and classifier: logits [N, K] from a denoised vector [N, d].
-  torch::Tensor classify(const torch::Tensor& d, const torch::Tensor& cond, int64_t b);
+  /// Block b's readout (final norm of token 0, `skip`'s output combination in blocks mode, the
+  /// output adaLN; models/readout.h) and classifier: logits [N, K] from encode's tokens.
+  torch::Tensor logits(const torch::Tensor& tokens, const torch::Tensor& cond, int64_t b, const ReadoutSkip& skip = {});
   /// End-to-end classifier: class token, every layer, a constant noise condition.
   torch::Tensor forward(const torch::Tensor& images);
 

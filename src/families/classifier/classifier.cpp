@@ -5,13 +5,13 @@
 
 #include <fmt/format.h>
 
+#include "models/cross_entropy.h"
 #include "models/unit_rows.h"
 #include "schedule/precond.h"
 #include "util/error.h"
 
 namespace blocklab {
 
-namespace F = torch::nn::functional;
 
 ViTOptions vit_options(const Config& cfg, const DataShape& shape, const std::vector<int64_t>& held) {
   ViTOptions o;
@@ -47,27 +47,27 @@ torch::Tensor DenoisingClassifier::embeddings() {
 }
 
 torch::Tensor DenoisingClassifier::cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels) {
-  return F::cross_entropy(
-      logits, labels, F::CrossEntropyFuncOptions().reduction(torch::kNone).label_smoothing(cfg_.classifier.label_smoothing));
+  return blocklab::cross_entropy(logits, labels, cfg_.classifier.label_smoothing);
 }
 
-DenoisingClassifier::Denoised DenoisingClassifier::denoise_with_cond(const torch::Tensor& images, const torch::Tensor& z,
-                                                                     const torch::Tensor& sigma, int block) {
-  const auto pc = precondition(sigma, cfg_.diffusion.noise.sigma_data);
+DenoisingClassifier::Encoded DenoisingClassifier::encode(const torch::Tensor& images, const torch::Tensor& z,
+                                                         const torch::Tensor& sigma, int block) {
+  auto pc = precondition(sigma, cfg_.diffusion.noise.sigma_data);
   auto cond = vit_->condition(pc.c_noise, block);
-  auto h = vit_->features(images, vit_->label_lead(pc.c_in.unsqueeze(1) * z, block), cond, block, block + 1);
-  return {pc.c_out.unsqueeze(1) * h + pc.c_skip.unsqueeze(1) * z, cond};
+  auto tokens = vit_->encode(images, vit_->label_lead(pc.c_in.unsqueeze(1) * z, block), cond, block, block + 1);
+  return {tokens, cond, pc};
 }
 
 torch::Tensor DenoisingClassifier::denoise(const torch::Tensor& images, const torch::Tensor& z, const torch::Tensor& sigma,
                                            int block) {
-  return denoise_with_cond(images, z, sigma, block).d;
+  const auto e = encode(images, z, sigma, block);
+  return e.pc.c_out.unsqueeze(1) * vit_->features(e.tokens, block) + e.pc.c_skip.unsqueeze(1) * z;
 }
 
 torch::Tensor DenoisingClassifier::denoise_logits(const torch::Tensor& images, const torch::Tensor& z,
                                                   const torch::Tensor& sigma, int block) {
-  auto out = denoise_with_cond(images, z, sigma, block);
-  return vit_->classify(out.d, out.cond, block);
+  const auto e = encode(images, z, sigma, block);
+  return vit_->logits(e.tokens, e.cond, block, {e.pc.c_out, e.pc.c_skip, z});
 }
 
 Loss DenoisingClassifier::e2e_loss(const Batch& b) {

@@ -16,6 +16,7 @@
 #include "models/vit.h"
 #include "schedule/chain.h"
 #include "schedule/noise.h"
+#include "schedule/precond.h"
 
 namespace blocklab {
 
@@ -68,10 +69,13 @@ class DenoisingClassifier : public Family {
   const Partition& partition() const { return partition_; }
 
  private:
-  struct Denoised {
-    torch::Tensor d, cond;
+  // Block `block`'s layers run on the noisy label and the images: their tokens [N, T, d], the
+  // noise condition, and sigma's preconditioning.
+  struct Encoded {
+    torch::Tensor tokens, cond;
+    Precond<torch::Tensor> pc;
   };
-  Denoised denoise_with_cond(const torch::Tensor& images, const torch::Tensor& z, const torch::Tensor& sigma, int block);
+  Encoded encode(const torch::Tensor& images, const torch::Tensor& z, const torch::Tensor& sigma, int block);
   torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels);
 
   Config cfg_;
