@@ -1,7 +1,7 @@
 // The family seam and the classifier family: the inference chain against a perfect and an
 // image-blind denoiser, the preconditioning's wiring at both ends of the noise range, the start
 // noise, data of other image sizes, the synthetic rig's learning rate, decay on matrices only,
-// and a golden regression of a few training steps in each mode.
+// the training loss's weightings, and a golden regression of a few training steps in each mode.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -16,6 +16,7 @@
 #include "test_util.h"
 #include "train/step.h"
 #include "train/synthetic.h"
+#include "util/simd.h"
 
 namespace blocklab {
 namespace {
@@ -190,6 +191,31 @@ TEST(Optimizer, DecayOnMatricesOnly) {
   cfg.set("train.decay=all");
   const auto all = make_optimizer(task.model(), cfg);
   for (const auto& p : task.model().named_parameters()) EXPECT_TRUE(all.decays(p.key())) << p.key();
+}
+
+// The batch's loss for each diffusion.weighting (family.h) against its formula, written out here
+// in float64: the fused pass and libtorch's ops give the same values and per-example gradients, and
+// the plain mean alongside. The weights take no gradient.
+TEST(Loss, EveryWeightingMatchesItsFormula) {
+  torch::manual_seed(17);
+  const auto l = torch::rand({7}, torch::kDouble) * 3, w = torch::rand({7}, torch::kDouble) + 0.5;
+  const double n = 7;
+  const std::vector<std::pair<Weighting, torch::Tensor>> cases = {
+      {Weighting::PerSample, w / n}, {Weighting::BatchMean, w.mean() / n * torch::ones_like(w)},
+      {Weighting::Normalized, w / w.sum()}, {Weighting::None, torch::ones_like(w) / n}};
+  for (const auto& [how, coefficients] : cases)
+    for (bool fused : {true, false}) {
+      SCOPED_TRACE(fmt::format("weighting {} {}", int(how), fused ? "fused" : "libtorch"));
+      simd::set_fused_kernels(fused);
+      auto x = l.clone().set_requires_grad(true);
+      const auto loss = weighted_loss(x, w, how);
+      loss.value.backward();
+      simd::set_fused_kernels(true);
+      EXPECT_NEAR(loss.value.item<double>(), (coefficients * l).sum().item<double>(), 1e-12);
+      EXPECT_NEAR(loss.plain.item<double>(), l.mean().item<double>(), 1e-12);
+      EXPECT_FALSE(loss.plain.requires_grad());
+      EXPECT_TRUE(torch::allclose(x.grad(), coefficients, 1e-12, 1e-14));
+    }
 }
 
 // A golden regression: a fixed seed, a tiny model and a few steps in each mode give these losses.

@@ -90,8 +90,10 @@ ImageTransformerOptions image_transformer_options(const Config& cfg, const DataS
 /// machine's memory. UserError naming the keys.
 void refuse_what_cannot_fit(const Config& cfg, int64_t tokens);
 
-/// The batch's training loss from per-example losses [N] and their weights lambda(sigma) [N], as
-/// diffusion.weighting says (paper Eq. 6 is PerSample; docs/gap-study.md compares the others).
-torch::Tensor weighted_loss(const torch::Tensor& per_example, const torch::Tensor& weight, Weighting how);
+/// The batch's training loss from per-example losses [N] and their weights lambda(sigma) [N] (no
+/// gradient), as diffusion.weighting says (paper Eq. 6 is PerSample; docs/gap-study.md compares
+/// the others), and the per-example losses' plain mean. CPU float32/float64 runs one fused pass
+/// (unless simd::set_fused_kernels(false)), anything else libtorch's ops.
+Loss weighted_loss(const torch::Tensor& per_example, const torch::Tensor& weight, Weighting how);
 
 }  // namespace blocklab

@@ -80,8 +80,7 @@ Loss DenoisingClassifier::block_loss(const Batch& b, int block, const torch::Ten
   auto z = y + sigma.unsqueeze(1) * torch::randn_like(y);
   auto ce = cross_entropy(denoise_logits(b.x, z, sigma, block), b.y);  // [N]
   auto w = precondition(sigma, cfg_.diffusion.noise.sigma_data).weight;  // lambda(sigma) [N]
-  auto loss = weighted_loss(ce, w, cfg_.diffusion.weighting);
-  return {loss, ce.mean().detach()};
+  return weighted_loss(ce, w, cfg_.diffusion.weighting);
 }
 
 torch::Tensor DenoisingClassifier::sample_sigmas(int block, int64_t n, uint64_t seed, const torch::Device& device) const {

@@ -83,7 +83,7 @@ Loss ImageGenerator::loss(const Batch& batch, int block, uint64_t seed) {
   auto z = x + sigma.view({-1, 1, 1, 1}) * torch::randn_like(x);
   auto l2 = (denoise(z, sigma, labels, block) - x).pow(2).mean({1, 2, 3});  // [N]
   auto w = precondition(sigma, cfg_.diffusion.noise.sigma_data).weight;     // lambda(sigma) [N]
-  return {weighted_loss(l2, w, cfg_.diffusion.weighting), l2.mean().detach()};
+  return weighted_loss(l2, w, cfg_.diffusion.weighting);
 }
 
 std::vector<double> ImageGenerator::levels(const SamplingOptions& opt) const {

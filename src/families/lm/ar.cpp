@@ -6,13 +6,13 @@
 #include <fmt/format.h>
 
 #include "data/text_data.h"
+#include "models/cross_entropy.h"
 #include "models/unit_rows.h"
 #include "schedule/chain.h"
 #include "schedule/precond.h"
 
 namespace blocklab {
 
-namespace F = torch::nn::functional;
 
 AutoregressiveLM::AutoregressiveLM(const Config& cfg, const DataShape& shape, const torch::Device& device,
                                    const std::vector<int64_t>& held)
@@ -75,7 +75,7 @@ Loss AutoregressiveLM::loss(const Batch& batch, int block, uint64_t seed) {
   const int64_t t = batch.x.size(1) - 1;
   auto context = batch.x.narrow(1, 0, t), next = batch.x.narrow(1, 1, t);
   auto ce_of = [](const torch::Tensor& logits, const torch::Tensor& y) {
-    return F::cross_entropy(logits.transpose(1, 2), y, F::CrossEntropyFuncOptions().reduction(torch::kNone)).mean(1);
+    return cross_entropy(logits, y).mean(1);
   };
   if (block < 0) {
     auto ce = ce_of(next_byte_logits(context), next).mean();
@@ -86,14 +86,14 @@ Loss AutoregressiveLM::loss(const Batch& batch, int block, uint64_t seed) {
   auto z = y + sigma.view({-1, 1, 1}) * torch::randn_like(y);
   auto ce = ce_of(denoise_logits(context, z, sigma, block), next);  // [N]
   auto w = precondition(sigma, cfg_.diffusion.noise.sigma_data).weight;
-  return {weighted_loss(ce, w, cfg_.diffusion.weighting), ce.mean().detach()};
+  return weighted_loss(ce, w, cfg_.diffusion.weighting);
 }
 
 torch::Tensor AutoregressiveLM::bits(const torch::Tensor& x) {
   const int64_t t = x.size(1) - 1;
   auto context = x.narrow(1, 0, t), next = x.narrow(1, 1, t);
   auto bits_of = [&](const torch::Tensor& logits) {
-    auto ce = F::cross_entropy(logits.transpose(1, 2), next, F::CrossEntropyFuncOptions().reduction(torch::kNone));
+    auto ce = cross_entropy(logits, next);
     return ce.mean(1) / std::log(2.0);
   };
   if (!cfg_.blocks_mode()) return bits_of(next_byte_logits(context)).unsqueeze(0);

@@ -6,10 +6,10 @@
 #include <fmt/format.h>
 
 #include "data/text_data.h"
+#include "models/cross_entropy.h"
 
 namespace blocklab {
 
-namespace F = torch::nn::functional;
 
 namespace {
 // The sinusoidal embedding resolves its input to about 1/1000 of the range, as DiT's timesteps.
@@ -31,7 +31,7 @@ std::pair<torch::Tensor, torch::Tensor> MaskedDiffusionLM::elbo_term(const torch
                                                                      int block) {
   auto masked = torch::rand(x.sizes(), t.options()) < t.unsqueeze(1);  // [N, T]: alpha(t) = 1 - t of bytes survive
   auto input = torch::where(masked, torch::full_like(x, mask_token()), x);
-  auto ce = F::cross_entropy(logits(input, t, block).transpose(1, 2), x, F::CrossEntropyFuncOptions().reduction(torch::kNone));
+  auto ce = cross_entropy(logits(input, t, block), x);
   auto m = masked.to(ce.dtype());
   auto nats = (ce * m).sum(1) / t / double(x.size(1));  // -alpha'/(1 - alpha) = 1/t, summed, per byte
   auto plain = ((ce * m).sum() / m.sum().clamp_min(1.0)).detach();
