@@ -1,7 +1,6 @@
 #include "families/classifier/classifier.h"
 
 #include <cmath>
-#include <random>
 
 #include <fmt/format.h>
 
@@ -84,10 +83,7 @@ Loss DenoisingClassifier::block_loss(const Batch& b, int block, const torch::Ten
 }
 
 torch::Tensor DenoisingClassifier::sample_sigmas(int block, int64_t n, uint64_t seed, const torch::Device& device) const {
-  std::mt19937_64 rng(seed);
-  std::vector<double> sigmas(static_cast<size_t>(n));
-  for (auto& s : sigmas) s = partition_.sample(block, cfg_.diffusion.sigma_sampling, rng);
-  return torch::tensor(sigmas, torch::kFloat64).to(device, torch::kFloat32);
+  return draw_levels(partition_, partition_, block, n, seed, cfg_.diffusion.sigma_sampling, device);
 }
 
 Loss DenoisingClassifier::loss(const Batch& batch, int block, uint64_t seed) {
