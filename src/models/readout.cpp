@@ -85,8 +85,9 @@ void backward_rows(const ReadoutRows<T>& r, const T* du, const T* xhat, const T*
 
 // x's shape [N, T, d]; b and z may be undefined (backward reads neither), and c_out empty (no skip).
 template <typename T>
-ReadoutRows<T> rows_of(torch::IntArrayRef shape, const torch::Tensor& w, const torch::Tensor& b, const torch::Tensor& shift_scale,
-                const torch::Tensor& c_out, const torch::Tensor& c_skip, const torch::Tensor& z) {
+ReadoutRows<T> rows_of(torch::IntArrayRef shape, const torch::Tensor& w, const torch::Tensor& b,
+                       const torch::Tensor& shift_scale, const torch::Tensor& c_out, const torch::Tensor& c_skip,
+                       const torch::Tensor& z) {
   const auto pointer = [](const torch::Tensor& t) { return t.defined() && t.numel() > 0 ? t.data_ptr<T>() : nullptr; };
   return {shape[0], shape[2], shape[1] * shape[2], pointer(w), pointer(b), pointer(shift_scale),
           pointer(c_out), pointer(c_skip), pointer(z)};
@@ -137,7 +138,9 @@ class Readout : public torch::autograd::Function<Readout> {
 bool fusable(const torch::Tensor& x, const torch::nn::LayerNorm& norm, const torch::Tensor& shift_scale,
              const ReadoutSkip& skip) {
   const auto& w = norm->weight;
-  const auto same = [&](const torch::Tensor& t) { return t.defined() && t.scalar_type() == x.scalar_type() && t.device() == x.device(); };
+  const auto same = [&](const torch::Tensor& t) {
+    return t.defined() && t.scalar_type() == x.scalar_type() && t.device() == x.device();
+  };
   if (!simd::fused_kernels_enabled() || !simd::cpu_floating(x) || x.dim() != 3 || x.size(1) == 0 ||
       !same(w) || !same(norm->bias) || !same(shift_scale) || w.dim() != 1 || w.size(0) != x.size(2) ||
       norm->options.normalized_shape() != std::vector<int64_t>{x.size(2)} ||
@@ -145,7 +148,9 @@ bool fusable(const torch::Tensor& x, const torch::nn::LayerNorm& norm, const tor
     return false;
   if (!skip.c_out.defined()) return true;
   // (c_out and c_skip are the noise level's constants: no gradient reaches them here)
-  const auto per_sample = [&](const torch::Tensor& c) { return same(c) && !c.requires_grad() && c.dim() == 1 && c.size(0) == x.size(0); };
+  const auto per_sample = [&](const torch::Tensor& c) {
+    return same(c) && !c.requires_grad() && c.dim() == 1 && c.size(0) == x.size(0);
+  };
   return per_sample(skip.c_out) && per_sample(skip.c_skip) && same(skip.z) &&
          skip.z.sizes() == torch::IntArrayRef{x.size(0), x.size(2)};
 }
@@ -156,7 +161,8 @@ torch::Tensor readout_reference(const torch::Tensor& x, const torch::nn::LayerNo
                                 const torch::Tensor& shift_scale, const ReadoutSkip& skip) {
   namespace F = torch::nn::functional;
   const auto& o = norm->options;  // LayerNorm is per token: norm token 0 only
-  auto d = F::layer_norm(x.select(1, 0), F::LayerNormFuncOptions(o.normalized_shape()).weight(norm->weight).bias(norm->bias).eps(o.eps()));
+  const auto options = F::LayerNormFuncOptions(o.normalized_shape()).weight(norm->weight).bias(norm->bias).eps(o.eps());
+  auto d = F::layer_norm(x.select(1, 0), options);
   if (skip.c_out.defined()) d = skip.c_out.unsqueeze(1) * d + skip.c_skip.unsqueeze(1) * skip.z;
   const int64_t width = x.size(2);
   return d * (1 + shift_scale.narrow(-1, width, width)) + shift_scale.narrow(-1, 0, width);
@@ -168,10 +174,9 @@ torch::Tensor readout(const torch::Tensor& x, const torch::nn::LayerNorm& norm, 
   const auto empty = torch::empty({0}, x.options());
   const bool has_skip = skip.c_out.defined();
   const double eps = norm->options.eps();
-  torch::Tensor u = Readout::apply(x.contiguous(), norm->weight.contiguous(), norm->bias.contiguous(),
-                                   shift_scale.contiguous(), has_skip ? skip.c_out.contiguous() : empty,
-                                   has_skip ? skip.c_skip.contiguous() : empty, has_skip ? skip.z.contiguous() : empty, eps);
-  return u;
+  return Readout::apply(x.contiguous(), norm->weight.contiguous(), norm->bias.contiguous(), shift_scale.contiguous(),
+                        has_skip ? skip.c_out.contiguous() : empty, has_skip ? skip.c_skip.contiguous() : empty,
+                        has_skip ? skip.z.contiguous() : empty, eps);
 }
 
 }  // namespace blocklab

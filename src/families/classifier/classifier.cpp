@@ -11,7 +11,6 @@
 
 namespace blocklab {
 
-
 ViTOptions vit_options(const Config& cfg, const DataShape& shape, const std::vector<int64_t>& held) {
   ViTOptions o;
   o.label_beside_cls = cfg.classifier.label_token == LabelToken::BesideCls;

@@ -13,7 +13,6 @@
 
 namespace blocklab {
 
-
 AutoregressiveLM::AutoregressiveLM(const Config& cfg, const DataShape& shape, const torch::Device& device,
                                    const std::vector<int64_t>& held)
     : LanguageModel(cfg,

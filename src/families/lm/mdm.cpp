@@ -10,7 +10,6 @@
 
 namespace blocklab {
 
-
 namespace {
 // The sinusoidal embedding resolves its input to about 1/1000 of the range, as DiT's timesteps.
 torch::Tensor time_input(const torch::Tensor& t) { return 1000.0 * t; }
