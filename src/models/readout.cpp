@@ -157,12 +157,13 @@ bool fusable(const torch::Tensor& x, const torch::nn::LayerNorm& norm, const tor
 
 }  // namespace
 
+torch::Tensor first_token_norm(const torch::Tensor& x, const torch::nn::LayerNorm& norm) {
+  return norm.ptr()->forward(x.select(1, 0));  // LayerNorm is per token: norm token 0 only
+}
+
 torch::Tensor readout_reference(const torch::Tensor& x, const torch::nn::LayerNorm& norm,
                                 const torch::Tensor& shift_scale, const ReadoutSkip& skip) {
-  namespace F = torch::nn::functional;
-  const auto& o = norm->options;  // LayerNorm is per token: norm token 0 only
-  const auto options = F::LayerNormFuncOptions(o.normalized_shape()).weight(norm->weight).bias(norm->bias).eps(o.eps());
-  auto d = F::layer_norm(x.select(1, 0), options);
+  auto d = first_token_norm(x, norm);
   if (skip.c_out.defined()) d = skip.c_out.unsqueeze(1) * d + skip.c_skip.unsqueeze(1) * skip.z;
   const int64_t width = x.size(2);
   return d * (1 + shift_scale.narrow(-1, width, width)) + shift_scale.narrow(-1, 0, width);

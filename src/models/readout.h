@@ -25,4 +25,7 @@ torch::Tensor readout(const torch::Tensor& x, const torch::nn::LayerNorm& norm, 
 torch::Tensor readout_reference(const torch::Tensor& x, const torch::nn::LayerNorm& norm,
                                 const torch::Tensor& shift_scale, const ReadoutSkip& skip = {});
 
+/// The final LayerNorm of token 0 of x [N, T, d], the token the classifier reads out: [N, d].
+torch::Tensor first_token_norm(const torch::Tensor& x, const torch::nn::LayerNorm& norm);
+
 }  // namespace blocklab

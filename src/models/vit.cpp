@@ -74,7 +74,7 @@ torch::Tensor ViTImpl::encode(const torch::Tensor& images, const std::vector<tor
 }
 
 torch::Tensor ViTImpl::features(const torch::Tensor& tokens, int64_t b) {
-  return io(b)->final_norm->forward(tokens.select(1, 0));  // LayerNorm is per token: norm token 0 only
+  return first_token_norm(tokens, io(b)->final_norm);
 }
 
 std::vector<torch::Tensor> ViTImpl::label_lead(const torch::Tensor& scaled_label, int64_t b) {
